@@ -1,0 +1,232 @@
+/* livehub plugin ABI — the one header a third-party plugin author needs to read.
+ *
+ * WHAT A PLUGIN IS
+ *   A shared object (.so) that livehubd loads with dlopen(RTLD_NOW | RTLD_LOCAL) when a conf stage
+ *   names it (`plugin = NAME` loads NAME.so from the hub's plugin_dir). It exports exactly one
+ *   symbol, LH_PLUGIN_SYMBOL (its name carries the ABI major, e.g. "lh_plugin_v1"), a function
+ *   that returns a pointer to a static, constant lh_plugin_t descriptor. Use LH_PLUGIN_EXPORT().
+ *   Build with -fvisibility=hidden (pkg-config --cflags livehub adds it) so nothing else leaks.
+ *
+ * VERSIONING
+ *   abi_major must equal the hub's LH_PLUGIN_ABI_MAJOR or the plugin is refused with a message
+ *   naming both numbers. Minor versions only append fields to the end of lh_plugin_t; the hub reads
+ *   struct_size to know which fields a plugin built against an older minor has, so a plugin built
+ *   for 1.0 keeps loading into every 1.x hub. A plugin built for a newer minor than the hub is
+ *   refused.
+ *
+ * ROLES
+ *   A source emits events into the hub. A sink receives the events whose type starts with one of
+ *   its `subscribe` prefixes (all events when none is given). A filter does both; it never receives
+ *   the events it emitted itself. The stage's section in the conf (`source =`, `sink =`,
+ *   `filter =`) must name a role the descriptor declares.
+ *
+ * LIFECYCLE (all calls for one instance happen on the threads named here)
+ *   1. validate(conf, err)   main thread, before anything starts, also on reload. Check your own
+ *                            keys' values; unknown keys are already refused by the hub using your
+ *                            options table. Return 0, or -1 with a reason naming the key.
+ *   2. create(io)            the instance's own thread. Allocate state, open listeners. Return the
+ *                            instance or NULL (the failure is reported and retried with back-off).
+ *   3. run(self, io)         the same thread. Call lh_io_ready(io) once you are serving (the hub
+ *                            waits `ready_timeout` ms for it, then reports and restarts you), then
+ *                            loop until lh_io_recv() returns NULL with lh_io_terminated() true, or
+ *                            until the pipe socket delivers "$TERM" if you poll raw sockets.
+ *                            Return 0 after a requested stop. Returning at any other time, or
+ *                            returning -1, counts as a crash: the hub logs it and restarts the
+ *                            instance (destroy, create, run) with exponential back-off.
+ *   4. destroy(&self)        the same thread, after run returns; free everything and set
+ *                            *self_p = NULL.
+ *   A sink with `workers = N` gets N instances, each with its own thread; with
+ *   `delivery = queue` each event goes to exactly one of them.
+ *
+ * THREADING AND OWNERSHIP
+ *   The lh_io_t belongs to the hub and is valid from create to destroy; use it only from the
+ *   instance's thread (counters are the exception: any thread may update them). Every pointer the
+ *   hub returns is borrowed unless the function says "new"/"caller frees". Sockets the hub gives
+ *   you are raw libzmq sockets (void *): poll, receive and send on them freely from your thread,
+ *   never close them.
+ *
+ * DELIVERY
+ *   Events reach a sink through a ZeroMQ PULL socket fed by the hub. When a sink falls behind by
+ *   more than the hub's high-water mark, further events are dropped for that sink and counted
+ *   (livehub_sink_dropped_total); the next event it receives is preceded by a "$gap" event whose
+ *   data is {"from": first missed id, "to": last missed id} so the sink can replay with
+ *   lh_io_replay(). Types starting with "$" are the hub's own and never come from producers.
+ */
+#ifndef LIVEHUB_PLUGIN_H
+#define LIVEHUB_PLUGIN_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "livehub/error.h"
+#include "livehub/event.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LH_PLUGIN_ABI_MAJOR 1
+#define LH_PLUGIN_ABI_MINOR 0
+#define LH_PLUGIN_SYMBOL "lh_plugin_v1"
+
+#if defined(__GNUC__)
+#define LH_EXPORT __attribute__((visibility("default")))
+#else
+#define LH_EXPORT
+#endif
+
+/* Exports the descriptor: LH_PLUGIN_EXPORT(my_plugin) after `static const lh_plugin_t my_plugin`. */
+#define LH_PLUGIN_EXPORT(descriptor)                                                               \
+    LH_EXPORT const lh_plugin_t *lh_plugin_v1(void);                                               \
+    LH_EXPORT const lh_plugin_t *lh_plugin_v1(void)                                                \
+    {                                                                                              \
+        return &(descriptor);                                                                      \
+    }
+
+typedef enum {
+    LH_ROLE_SOURCE = 1 << 0,
+    LH_ROLE_SINK = 1 << 1,
+    LH_ROLE_FILTER = 1 << 2,
+} lh_role_t;
+
+typedef enum {
+    LH_OPTION_STRING,  /* any text */
+    LH_OPTION_INT,     /* decimal integer within [min, max] */
+    LH_OPTION_BOOL,    /* true/false, yes/no, on/off, 1/0 */
+    LH_OPTION_SECRET,  /* env:NAME or file:PATH, never inline; read with lh_io_secret() */
+    LH_OPTION_ENDPOINT,/* host:port; a non-loopback host needs `public = true` on the stage */
+} lh_option_type_t;
+
+/* One conf key a plugin accepts. The table doubles as documentation: `livehub plugins` prints it.
+ * A NULL name ends the table. Keys every stage has (plugin, subscribe, delivery, workers, restart,
+ * ready_timeout, public) are handled by the hub and must not be listed. */
+typedef struct lh_option {
+    const char *name;
+    lh_option_type_t type;
+    const char *default_value; /* NULL: no default; see required */
+    bool required;
+    int64_t min, max;          /* LH_OPTION_INT only; both 0 means unbounded */
+    const char *help;          /* one line */
+} lh_option_t;
+
+/* A stage's conf subtree, read-only. Values are strings as written in the conf, with the
+ * option table's defaults filled in. */
+typedef struct lh_conf lh_conf_t;
+const char *lh_conf_get(const lh_conf_t *conf, const char *key);
+/* Parses an option as an integer / boolean; returns 0, or -1 with a reason naming the key. */
+int lh_conf_get_int(const lh_conf_t *conf, const char *key, int64_t *value, lh_error_t *err);
+int lh_conf_get_bool(const lh_conf_t *conf, const char *key, bool *value, lh_error_t *err);
+/* The stage's name, e.g. "ws" for `sink = ws`. */
+const char *lh_conf_stage(const lh_conf_t *conf);
+
+typedef struct lh_io lh_io_t;
+
+typedef struct lh_plugin {
+    uint32_t abi_major;   /* LH_PLUGIN_ABI_MAJOR */
+    uint32_t abi_minor;   /* LH_PLUGIN_ABI_MINOR */
+    uint32_t struct_size; /* sizeof(lh_plugin_t) */
+    const char *name;     /* must match the file name without ".so" */
+    const char *version;
+    const char *description;
+    unsigned roles;       /* lh_role_t bits */
+    const lh_option_t *options;
+    int (*validate)(const lh_conf_t *conf, lh_error_t *err); /* may be NULL */
+    void *(*create)(lh_io_t *io);
+    int (*run)(void *self, lh_io_t *io);
+    void (*destroy)(void **self_p);
+} lh_plugin_t;
+
+/* ---- host services ---------------------------------------------------------------------- */
+
+/* The instance's conf and identity. */
+const lh_conf_t *lh_io_conf(lh_io_t *io);
+const char *lh_io_stage(lh_io_t *io); /* stage name */
+int lh_io_worker(lh_io_t *io);        /* 0 .. workers-1 */
+
+/* Resolves a LH_OPTION_SECRET option (env:NAME / file:PATH). New buffer, caller frees; NULL with a
+ * reason when unset or unreadable. Never log the result. */
+char *lh_io_secret(lh_io_t *io, const char *key, size_t *size, lh_error_t *err);
+
+/* The hub's token secret (hub `token_secret`), for sinks that verify browser tokens. Borrowed;
+ * NULL when the conf sets none. */
+const void *lh_io_token_secret(lh_io_t *io, size_t *size);
+
+/* Signals that the instance is serving. Call once from run(). */
+void lh_io_ready(lh_io_t *io);
+
+typedef enum { LH_LOG_ERROR, LH_LOG_WARNING, LH_LOG_INFO, LH_LOG_DEBUG } lh_log_level_t;
+/* Logs a line prefixed with the stage name. */
+void lh_log(lh_io_t *io, lh_log_level_t level, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Receives the next event for a sink or filter, waiting at most timeout_ms (-1: forever). Returns
+ * a new event (caller destroys), or NULL on timeout, on a stop request (then lh_io_terminated() is
+ * true and run() should return 0), or for sources, which have no input (NULL at once on timeout). */
+lh_event_t *lh_io_recv(lh_io_t *io, int timeout_ms);
+bool lh_io_terminated(lh_io_t *io);
+
+/* Emits an event (sources and filters). Takes ownership of *event_p and nulls it. Returns 0, or -1
+ * when the hub's ingest is full (the event is dropped and counted). */
+int lh_io_emit(lh_io_t *io, lh_event_t **event_p);
+
+/* Raw sockets for plugins that run their own loop (libzmq void * sockets, borrowed):
+ * - pipe: receives "$TERM" (a one-frame message) when the hub stops the instance;
+ * - input: PULL socket delivering [topic][body] events (NULL for sources);
+ * - output: PUSH socket into the hub's ingest (NULL for pure sinks). Frames sent here must be
+ *   [topic][body] exactly as an external producer sends them; lh_io_emit does that for you. */
+void *lh_io_pipe_socket(lh_io_t *io);
+void *lh_io_input_socket(lh_io_t *io);
+void *lh_io_output_socket(lh_io_t *io);
+
+/* Replays history to a sink that resumes a client: calls fn for each stored event with id > since
+ * whose type starts with one of the prefixes (all when prefix_count is 0), oldest first, and
+ * returns LH_REPLAY_OK. Returns LH_REPLAY_RESET without calling fn when epoch differs from the
+ * hub's or since is older than what history holds (the client must refetch), and
+ * LH_REPLAY_FUTURE when since is greater than the newest id. *last_id receives the newest id the
+ * hub had assigned at the time of the replay, so the caller can skip live events it has already
+ * replayed. fn returns 0 to go on, non-zero to stop early. Safe from any plugin thread. */
+typedef enum { LH_REPLAY_OK = 0, LH_REPLAY_RESET = 1, LH_REPLAY_FUTURE = 2 } lh_replay_result_t;
+typedef int(lh_replay_fn)(const lh_event_t *event, void *arg);
+lh_replay_result_t lh_io_replay(lh_io_t *io, const char *epoch, uint64_t since,
+                                const char *const *prefixes, size_t prefix_count,
+                                lh_replay_fn *fn, void *arg, uint64_t *last_id);
+/* The hub's current epoch (borrowed, stable for the process lifetime). */
+const char *lh_io_epoch(lh_io_t *io);
+
+/* ---- metrics registry ---------------------------------------------------------------------
+ * Counters, gauges and histograms that the metrics plugin exports. Names follow Prometheus rules
+ * ([a-zA-Z_:][a-zA-Z0-9_:]*); the hub adds the label stage="<stage>". Registering the same name
+ * twice from one stage returns the same metric. Updates are lock-free and safe from any thread. */
+typedef struct lh_metric lh_metric_t;
+typedef enum { LH_METRIC_COUNTER, LH_METRIC_GAUGE, LH_METRIC_HISTOGRAM } lh_metric_kind_t;
+
+lh_metric_t *lh_io_counter(lh_io_t *io, const char *name, const char *help);
+lh_metric_t *lh_io_gauge(lh_io_t *io, const char *name, const char *help);
+/* bounds: ascending upper bounds, at most 16; +Inf is implied. */
+lh_metric_t *lh_io_histogram(lh_io_t *io, const char *name, const char *help,
+                             const double *bounds, size_t bound_count);
+void lh_metric_add(lh_metric_t *metric, uint64_t amount); /* counter */
+void lh_metric_set(lh_metric_t *metric, double value);    /* gauge */
+void lh_metric_observe(lh_metric_t *metric, double value);/* histogram */
+
+/* A consistent-enough read of one metric for exporters. */
+typedef struct lh_metric_view {
+    const char *name;
+    const char *help;
+    const char *labels; /* e.g. stage="ws" (no braces); "" for hub-wide metrics */
+    lh_metric_kind_t kind;
+    double value;       /* counter or gauge value; histogram sum */
+    uint64_t count;     /* histogram observation count */
+    size_t bucket_count;
+    const double *bounds;          /* bucket_count upper bounds */
+    const uint64_t *bucket_counts; /* cumulative counts per bound */
+} lh_metric_view_t;
+typedef void(lh_metric_visit_fn)(const lh_metric_view_t *view, void *arg);
+/* Visits every metric of the hub (its own and every stage's), grouped by name. */
+void lh_io_metrics_each(lh_io_t *io, lh_metric_visit_fn *fn, void *arg);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
