@@ -176,6 +176,9 @@ int lh_io_emit(lh_io_t *io, lh_event_t **event_p);
  * - output: PUSH socket into the hub's ingest (NULL for pure sinks). Frames sent here must be
  *   [topic][body] exactly as an external producer sends them; lh_io_emit does that for you. */
 void *lh_io_pipe_socket(lh_io_t *io);
+/* The hub's libzmq context, for plugins that make sockets of their own (they may connect to
+ * inproc://livehub-events, the hub's XPUB, and inproc://livehub-ingest, its PULL). */
+void *lh_io_zmq_context(lh_io_t *io);
 void *lh_io_input_socket(lh_io_t *io);
 void *lh_io_output_socket(lh_io_t *io);
 

@@ -1,0 +1,89 @@
+/* The hub's state, shared by router.c (routing, stages, supervision) and control.c (the control
+ * endpoint's requests). Not part of the SDK. */
+#ifndef LIVEHUB_CORE_HUB_INTERNAL_H
+#define LIVEHUB_CORE_HUB_INTERNAL_H
+
+#include <czmq.h>
+#include "conf.h"
+#include "history.h"
+#include "plugin_host.h"
+#include "registry.h"
+#include "router.h"
+
+typedef enum {
+    S_WORKER_STARTING, /* thread started, waiting for READY */
+    S_WORKER_RUNNING,
+    S_WORKER_BACKOFF,  /* crashed; restart at deadline */
+    S_WORKER_STOPPING, /* $TERM sent, waiting for EXIT */
+    S_WORKER_RESTARTING, /* $TERM sent after a ready time-out; restart after EXIT */
+    S_WORKER_STOPPED,
+} lh_worker_state_t;
+
+typedef struct lh_worker {
+    struct lh_stage *stage;
+    int index;
+    lh_instance_t instance;
+    void *pipe_core, *pipe_plugin; /* PAIR pair */
+    void *input, *output;          /* the plugin's PULL and PUSH (or NULL) */
+    lh_worker_state_t state;
+    int64_t deadline;              /* ready deadline or restart time (zclock_mono ms) */
+    int64_t started_at;
+    int backoff_ms;
+    unsigned restarts;
+    char last_error[128];
+} lh_worker_t;
+
+typedef struct lh_stage {
+    lh_stage_conf_t *conf;
+    const lh_plugin_t *plugin;
+    void *fanout;  /* PUSH feeding the workers' inputs (sinks, filters) */
+    void *emit;    /* PULL collecting the workers' outputs (sources, filters) */
+    lh_worker_t *workers;
+    int worker_count;
+    uint64_t gap_from, gap_to; /* events dropped for this stage, not yet announced */
+    lh_metric_t *delivered, *dropped, *restarts, *up;
+} lh_stage_t;
+
+struct lh_hub {
+    lh_hub_conf_t *conf;
+    zlist_t *old_confs;        /* confs replaced by reloads: unchanged stages still point in */
+    lh_plugins_t *plugins;
+    lh_registry_t *registry;
+    lh_history_t *history;
+    lh_services_t services;
+    char epoch[40];
+    void *ctx;
+    void *ingest_tcp, *ingest_inproc;
+    void *events_inproc, *events_tcp; /* XPUB */
+    void *control;
+    zactor_t *auth;
+    zcert_t *server_cert;
+    char *token_secret;
+    size_t token_secret_size;
+    lh_stage_t **stages;
+    size_t stage_count;
+    unsigned generation;       /* makes inproc endpoint names unique across reloads */
+    uint64_t last_id;
+    int64_t started_at;
+    zhashx_t *reject_log;      /* src -> next time a rejection from it may be logged */
+    lh_metric_t *accepted, *duplicates, *rejected_malformed, *rejected_oversized,
+        *rejected_frames, *history_events, *last_id_gauge;
+};
+
+/* Accepts one event from a producer (validate, dedup, stamp, store, fan out). from is the
+ * emitting stage or NULL. On success *id receives the new id (0 for a dropped duplicate) and 0
+ * is returned; -1 with a reason when the event is refused (already counted). */
+int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
+                  lh_stage_t *from, uint64_t *id, lh_error_t *err);
+
+/* Re-reads the conf file and applies it (changed stages restart, others keep running).
+ * Returns 0, or -1 with a reason (the running conf stays). */
+int lh_hub_reload(lh_hub_t *self, lh_error_t *err);
+
+/* Handles the requests waiting on the control socket; true when a reload changed the stages. */
+bool lh_control_handle(lh_hub_t *self);
+
+/* The status document (new reference). */
+json_t *lh_hub_status(lh_hub_t *self);
+
+#endif

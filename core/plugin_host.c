@@ -1,0 +1,559 @@
+/* Plugin libraries and the host side of the plugin ABI. */
+#include <czmq.h>
+#include <dlfcn.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include "livehub/codec.h"
+#include "livehub/token.h"
+#include "log.h"
+#include "plugin_host.h"
+
+/* The descriptor fields that every ABI 1.x plugin has (1.0's struct). */
+#define S_MIN_STRUCT_SIZE (offsetof(lh_plugin_t, destroy) + sizeof(void (*)(void **)))
+
+typedef struct s_library {
+    char *name;
+    void *handle;
+    const lh_plugin_t *plugin;
+    struct s_library *next;
+} s_library_t;
+
+struct lh_plugins {
+    char *search_path;
+    s_library_t *libraries;
+};
+
+struct lh_io {
+    const lh_services_t *services;
+    const lh_plugin_t *plugin;
+    const lh_conf_t *conf;
+    int worker;
+    void *pipe, *input, *output;
+    bool terminated;
+    lh_metric_t *emitted, *emit_failed;
+};
+
+lh_plugins_t *lh_plugins_new(const char *search_path)
+{
+    lh_plugins_t *self = calloc(1, sizeof *self);
+    if (self && !(self->search_path = strdup(search_path ? search_path : ""))) {
+        free(self);
+        self = NULL;
+    }
+    return self;
+}
+
+void lh_plugins_destroy(lh_plugins_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    lh_plugins_t *self = *self_p;
+    for (s_library_t *library = self->libraries, *next; library; library = next) {
+        next = library->next;
+        /* Sanitizer builds keep libraries mapped so leak reports can still name their frames. */
+        if (!getenv("LIVEHUB_KEEP_PLUGINS_MAPPED"))
+            dlclose(library->handle);
+        free(library->name);
+        free(library);
+    }
+    free(self->search_path);
+    free(self);
+    *self_p = NULL;
+}
+
+static bool s_valid_plugin_name(const char *name)
+{
+    if (!name || !*name || strlen(name) > 64)
+        return false;
+    for (const char *c = name; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              *c == '_' || *c == '-'))
+            return false;
+    return true;
+}
+
+/* Names the ABI a library without our symbol was built for, to make the refusal actionable. */
+static int s_other_abi_major(void *handle)
+{
+    for (int major = 0; major < 10; major++) {
+        char symbol[32];
+        snprintf(symbol, sizeof symbol, "lh_plugin_v%d", major);
+        if (major != LH_PLUGIN_ABI_MAJOR && dlsym(handle, symbol))
+            return major;
+    }
+    return -1;
+}
+
+static int s_check_descriptor(const lh_plugin_t *plugin, const char *name, lh_error_t *err)
+{
+    if (!plugin) {
+        lh_error_set(err, "plugin '%s' returned no descriptor", name);
+        return -1;
+    }
+    if (plugin->abi_major != LH_PLUGIN_ABI_MAJOR) {
+        lh_error_set(err, "plugin '%s' is built for ABI %u.%u; this hub speaks ABI %d.%d", name,
+                     plugin->abi_major, plugin->abi_minor, LH_PLUGIN_ABI_MAJOR,
+                     LH_PLUGIN_ABI_MINOR);
+        return -1;
+    }
+    if (plugin->abi_minor > LH_PLUGIN_ABI_MINOR) {
+        lh_error_set(err, "plugin '%s' needs ABI %u.%u; this hub speaks only up to %d.%d", name,
+                     plugin->abi_major, plugin->abi_minor, LH_PLUGIN_ABI_MAJOR,
+                     LH_PLUGIN_ABI_MINOR);
+        return -1;
+    }
+    if (plugin->struct_size < S_MIN_STRUCT_SIZE) {
+        lh_error_set(err, "plugin '%s' has a descriptor of %u bytes; ABI 1 needs at least %zu",
+                     name, plugin->struct_size, S_MIN_STRUCT_SIZE);
+        return -1;
+    }
+    if (!plugin->name || strcmp(plugin->name, name) != 0) {
+        lh_error_set(err, "file %s.so holds plugin '%s'; the names must match", name,
+                     plugin->name ? plugin->name : "(null)");
+        return -1;
+    }
+    if (!plugin->create || !plugin->run || !plugin->destroy) {
+        lh_error_set(err, "plugin '%s' lacks create, run or destroy", name);
+        return -1;
+    }
+    if (!(plugin->roles & (LH_ROLE_SOURCE | LH_ROLE_SINK | LH_ROLE_FILTER))) {
+        lh_error_set(err, "plugin '%s' declares no role", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* dlopens NAME.so from the first directory of the search path that has it. */
+static void *s_open_library(lh_plugins_t *self, const char *name, lh_error_t *err)
+{
+    char *path_list = strdup(self->search_path);
+    char tried[200] = "";
+    void *handle = NULL;
+    for (char *save = NULL, *dir = strtok_r(path_list, ":", &save); dir && !handle;
+         dir = strtok_r(NULL, ":", &save)) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s.so", dir, name);
+        if (access(path, F_OK) != 0) {
+            size_t used = strlen(tried);
+            snprintf(tried + used, sizeof tried - used, "%s%s", used ? ", " : "", dir);
+            continue;
+        }
+        handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+        if (!handle) {
+            lh_error_set(err, "cannot load %s: %s", path, dlerror());
+            free(path_list);
+            return NULL;
+        }
+    }
+    free(path_list);
+    if (!handle)
+        lh_error_set(err, "no plugin file %s.so in %s", name, *tried ? tried : "(empty path)");
+    return handle;
+}
+
+const lh_plugin_t *lh_plugins_load(lh_plugins_t *self, const char *name, lh_error_t *err)
+{
+    if (!s_valid_plugin_name(name)) {
+        lh_error_set(err, "'%s' is not a plugin name (letters, digits, _ and -)", name);
+        return NULL;
+    }
+    for (s_library_t *library = self->libraries; library; library = library->next)
+        if (strcmp(library->name, name) == 0)
+            return library->plugin;
+    void *handle = s_open_library(self, name, err);
+    if (!handle)
+        return NULL;
+    const lh_plugin_t *(*entry)(void);
+    *(void **)&entry = dlsym(handle, LH_PLUGIN_SYMBOL);
+    if (!entry) {
+        int other = s_other_abi_major(handle);
+        if (other >= 0)
+            lh_error_set(err, "plugin '%s' is built for ABI %d (exports lh_plugin_v%d); this hub "
+                         "speaks ABI %d", name, other, other, LH_PLUGIN_ABI_MAJOR);
+        else
+            lh_error_set(err, "%s.so is not a livehub plugin (no %s symbol)", name,
+                         LH_PLUGIN_SYMBOL);
+        dlclose(handle);
+        return NULL;
+    }
+    const lh_plugin_t *plugin = entry();
+    s_library_t *library = calloc(1, sizeof *library);
+    if (s_check_descriptor(plugin, name, err) != 0 || !library ||
+        !(library->name = strdup(name))) {
+        if (library && !library->name && plugin && s_check_descriptor(plugin, name, NULL) == 0)
+            lh_error_set(err, "out of memory");
+        free(library);
+        dlclose(handle);
+        return NULL;
+    }
+    library->handle = handle;
+    library->plugin = plugin;
+    library->next = self->libraries;
+    self->libraries = library;
+    return plugin;
+}
+
+const lh_plugin_t *lh_plugins_lookup(const char *name, void *arg, lh_error_t *err)
+{
+    return lh_plugins_load(arg, name, err);
+}
+
+/* ---- conf loading with plugin checks ----------------------------------------------------- */
+
+/* The conf's plugin_dir, else LIVEHUB_PLUGIN_DIR, else this build tree's plugins when livehubd
+ * runs from the build tree, else the installed plugin directory. */
+static char *s_plugin_path(const lh_hub_conf_t *conf)
+{
+    if (conf->plugin_dir)
+        return strdup(conf->plugin_dir);
+    const char *env = getenv("LIVEHUB_PLUGIN_DIR");
+    if (env && *env)
+        return strdup(env);
+    char exe[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        char *build_root = strdup(LIVEHUB_BUILD_PLUGIN_DIR);
+        char *slash = strrchr(build_root, '/');
+        if (slash)
+            *slash = '\0';
+        bool in_build_tree = strncmp(exe, build_root, strlen(build_root)) == 0 &&
+                             exe[strlen(build_root)] == '/';
+        free(build_root);
+        if (in_build_tree)
+            return strdup(LIVEHUB_BUILD_PLUGIN_DIR);
+    }
+    return strdup(LIVEHUB_DEFAULT_PLUGIN_DIR);
+}
+
+/* Loads the conf twice: once to learn plugin_dir, then with every plugin checked. */
+lh_hub_conf_t *lh_hub_conf_load_checked(const char *path, lh_plugins_t **plugins_p,
+                                        lh_error_t *err)
+{
+    lh_hub_conf_t *conf = lh_hub_conf_load(path, NULL, NULL, err);
+    if (!conf)
+        return NULL;
+    char *search_path = s_plugin_path(conf);
+    lh_hub_conf_destroy(&conf);
+    *plugins_p = lh_plugins_new(search_path);
+    free(search_path);
+    if (!*plugins_p) {
+        lh_error_set(err, "out of memory");
+        return NULL;
+    }
+    conf = lh_hub_conf_load(path, lh_plugins_lookup, *plugins_p, err);
+    if (!conf)
+        lh_plugins_destroy(plugins_p);
+    return conf;
+}
+
+/* ---- lh_io_t ---------------------------------------------------------------------------- */
+
+static char *s_stage_labels(const lh_conf_t *conf)
+{
+    char *labels = NULL;
+    if (asprintf(&labels, "stage=\"%s\"", conf->name) < 0)
+        return NULL;
+    return labels;
+}
+
+struct lh_io *lh_io_new(const lh_services_t *services, const lh_plugin_t *plugin,
+                        const lh_conf_t *conf, int worker, void *pipe, void *input, void *output)
+{
+    struct lh_io *self = calloc(1, sizeof *self);
+    if (!self)
+        return NULL;
+    self->services = services;
+    self->plugin = plugin;
+    self->conf = conf;
+    self->worker = worker;
+    self->pipe = pipe;
+    self->input = input;
+    self->output = output;
+    char *labels = s_stage_labels(conf);
+    self->emitted = lh_registry_metric(services->registry, LH_METRIC_COUNTER,
+                                       "livehub_stage_emitted_total",
+                                       "Events a stage emitted into the hub", labels, NULL, 0);
+    self->emit_failed = lh_registry_metric(services->registry, LH_METRIC_COUNTER,
+                                           "livehub_stage_emit_failed_total",
+                                           "Events a stage could not emit (invalid or ingest full)",
+                                           labels, NULL, 0);
+    free(labels);
+    return self;
+}
+
+void lh_io_destroy(struct lh_io **self_p)
+{
+    if (self_p && *self_p) {
+        free(*self_p);
+        *self_p = NULL;
+    }
+}
+
+const lh_conf_t *lh_io_conf(lh_io_t *io)
+{
+    return io->conf;
+}
+
+const char *lh_io_stage(lh_io_t *io)
+{
+    return io->conf->name;
+}
+
+int lh_io_worker(lh_io_t *io)
+{
+    return io->worker;
+}
+
+const char *lh_io_epoch(lh_io_t *io)
+{
+    return io->services->epoch;
+}
+
+char *lh_io_secret(lh_io_t *io, const char *key, size_t *size, lh_error_t *err)
+{
+    const char *reference = lh_conf_get(io->conf, key);
+    if (!reference) {
+        lh_error_set(err, "%s: not set", key);
+        return NULL;
+    }
+    lh_error_t inner;
+    char *secret = lh_secret_resolve(reference, size, &inner);
+    if (!secret)
+        lh_error_set(err, "%s: %s", key, inner.text);
+    return secret;
+}
+
+const void *lh_io_token_secret(lh_io_t *io, size_t *size)
+{
+    if (size)
+        *size = io->services->token_secret_size;
+    return io->services->token_secret;
+}
+
+void lh_io_ready(lh_io_t *io)
+{
+    zmq_send(io->pipe, LH_PIPE_READY, strlen(LH_PIPE_READY), 0);
+}
+
+void lh_log(lh_io_t *io, lh_log_level_t level, const char *format, ...)
+{
+    va_list args;
+    va_start(args, format);
+    lh_log_v(level, io->conf->name, format, args);
+    va_end(args);
+}
+
+bool lh_io_terminated(lh_io_t *io)
+{
+    return io->terminated;
+}
+
+/* Reads one pipe message; a stop request sets terminated. */
+static void s_read_pipe(lh_io_t *io)
+{
+    char command[16];
+    int size = zmq_recv(io->pipe, command, sizeof command, ZMQ_DONTWAIT);
+    if (size == (int)strlen(LH_PIPE_TERM) && memcmp(command, LH_PIPE_TERM, (size_t)size) == 0)
+        io->terminated = true;
+}
+
+/* Receives one [topic][body] event from the input without waiting; NULL when none is queued. */
+static lh_event_t *s_take_input(lh_io_t *io)
+{
+    zmq_msg_t topic, body;
+    zmq_msg_init(&topic);
+    zmq_msg_init(&body);
+    lh_event_t *event = NULL;
+    if (zmq_msg_recv(&topic, io->input, ZMQ_DONTWAIT) >= 0 && zmq_msg_more(&topic) &&
+        zmq_msg_recv(&body, io->input, 0) >= 0) {
+        lh_error_t err;
+        event = lh_event_decode(zmq_msg_data(&topic), zmq_msg_size(&topic), zmq_msg_data(&body),
+                                zmq_msg_size(&body), &err);
+        if (!event)
+            lh_log(io, LH_LOG_ERROR, "undecodable event from the hub: %s", err.text);
+    }
+    zmq_msg_close(&topic);
+    zmq_msg_close(&body);
+    return event;
+}
+
+lh_event_t *lh_io_recv(lh_io_t *io, int timeout_ms)
+{
+    int64_t deadline = timeout_ms < 0 ? -1 : zclock_mono() + timeout_ms;
+    while (true) {
+        /* Queued input first, so a stop request still delivers everything already routed. */
+        if (io->input) {
+            lh_event_t *event = s_take_input(io);
+            if (event)
+                return event;
+        }
+        if (io->terminated)
+            return NULL;
+        long wait = deadline < 0 ? -1 : (long)(deadline - zclock_mono());
+        if (deadline >= 0 && wait < 0)
+            wait = 0;
+        zmq_pollitem_t items[2] = {{io->pipe, 0, ZMQ_POLLIN, 0}, {io->input, 0, ZMQ_POLLIN, 0}};
+        int ready = zmq_poll(items, io->input ? 2 : 1, wait);
+        if (ready < 0 && errno != EINTR)
+            return NULL;
+        if (ready > 0 && (items[0].revents & ZMQ_POLLIN))
+            s_read_pipe(io);
+        if (ready == 0 && wait >= 0 && zclock_mono() >= deadline)
+            return NULL;
+    }
+}
+
+int lh_io_emit(lh_io_t *io, lh_event_t **event_p)
+{
+    if (!event_p || !*event_p)
+        return -1;
+    lh_event_t *event = *event_p;
+    int rc = -1;
+    lh_error_t err;
+    size_t size;
+    const void *body = lh_event_body(event, &size, &err);
+    const char *type = lh_event_type(event);
+    if (!io->output) {
+        lh_log(io, LH_LOG_ERROR, "emit: this stage is a sink and has no output");
+    } else if (!body) {
+        lh_log(io, LH_LOG_ERROR, "emit %s: %s", type, err.text);
+    } else if (zmq_send(io->output, type, strlen(type), ZMQ_SNDMORE) >= 0 &&
+               zmq_send(io->output, body, size, 0) >= 0) {
+        rc = 0;
+    } else {
+        lh_log(io, LH_LOG_WARNING, "emit %s: hub ingest is full; event dropped", type);
+    }
+    lh_metric_add(rc == 0 ? io->emitted : io->emit_failed, 1);
+    lh_event_destroy(event_p);
+    return rc;
+}
+
+void *lh_io_pipe_socket(lh_io_t *io)
+{
+    return io->pipe;
+}
+
+void *lh_io_zmq_context(lh_io_t *io)
+{
+    return io->services->zmq_context;
+}
+
+void *lh_io_input_socket(lh_io_t *io)
+{
+    return io->input;
+}
+
+void *lh_io_output_socket(lh_io_t *io)
+{
+    return io->output;
+}
+
+typedef struct {
+    lh_replay_fn *fn;
+    void *arg;
+} s_replay_visit_t;
+
+static int s_replay_visit(zmq_msg_t *topic, zmq_msg_t *body, uint64_t id, void *arg)
+{
+    (void)id;
+    s_replay_visit_t *visit = arg;
+    lh_event_t *event = lh_event_decode(zmq_msg_data(topic), zmq_msg_size(topic),
+                                        zmq_msg_data(body), zmq_msg_size(body), NULL);
+    int rc = event ? visit->fn(event, visit->arg) : 0;
+    lh_event_destroy(&event);
+    return rc;
+}
+
+lh_replay_result_t lh_io_replay(lh_io_t *io, const char *epoch, uint64_t since,
+                                const char *const *prefixes, size_t prefix_count,
+                                lh_replay_fn *fn, void *arg, uint64_t *last_id)
+{
+    if (epoch && *epoch && strcmp(epoch, io->services->epoch) != 0) {
+        if (last_id)
+            *last_id = lh_history_last_id(io->services->history);
+        return LH_REPLAY_RESET;
+    }
+    s_replay_visit_t visit = {fn, arg};
+    return lh_history_since(io->services->history, since, prefixes, prefix_count, 0,
+                            s_replay_visit, &visit, NULL, last_id);
+}
+
+static char *s_metric_labels(lh_io_t *io)
+{
+    return s_stage_labels(io->conf);
+}
+
+lh_metric_t *lh_io_counter(lh_io_t *io, const char *name, const char *help)
+{
+    char *labels = s_metric_labels(io);
+    lh_metric_t *metric = lh_registry_metric(io->services->registry, LH_METRIC_COUNTER, name,
+                                             help, labels, NULL, 0);
+    free(labels);
+    return metric;
+}
+
+lh_metric_t *lh_io_gauge(lh_io_t *io, const char *name, const char *help)
+{
+    char *labels = s_metric_labels(io);
+    lh_metric_t *metric = lh_registry_metric(io->services->registry, LH_METRIC_GAUGE, name, help,
+                                             labels, NULL, 0);
+    free(labels);
+    return metric;
+}
+
+lh_metric_t *lh_io_histogram(lh_io_t *io, const char *name, const char *help,
+                             const double *bounds, size_t bound_count)
+{
+    char *labels = s_metric_labels(io);
+    lh_metric_t *metric = lh_registry_metric(io->services->registry, LH_METRIC_HISTOGRAM, name,
+                                             help, labels, bounds, bound_count);
+    free(labels);
+    return metric;
+}
+
+void lh_io_metrics_each(lh_io_t *io, lh_metric_visit_fn *fn, void *arg)
+{
+    lh_registry_each(io->services->registry, fn, arg);
+}
+
+/* ---- instance threads -------------------------------------------------------------------- */
+
+static void *s_instance_main(void *arg)
+{
+    lh_instance_t *instance = arg;
+    lh_io_t *io = instance->io;
+    const char *reason = "stopped";
+    void *self = io->plugin->create(io);
+    if (!self) {
+        reason = "create() failed";
+    } else {
+        int rc = io->plugin->run(self, io);
+        if (rc != 0)
+            reason = "run() returned an error";
+        else if (!io->terminated)
+            reason = "run() returned without a stop request";
+        io->plugin->destroy(&self);
+    }
+    zmq_send(io->pipe, LH_PIPE_EXIT, strlen(LH_PIPE_EXIT), ZMQ_SNDMORE);
+    zmq_send(io->pipe, reason, strlen(reason), 0);
+    return NULL;
+}
+
+int lh_instance_start(lh_instance_t *self)
+{
+    self->io->terminated = false;
+    if (pthread_create(&self->thread, NULL, s_instance_main, self) != 0)
+        return -1;
+    self->thread_running = true;
+    return 0;
+}
+
+void lh_instance_join(lh_instance_t *self)
+{
+    if (self->thread_running) {
+        pthread_join(self->thread, NULL);
+        self->thread_running = false;
+    }
+}

@@ -1,0 +1,69 @@
+/* Plugin loading (dlopen with ABI checks) and the per-instance host: the lh_io_t services and the
+ * thread each plugin instance runs in. */
+#ifndef LIVEHUB_CORE_PLUGIN_HOST_H
+#define LIVEHUB_CORE_PLUGIN_HOST_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include "conf.h"
+#include "history.h"
+#include "livehub/plugin.h"
+#include "registry.h"
+
+/* Loaded plugin libraries, kept open for the life of the hub. */
+typedef struct lh_plugins lh_plugins_t;
+
+/* search_path: directories separated by ':' */
+lh_plugins_t *lh_plugins_new(const char *search_path);
+void lh_plugins_destroy(lh_plugins_t **self_p);
+
+/* Loads NAME.so from the search path (once) and checks it: exported symbol, ABI major and minor,
+ * struct size, name, lifecycle functions. Returns the descriptor or NULL with a clear reason. */
+const lh_plugin_t *lh_plugins_load(lh_plugins_t *self, const char *name, lh_error_t *err);
+
+/* Adapter for lh_hub_conf_load: arg is an lh_plugins_t. */
+const lh_plugin_t *lh_plugins_lookup(const char *name, void *arg, lh_error_t *err);
+
+/* Loads a conf twice: once to learn plugin_dir, then with every stage's plugin loaded and its
+ * options checked. The plugin search path is the conf's plugin_dir, else LIVEHUB_PLUGIN_DIR, else
+ * the build tree's plugins when the program runs from the build tree, else the installed plugin
+ * directory. On success *plugins_p holds the loaded plugins (caller destroys after the conf). */
+lh_hub_conf_t *lh_hub_conf_load_checked(const char *path, lh_plugins_t **plugins_p,
+                                        lh_error_t *err);
+
+/* What the hub shares with every instance. */
+typedef struct lh_services {
+    const char *hub_name;
+    const char *epoch;
+    lh_history_t *history;
+    lh_registry_t *registry;
+    const void *token_secret;
+    size_t token_secret_size;
+    void *zmq_context;
+} lh_services_t;
+
+/* Messages an instance thread sends the core on its pipe (first frame). */
+#define LH_PIPE_READY "READY"
+#define LH_PIPE_EXIT "EXIT"  /* second frame: reason; sent when the thread ends */
+#define LH_PIPE_TERM "$TERM"
+
+/* One running worker of a stage. The core creates its sockets; the thread only borrows them, so
+ * events queued for a crashed instance wait for its restart. */
+typedef struct lh_instance {
+    struct lh_io *io;
+    pthread_t thread;
+    bool thread_running;
+} lh_instance_t;
+
+/* Creates the io (sockets are the core's: pipe = the plugin's end of a PAIR, input PULL or NULL,
+ * output PUSH or NULL). */
+struct lh_io *lh_io_new(const lh_services_t *services, const lh_plugin_t *plugin,
+                        const lh_conf_t *conf, int worker, void *pipe, void *input, void *output);
+void lh_io_destroy(struct lh_io **self_p);
+
+/* Starts the instance thread: create, run, destroy, then one EXIT message on the pipe. */
+int lh_instance_start(lh_instance_t *self);
+/* Joins a thread that has sent EXIT. */
+void lh_instance_join(lh_instance_t *self);
+
+#endif

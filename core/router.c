@@ -1,0 +1,1013 @@
+/* The router: the hub's single main thread. It owns every core socket, routes each accepted event
+ * to history, to matching stages (PUSH per stage, so drops are counted per stage) and to external
+ * subscribers (XPUB), and supervises plugin worker threads. */
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <time.h>
+#include <unistd.h>
+#include "envelope.h"
+#include "hub_internal.h"
+#include "livehub/codec.h"
+#include "livehub/token.h"
+#include "log.h"
+
+#define S_DRAIN_BATCH 256          /* events taken from one socket before polling again */
+#define S_STOP_TIMEOUT_MS 10000    /* a worker that has not exited by then is abandoned */
+#define S_BACKOFF_MIN_MS 500
+#define S_BACKOFF_MAX_MS 30000
+#define S_REJECT_LOG_INTERVAL_MS 5000
+#define S_HELLO_PREFIX "$hello"
+
+static uint64_t s_now_us(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+}
+
+/* ---- sockets ------------------------------------------------------------------------------ */
+
+static void *s_socket(lh_hub_t *self, int type)
+{
+    void *socket = zmq_socket(self->ctx, type);
+    if (socket) {
+        int linger = 0, hwm = self->conf->hwm;
+        zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_setsockopt(socket, ZMQ_SNDHWM, &hwm, sizeof hwm);
+        zmq_setsockopt(socket, ZMQ_RCVHWM, &hwm, sizeof hwm);
+    }
+    return socket;
+}
+
+static void s_close(void **socket_p)
+{
+    if (*socket_p) {
+        zmq_close(*socket_p);
+        *socket_p = NULL;
+    }
+}
+
+/* Applies the server side of CURVE to a tcp socket when the conf asks for it. */
+static void s_secure(lh_hub_t *self, void *socket)
+{
+    if (!self->server_cert)
+        return;
+    int server = 1;
+    zcert_apply(self->server_cert, socket);
+    zmq_setsockopt(socket, ZMQ_CURVE_SERVER, &server, sizeof server);
+}
+
+/* A tcp-facing socket: CURVE when configured, a frame size cap on input. */
+static void *s_bind_tcp(lh_hub_t *self, int type, const char *endpoint, lh_error_t *err)
+{
+    void *socket = s_socket(self, type);
+    if (!socket) {
+        lh_error_set(err, "cannot create a socket: %s", zmq_strerror(zmq_errno()));
+        return NULL;
+    }
+    int64_t max_size = (int64_t)self->conf->max_event_size;
+    zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, &max_size, sizeof max_size);
+    s_secure(self, socket);
+    if (zmq_bind(socket, endpoint) != 0) {
+        lh_error_set(err, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        zmq_close(socket);
+        return NULL;
+    }
+    return socket;
+}
+
+/* ---- stages ------------------------------------------------------------------------------- */
+
+static char *s_stage_labels(const lh_stage_conf_t *conf)
+{
+    char *labels = NULL;
+    return asprintf(&labels, "stage=\"%s\"", conf->name) < 0 ? NULL : labels;
+}
+
+static void s_worker_start(lh_hub_t *self, lh_worker_t *worker)
+{
+    /* Forget anything a previous run left on the pipe. */
+    char stale[64];
+    while (zmq_recv(worker->pipe_core, stale, sizeof stale, ZMQ_DONTWAIT) >= 0)
+        ;
+    worker->started_at = zclock_mono();
+    worker->deadline = worker->started_at + worker->stage->conf->ready_timeout_ms;
+    worker->state = S_WORKER_STARTING;
+    if (lh_instance_start(&worker->instance) != 0) {
+        snprintf(worker->last_error, sizeof worker->last_error, "cannot start a thread");
+        worker->state = S_WORKER_BACKOFF;
+        worker->deadline = zclock_mono() + worker->backoff_ms;
+    }
+    (void)self;
+}
+
+static int s_worker_init(lh_hub_t *self, lh_stage_t *stage, lh_worker_t *worker, int index,
+                         const char *fanout_endpoint, const char *emit_endpoint)
+{
+    char endpoint[256];
+    worker->stage = stage;
+    worker->index = index;
+    worker->backoff_ms = S_BACKOFF_MIN_MS;
+    snprintf(endpoint, sizeof endpoint, "inproc://livehub-pipe-%s-%u-%d", stage->conf->name,
+             self->generation, index);
+    worker->pipe_core = s_socket(self, ZMQ_PAIR);
+    worker->pipe_plugin = s_socket(self, ZMQ_PAIR);
+    if (!worker->pipe_core || !worker->pipe_plugin || zmq_bind(worker->pipe_core, endpoint) ||
+        zmq_connect(worker->pipe_plugin, endpoint))
+        return -1;
+    if (fanout_endpoint) {
+        worker->input = s_socket(self, ZMQ_PULL);
+        if (!worker->input || zmq_connect(worker->input, fanout_endpoint))
+            return -1;
+    }
+    if (emit_endpoint) {
+        worker->output = s_socket(self, ZMQ_PUSH);
+        int timeout = 1000; /* an emit that cannot proceed for a second fails and is counted */
+        if (!worker->output)
+            return -1;
+        zmq_setsockopt(worker->output, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+        if (zmq_connect(worker->output, emit_endpoint))
+            return -1;
+    }
+    worker->instance.io = lh_io_new(&self->services, stage->plugin, stage->conf, index,
+                                    worker->pipe_plugin, worker->input, worker->output);
+    return worker->instance.io ? 0 : -1;
+}
+
+static void s_stage_destroy(lh_stage_t **stage_p)
+{
+    lh_stage_t *stage = *stage_p;
+    if (!stage)
+        return;
+    for (int i = 0; i < stage->worker_count; i++) {
+        lh_worker_t *worker = &stage->workers[i];
+        if (worker->instance.thread_running)
+            continue; /* abandoned: its thread still borrows the sockets */
+        lh_io_destroy(&worker->instance.io);
+        s_close(&worker->pipe_core);
+        s_close(&worker->pipe_plugin);
+        s_close(&worker->input);
+        s_close(&worker->output);
+    }
+    s_close(&stage->fanout);
+    s_close(&stage->emit);
+    free(stage->workers);
+    free(stage);
+    *stage_p = NULL;
+}
+
+/* Creates a stage's sockets and starts its workers. */
+static lh_stage_t *s_stage_new(lh_hub_t *self, lh_stage_conf_t *conf, lh_error_t *err)
+{
+    lh_stage_t *stage = calloc(1, sizeof *stage);
+    if (!stage) {
+        lh_error_set(err, "out of memory");
+        return NULL;
+    }
+    stage->conf = conf;
+    stage->plugin = lh_plugins_load(self->plugins, conf->plugin, err);
+    if (!stage->plugin) {
+        free(stage);
+        return NULL;
+    }
+    self->generation++;
+    char fanout_endpoint[256], emit_endpoint[256];
+    snprintf(fanout_endpoint, sizeof fanout_endpoint, "inproc://livehub-fanout-%s-%u",
+             conf->name, self->generation);
+    snprintf(emit_endpoint, sizeof emit_endpoint, "inproc://livehub-emit-%s-%u", conf->name,
+             self->generation);
+    bool takes_input = conf->role != LH_STAGE_SOURCE;
+    bool gives_output = conf->role != LH_STAGE_SINK;
+    if (takes_input && (!(stage->fanout = s_socket(self, ZMQ_PUSH)) ||
+                        zmq_bind(stage->fanout, fanout_endpoint)))
+        goto failed;
+    if (gives_output &&
+        (!(stage->emit = s_socket(self, ZMQ_PULL)) || zmq_bind(stage->emit, emit_endpoint)))
+        goto failed;
+    stage->workers = calloc((size_t)conf->workers, sizeof *stage->workers);
+    if (!stage->workers)
+        goto failed;
+    stage->worker_count = conf->workers;
+    for (int i = 0; i < conf->workers; i++)
+        if (s_worker_init(self, stage, &stage->workers[i], i,
+                          takes_input ? fanout_endpoint : NULL,
+                          gives_output ? emit_endpoint : NULL) != 0)
+            goto failed;
+    char *labels = s_stage_labels(conf);
+    stage->delivered = lh_registry_metric(self->registry, LH_METRIC_COUNTER,
+                                          "livehub_stage_delivered_total",
+                                          "Events routed to a stage", labels, NULL, 0);
+    stage->dropped = lh_registry_metric(self->registry, LH_METRIC_COUNTER,
+                                        "livehub_sink_dropped_total",
+                                        "Events dropped because a stage's queue was full",
+                                        labels, NULL, 0);
+    stage->restarts = lh_registry_metric(self->registry, LH_METRIC_COUNTER,
+                                         "livehub_stage_restarts_total",
+                                         "Worker crashes and ready time-outs that led to a restart",
+                                         labels, NULL, 0);
+    stage->up = lh_registry_metric(self->registry, LH_METRIC_GAUGE, "livehub_stage_workers_up",
+                                   "Workers of a stage that are serving", labels, NULL, 0);
+    free(labels);
+    for (int i = 0; i < stage->worker_count; i++)
+        s_worker_start(self, &stage->workers[i]);
+    return stage;
+failed:
+    lh_error_set(err, "stage %s: cannot set up its sockets: %s", conf->name,
+                 zmq_strerror(zmq_errno()));
+    s_stage_destroy(&stage);
+    return NULL;
+}
+
+static bool s_topic_matches(const lh_stage_conf_t *conf, const void *topic, size_t size)
+{
+    if (conf->subscribe_count == 0)
+        return true;
+    for (size_t i = 0; i < conf->subscribe_count; i++) {
+        size_t len = strlen(conf->subscribe[i]);
+        if (len <= size && memcmp(topic, conf->subscribe[i], len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Sends a "$gap" event announcing the ids a stage missed; 0 when it went out. */
+static int s_send_gap(lh_stage_t *stage)
+{
+    msgpack_sbuffer buffer;
+    msgpack_packer packer;
+    msgpack_sbuffer_init(&buffer);
+    msgpack_packer_init(&packer, &buffer, msgpack_sbuffer_write);
+    msgpack_pack_map(&packer, 3);
+    msgpack_pack_str_with_body(&packer, "v", 1);
+    msgpack_pack_uint8(&packer, LH_ENVELOPE_VERSION);
+    msgpack_pack_str_with_body(&packer, "type", 4);
+    msgpack_pack_str_with_body(&packer, "$gap", 4);
+    msgpack_pack_str_with_body(&packer, "data", 4);
+    msgpack_pack_map(&packer, 2);
+    msgpack_pack_str_with_body(&packer, "from", 4);
+    msgpack_pack_uint64(&packer, stage->gap_from);
+    msgpack_pack_str_with_body(&packer, "to", 2);
+    msgpack_pack_uint64(&packer, stage->gap_to);
+    int rc = -1;
+    if (zmq_send(stage->fanout, "$gap", 4, ZMQ_SNDMORE | ZMQ_DONTWAIT) == 4) {
+        zmq_send(stage->fanout, buffer.data, buffer.size, 0);
+        rc = 0;
+    }
+    msgpack_sbuffer_destroy(&buffer);
+    return rc;
+}
+
+static void s_fan_out(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, uint64_t id,
+                      lh_stage_t *from)
+{
+    const void *topic_data = zmq_msg_data(topic);
+    size_t topic_size = zmq_msg_size(topic);
+    for (size_t i = 0; i < self->stage_count; i++) {
+        lh_stage_t *stage = self->stages[i];
+        if (!stage->fanout || stage == from || !s_topic_matches(stage->conf, topic_data, topic_size))
+            continue;
+        if (stage->gap_from && s_send_gap(stage) == 0)
+            stage->gap_from = stage->gap_to = 0;
+        zmq_msg_t topic_copy, body_copy;
+        zmq_msg_init(&topic_copy);
+        zmq_msg_init(&body_copy);
+        zmq_msg_copy(&topic_copy, topic);
+        zmq_msg_copy(&body_copy, body);
+        if (!stage->gap_from &&
+            zmq_msg_send(&topic_copy, stage->fanout, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
+            zmq_msg_send(&body_copy, stage->fanout, 0); /* later parts always follow the first */
+            lh_metric_add(stage->delivered, 1);
+        } else {
+            zmq_msg_close(&topic_copy);
+            zmq_msg_close(&body_copy);
+            if (!stage->gap_from) {
+                stage->gap_from = id;
+                lh_core_log(LH_LOG_WARNING, "stage %s is not keeping up: dropping events from "
+                            "id %llu", stage->conf->name, (unsigned long long)id);
+            }
+            stage->gap_to = id;
+            lh_metric_add(stage->dropped, 1);
+        }
+    }
+}
+
+static void s_publish(void *xpub, zmq_msg_t *topic, zmq_msg_t *body)
+{
+    zmq_msg_t topic_copy, body_copy;
+    zmq_msg_init(&topic_copy);
+    zmq_msg_init(&body_copy);
+    zmq_msg_copy(&topic_copy, topic);
+    zmq_msg_copy(&body_copy, body);
+    /* XPUB never blocks: a subscriber over its high-water mark loses the event (and can resume). */
+    if (zmq_msg_send(&topic_copy, xpub, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+        zmq_msg_send(&body_copy, xpub, ZMQ_DONTWAIT);
+    else
+        zmq_msg_close(&topic_copy);
+    zmq_msg_close(&body_copy);
+}
+
+/* Logs a rejection at most once per interval per producer. */
+static void s_log_reject(lh_hub_t *self, const char *src, const char *reason)
+{
+    int64_t now = zclock_mono();
+    int64_t next = (int64_t)(intptr_t)zhashx_lookup(self->reject_log, src);
+    if (now < next)
+        return;
+    if (zhashx_size(self->reject_log) > 10000)
+        zhashx_purge(self->reject_log);
+    zhashx_update(self->reject_log, src, (void *)(intptr_t)(now + S_REJECT_LOG_INTERVAL_MS));
+    lh_core_log(LH_LOG_WARNING, "rejected an event from %s: %s (further rejections from it are "
+                "counted, not logged, for %d s)", src, reason, S_REJECT_LOG_INTERVAL_MS / 1000);
+}
+
+int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
+                  lh_stage_t *from, uint64_t *id, lh_error_t *err)
+{
+    size_t topic_size = zmq_msg_size(topic), body_size = zmq_msg_size(body);
+    lh_envelope_t env;
+    lh_error_t reason;
+    if (topic_size + body_size > self->conf->max_event_size) {
+        lh_error_set(&reason, "event of %zu bytes exceeds max_event_size %zu",
+                     topic_size + body_size, self->conf->max_event_size);
+        lh_metric_add(self->rejected_oversized, 1);
+        goto rejected;
+    }
+    if (lh_envelope_parse(zmq_msg_data(topic), topic_size, zmq_msg_data(body), body_size, 0, &env,
+                          &reason) != 0) {
+        lh_metric_add(self->rejected_malformed, 1);
+        goto rejected;
+    }
+    uint64_t now = s_now_us();
+    const lh_span_t *key = &env.value[LH_FIELD_KEY];
+    if (env.has[LH_FIELD_KEY] &&
+        lh_history_has_key(self->history, (const char *)key->ptr, key->size, now)) {
+        lh_metric_add(self->duplicates, 1);
+        *id = 0;
+        return 0;
+    }
+    size_t src_size = strlen(src);
+    size_t epoch_size = strlen(self->epoch);
+    zmq_msg_t stamped;
+    zmq_msg_init_size(&stamped, lh_envelope_stamped_size(&env, epoch_size, src_size));
+    *id = ++self->last_id;
+    lh_envelope_stamp(&env, *id, self->epoch, epoch_size, now, src, src_size,
+                      zmq_msg_data(&stamped));
+    lh_history_add(self->history, *id, now, topic, &stamped,
+                   env.has[LH_FIELD_KEY] ? (const char *)key->ptr : NULL, key->size);
+    s_fan_out(self, topic, &stamped, *id, from);
+    s_publish(self->events_inproc, topic, &stamped);
+    if (self->events_tcp)
+        s_publish(self->events_tcp, topic, &stamped);
+    zmq_msg_close(&stamped);
+    lh_metric_add(self->accepted, 1);
+    return 0;
+rejected:
+    s_log_reject(self, src, reason.text);
+    if (err)
+        *err = reason;
+    return -1;
+}
+
+/* Receives whole messages from an ingest socket; each must be exactly [topic][body]. */
+static void s_drain_ingest(lh_hub_t *self, void *socket, const char *fixed_src, lh_stage_t *from)
+{
+    for (int n = 0; n < S_DRAIN_BATCH; n++) {
+        zmq_msg_t topic, body;
+        zmq_msg_init(&topic);
+        zmq_msg_init(&body);
+        if (zmq_msg_recv(&topic, socket, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&topic);
+            zmq_msg_close(&body);
+            return;
+        }
+        char src[300];
+        if (fixed_src) {
+            snprintf(src, sizeof src, "%s", fixed_src);
+        } else {
+            const char *peer = zmq_msg_gets(&topic, "Peer-Address");
+            snprintf(src, sizeof src, "ext:%s", peer ? peer : "unknown");
+        }
+        int frames = 1;
+        bool more = zmq_msg_more(&topic);
+        if (more) {
+            zmq_msg_recv(&body, socket, 0);
+            frames++;
+            more = zmq_msg_more(&body);
+        }
+        while (more) { /* discard the rest of an over-long message */
+            zmq_msg_t extra;
+            zmq_msg_init(&extra);
+            zmq_msg_recv(&extra, socket, 0);
+            more = zmq_msg_more(&extra);
+            zmq_msg_close(&extra);
+            frames++;
+        }
+        uint64_t id;
+        if (frames != 2) {
+            char reason[64];
+            snprintf(reason, sizeof reason, "expected 2 frames [topic][body], got %d", frames);
+            lh_metric_add(self->rejected_frames, 1);
+            s_log_reject(self, src, reason);
+        } else {
+            lh_hub_accept(self, &topic, &body, src, from, &id, NULL);
+        }
+        zmq_msg_close(&topic);
+        zmq_msg_close(&body);
+    }
+}
+
+/* Answers "$hello..." subscriptions so a subscriber learns its subscriptions are active. */
+static void s_handle_subscriptions(lh_hub_t *self, void *xpub)
+{
+    for (int n = 0; n < S_DRAIN_BATCH; n++) {
+        zmq_msg_t message;
+        zmq_msg_init(&message);
+        if (zmq_msg_recv(&message, xpub, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&message);
+            return;
+        }
+        const char *data = zmq_msg_data(&message);
+        size_t size = zmq_msg_size(&message);
+        size_t prefix = strlen(S_HELLO_PREFIX);
+        if (size > prefix && size < 200 && data[0] == 1 &&
+            memcmp(data + 1, S_HELLO_PREFIX, prefix) == 0) {
+            char topic[200];
+            memcpy(topic, data + 1, size - 1);
+            topic[size - 1] = '\0';
+            lh_event_t *hello = lh_event_new(topic);
+            char json[128];
+            snprintf(json, sizeof json, "{\"epoch\":\"%s\",\"last_id\":%llu}", self->epoch,
+                     (unsigned long long)self->last_id);
+            size_t body_size;
+            const void *body = hello && lh_event_set_data_json_text(hello, json, NULL) == 0
+                                   ? lh_event_body(hello, &body_size, NULL)
+                                   : NULL;
+            if (body && zmq_send(xpub, topic, size - 1, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
+                zmq_send(xpub, body, body_size, ZMQ_DONTWAIT);
+            lh_event_destroy(&hello);
+        }
+        zmq_msg_close(&message);
+    }
+}
+
+/* ---- supervision ------------------------------------------------------------------------- */
+
+static const char *s_role_name(lh_stage_role_t role)
+{
+    return role == LH_STAGE_SOURCE ? "source" : role == LH_STAGE_SINK ? "sink" : "filter";
+}
+
+static void s_update_up_gauge(lh_stage_t *stage)
+{
+    int up = 0;
+    for (int i = 0; i < stage->worker_count; i++)
+        up += stage->workers[i].state == S_WORKER_RUNNING;
+    lh_metric_set(stage->up, up);
+}
+
+/* Reads READY / EXIT from a worker's pipe and moves its state machine. */
+static void s_handle_pipe(lh_hub_t *self, lh_worker_t *worker)
+{
+    (void)self;
+    char command[16] = "", reason[128] = "";
+    int size = zmq_recv(worker->pipe_core, command, sizeof command - 1, ZMQ_DONTWAIT);
+    if (size < 0)
+        return;
+    command[size < (int)sizeof command ? size : (int)sizeof command - 1] = '\0';
+    int more = 0;
+    size_t more_size = sizeof more;
+    zmq_getsockopt(worker->pipe_core, ZMQ_RCVMORE, &more, &more_size);
+    if (more) {
+        int len = zmq_recv(worker->pipe_core, reason, sizeof reason - 1, 0);
+        reason[len < 0 ? 0 : (len < (int)sizeof reason ? len : (int)sizeof reason - 1)] = '\0';
+    }
+    lh_stage_t *stage = worker->stage;
+    if (strcmp(command, LH_PIPE_READY) == 0) {
+        if (worker->state == S_WORKER_STARTING) {
+            worker->state = S_WORKER_RUNNING;
+            lh_core_log(LH_LOG_INFO, "%s %s (plugin %s) worker %d ready",
+                        s_role_name(stage->conf->role), stage->conf->name, stage->conf->plugin,
+                        worker->index);
+        }
+    } else if (strcmp(command, LH_PIPE_EXIT) == 0) {
+        lh_instance_join(&worker->instance);
+        if (worker->state == S_WORKER_STOPPING) {
+            worker->state = S_WORKER_STOPPED;
+        } else {
+            if (worker->state != S_WORKER_RESTARTING)
+                snprintf(worker->last_error, sizeof worker->last_error, "%s", reason);
+            /* A worker that ran for a while earns a quick restart again. */
+            if (zclock_mono() - worker->started_at > 30000)
+                worker->backoff_ms = S_BACKOFF_MIN_MS;
+            worker->restarts++;
+            lh_metric_add(stage->restarts, 1);
+            lh_core_log(LH_LOG_ERROR, "%s %s (plugin %s) worker %d stopped unexpectedly: %s; "
+                        "restarting in %d ms", s_role_name(stage->conf->role), stage->conf->name,
+                        stage->conf->plugin, worker->index, worker->last_error,
+                        worker->backoff_ms);
+            worker->state = S_WORKER_BACKOFF;
+            worker->deadline = zclock_mono() + worker->backoff_ms;
+            worker->backoff_ms = worker->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
+                                                                         : worker->backoff_ms * 2;
+        }
+    }
+    s_update_up_gauge(stage);
+}
+
+/* Restarts workers whose back-off has passed; stops those that missed their ready deadline. */
+static void s_supervise(lh_hub_t *self, int64_t now)
+{
+    for (size_t i = 0; i < self->stage_count; i++) {
+        lh_stage_t *stage = self->stages[i];
+        for (int w = 0; w < stage->worker_count; w++) {
+            lh_worker_t *worker = &stage->workers[w];
+            if (worker->state == S_WORKER_BACKOFF && now >= worker->deadline) {
+                s_worker_start(self, worker);
+            } else if (worker->state == S_WORKER_STARTING && now >= worker->deadline) {
+                snprintf(worker->last_error, sizeof worker->last_error,
+                         "did not signal ready within %d ms", stage->conf->ready_timeout_ms);
+                lh_core_log(LH_LOG_ERROR, "%s %s worker %d %s; stopping it",
+                            s_role_name(stage->conf->role), stage->conf->name, w,
+                            worker->last_error);
+                worker->state = S_WORKER_RESTARTING;
+                zmq_send(worker->pipe_core, LH_PIPE_TERM, strlen(LH_PIPE_TERM), ZMQ_DONTWAIT);
+            }
+        }
+    }
+}
+
+static int64_t s_next_deadline(lh_hub_t *self, int64_t now)
+{
+    int64_t next = now + 1000; /* history ages out at least once a second */
+    for (size_t i = 0; i < self->stage_count; i++)
+        for (int w = 0; w < self->stages[i]->worker_count; w++) {
+            lh_worker_t *worker = &self->stages[i]->workers[w];
+            if ((worker->state == S_WORKER_BACKOFF || worker->state == S_WORKER_STARTING) &&
+                worker->deadline < next)
+                next = worker->deadline;
+        }
+    return next;
+}
+
+/* Stops the given stages: sends $TERM to every worker, routes what they still emit, and waits
+ * for every EXIT (sinks drain their queues before they exit). */
+static void s_stop_stages(lh_hub_t *self, lh_stage_t **stages, size_t count)
+{
+    size_t waiting = 0;
+    for (size_t i = 0; i < count; i++)
+        for (int w = 0; w < stages[i]->worker_count; w++) {
+            lh_worker_t *worker = &stages[i]->workers[w];
+            if (!worker->instance.thread_running) {
+                worker->state = S_WORKER_STOPPED;
+                continue;
+            }
+            worker->state = S_WORKER_STOPPING;
+            zmq_send(worker->pipe_core, LH_PIPE_TERM, strlen(LH_PIPE_TERM), 0);
+            waiting++;
+        }
+    int64_t deadline = zclock_mono() + S_STOP_TIMEOUT_MS;
+    while (waiting && zclock_mono() < deadline) {
+        zmq_pollitem_t items[256];
+        lh_worker_t *owners[256];
+        lh_stage_t *emitters[256];
+        int n = 0;
+        for (size_t i = 0; i < count && n < 250; i++) {
+            if (stages[i]->emit) {
+                emitters[n] = stages[i];
+                owners[n] = NULL;
+                items[n++] = (zmq_pollitem_t){stages[i]->emit, 0, ZMQ_POLLIN, 0};
+            }
+            for (int w = 0; w < stages[i]->worker_count && n < 250; w++) {
+                lh_worker_t *worker = &stages[i]->workers[w];
+                if (worker->state != S_WORKER_STOPPING)
+                    continue;
+                owners[n] = worker;
+                emitters[n] = NULL;
+                items[n++] = (zmq_pollitem_t){worker->pipe_core, 0, ZMQ_POLLIN, 0};
+            }
+        }
+        if (zmq_poll(items, n, 100) < 0 && errno != EINTR)
+            break;
+        for (int k = 0; k < n; k++) {
+            if (!(items[k].revents & ZMQ_POLLIN))
+                continue;
+            if (emitters[k]) {
+                s_drain_ingest(self, emitters[k]->emit, emitters[k]->conf->name, emitters[k]);
+            } else {
+                s_handle_pipe(self, owners[k]);
+                if (owners[k]->state == S_WORKER_STOPPED)
+                    waiting--;
+            }
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        if (stages[i]->emit) /* whatever was emitted right before the exit */
+            s_drain_ingest(self, stages[i]->emit, stages[i]->conf->name, stages[i]);
+        for (int w = 0; w < stages[i]->worker_count; w++)
+            if (stages[i]->workers[w].state == S_WORKER_STOPPING)
+                lh_core_log(LH_LOG_ERROR, "stage %s worker %d did not stop within %d ms; "
+                            "abandoning its thread", stages[i]->conf->name, w, S_STOP_TIMEOUT_MS);
+    }
+}
+
+/* Stops every stage with the given role. */
+static void s_stop_role(lh_hub_t *self, lh_stage_role_t role)
+{
+    lh_stage_t *selected[self->stage_count + 1];
+    size_t count = 0;
+    for (size_t i = 0; i < self->stage_count; i++)
+        if (self->stages[i]->conf->role == role)
+            selected[count++] = self->stages[i];
+    s_stop_stages(self, selected, count);
+}
+
+/* ---- reload ------------------------------------------------------------------------------- */
+
+static lh_stage_t *s_find_stage(lh_stage_t **stages, size_t count, const char *name)
+{
+    for (size_t i = 0; i < count; i++)
+        if (stages[i] && strcmp(stages[i]->conf->name, name) == 0)
+            return stages[i];
+    return NULL;
+}
+
+int lh_hub_reload(lh_hub_t *self, lh_error_t *err)
+{
+    lh_hub_conf_t *fresh = lh_hub_conf_load(self->conf->path, lh_plugins_lookup, self->plugins,
+                                            err);
+    if (!fresh) {
+        lh_core_log(LH_LOG_ERROR, "reload refused, the running conf stays: %s", err->text);
+        return -1;
+    }
+    lh_stage_t **next = calloc(fresh->stage_count + 1, sizeof *next);
+    lh_stage_t **retired = calloc(self->stage_count + 1, sizeof *retired);
+    size_t retired_count = 0, started = 0, kept = 0;
+    if (!next || !retired) {
+        free(next);
+        free(retired);
+        lh_hub_conf_destroy(&fresh);
+        lh_error_set(err, "out of memory");
+        return -1;
+    }
+    /* New and changed stages start before the old ones stop, so routing never has a hole. */
+    for (size_t i = 0; i < fresh->stage_count; i++) {
+        lh_stage_conf_t *conf = fresh->stages[i];
+        lh_stage_t *old = s_find_stage(self->stages, self->stage_count, conf->name);
+        if (old && strcmp(old->conf->fingerprint, conf->fingerprint) == 0) {
+            next[i] = old;
+            kept++;
+            continue;
+        }
+        next[i] = s_stage_new(self, conf, err);
+        if (!next[i]) {
+            for (size_t k = 0; k < i; k++)
+                if (!s_find_stage(self->stages, self->stage_count, next[k]->conf->name) ||
+                    next[k] != s_find_stage(self->stages, self->stage_count, next[k]->conf->name)) {
+                    s_stop_stages(self, &next[k], 1);
+                    s_stage_destroy(&next[k]);
+                }
+            free(next);
+            free(retired);
+            lh_hub_conf_destroy(&fresh);
+            lh_core_log(LH_LOG_ERROR, "reload failed, the running conf stays: %s", err->text);
+            return -1;
+        }
+        started++;
+    }
+    for (size_t i = 0; i < self->stage_count; i++)
+        if (s_find_stage(next, fresh->stage_count, self->stages[i]->conf->name) !=
+            self->stages[i])
+            retired[retired_count++] = self->stages[i];
+    free(self->stages);
+    self->stages = next;
+    self->stage_count = fresh->stage_count;
+    s_stop_stages(self, retired, retired_count);
+    for (size_t i = 0; i < retired_count; i++)
+        s_stage_destroy(&retired[i]);
+    free(retired);
+    zlist_append(self->old_confs, self->conf);
+    self->conf = fresh;
+    lh_core_log(LH_LOG_INFO, "reloaded %s: %zu stages kept, %zu started, %zu stopped",
+                fresh->path, kept, started, retired_count);
+    return 0;
+}
+
+/* ---- construction and the loop ----------------------------------------------------------- */
+
+static void s_make_epoch(char *epoch, size_t size)
+{
+    unsigned char random[8];
+    FILE *urandom = fopen("/dev/urandom", "rb");
+    if (!urandom || fread(random, 1, sizeof random, urandom) != sizeof random) {
+        uint64_t fallback = s_now_us() ^ (uint64_t)getpid();
+        memcpy(random, &fallback, sizeof random);
+    }
+    if (urandom)
+        fclose(urandom);
+    int len = 0;
+    for (size_t i = 0; i < sizeof random && (size_t)len + 3 < size; i++)
+        len += snprintf(epoch + len, size - (size_t)len, "%02x", random[i]);
+}
+
+static int s_setup_curve(lh_hub_t *self, lh_error_t *err)
+{
+    if (!self->conf->curve_server_cert)
+        return 0;
+    self->server_cert = zcert_load(self->conf->curve_server_cert);
+    if (!self->server_cert) {
+        lh_error_set(err, "curve server_cert: cannot load %s", self->conf->curve_server_cert);
+        return -1;
+    }
+    self->auth = zactor_new(zauth, NULL);
+    if (!self->auth || zstr_sendx(self->auth, "CURVE", self->conf->curve_clients, NULL) != 0 ||
+        zsock_wait(self->auth) != 0) {
+        lh_error_set(err, "curve: cannot start the authenticator");
+        return -1;
+    }
+    return 0;
+}
+
+lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err)
+{
+    lh_hub_t *self = calloc(1, sizeof *self);
+    if (!self) {
+        lh_hub_conf_destroy(&conf);
+        lh_error_set(err, "out of memory");
+        return NULL;
+    }
+    self->conf = conf;
+    self->plugins = plugins;
+    self->started_at = zclock_mono();
+    self->old_confs = zlist_new();
+    self->reject_log = zhashx_new();
+    self->registry = lh_registry_new();
+    self->history = lh_history_new(conf->history, (uint64_t)conf->history_age * 1000000u);
+    self->ctx = zsys_init();
+    if (!self->old_confs || !self->reject_log || !self->registry || !self->history || !self->ctx) {
+        lh_error_set(err, "out of memory");
+        goto failed;
+    }
+    s_make_epoch(self->epoch, sizeof self->epoch);
+    if (conf->token_secret) {
+        lh_error_t inner;
+        self->token_secret = lh_secret_resolve(conf->token_secret, &self->token_secret_size,
+                                               &inner);
+        if (!self->token_secret) {
+            lh_error_set(err, "%s: token_secret: %s", conf->path, inner.text);
+            goto failed;
+        }
+    }
+    self->services = (lh_services_t){
+        .hub_name = conf->name,
+        .epoch = self->epoch,
+        .history = self->history,
+        .registry = self->registry,
+        .token_secret = self->token_secret,
+        .token_secret_size = self->token_secret_size,
+        .zmq_context = self->ctx,
+    };
+    lh_registry_t *r = self->registry;
+    self->accepted = lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_accepted_total",
+                                        "Events accepted and routed", "", NULL, 0);
+    self->duplicates = lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_duplicate_total",
+                                          "Events dropped as repeats of an idempotency key", "",
+                                          NULL, 0);
+    const char *rejected_help = "Events refused before routing, by reason";
+    self->rejected_malformed = lh_registry_metric(r, LH_METRIC_COUNTER,
+                                                  "livehub_events_rejected_total", rejected_help,
+                                                  "reason=\"malformed\"", NULL, 0);
+    self->rejected_oversized = lh_registry_metric(r, LH_METRIC_COUNTER,
+                                                  "livehub_events_rejected_total", rejected_help,
+                                                  "reason=\"oversized\"", NULL, 0);
+    self->rejected_frames = lh_registry_metric(r, LH_METRIC_COUNTER,
+                                               "livehub_events_rejected_total", rejected_help,
+                                               "reason=\"frames\"", NULL, 0);
+    self->history_events = lh_registry_metric(r, LH_METRIC_GAUGE, "livehub_history_events",
+                                              "Events kept for resume", "", NULL, 0);
+    self->last_id_gauge = lh_registry_metric(r, LH_METRIC_GAUGE, "livehub_last_event_id",
+                                             "Id of the newest event", "", NULL, 0);
+    if (s_setup_curve(self, err) != 0)
+        goto failed;
+    self->ingest_inproc = s_socket(self, ZMQ_PULL);
+    self->events_inproc = s_socket(self, ZMQ_XPUB);
+    self->control = s_socket(self, ZMQ_ROUTER);
+    if (!self->ingest_inproc || !self->events_inproc || !self->control ||
+        zmq_bind(self->ingest_inproc, "inproc://livehub-ingest") ||
+        zmq_bind(self->events_inproc, "inproc://livehub-events")) {
+        lh_error_set(err, "cannot set up the inproc endpoints: %s", zmq_strerror(zmq_errno()));
+        goto failed;
+    }
+    int on = 1;
+    zmq_setsockopt(self->events_inproc, ZMQ_XPUB_VERBOSE, &on, sizeof on);
+    zmq_setsockopt(self->control, ZMQ_ROUTER_MANDATORY, &on, sizeof on);
+    if (strncmp(conf->control, "tcp://", 6) == 0)
+        s_secure(self, self->control);
+    if (zmq_bind(self->control, conf->control) != 0) {
+        lh_error_set(err, "cannot bind control %s: %s", conf->control, zmq_strerror(zmq_errno()));
+        goto failed;
+    }
+    if (conf->ingress && !(self->ingest_tcp = s_bind_tcp(self, ZMQ_PULL, conf->ingress, err)))
+        goto failed;
+    if (conf->egress) {
+        if (!(self->events_tcp = s_bind_tcp(self, ZMQ_XPUB, conf->egress, err)))
+            goto failed;
+        zmq_setsockopt(self->events_tcp, ZMQ_XPUB_VERBOSE, &on, sizeof on);
+    }
+    self->stages = calloc(conf->stage_count + 1, sizeof *self->stages);
+    if (!self->stages)
+        goto failed;
+    for (size_t i = 0; i < conf->stage_count; i++) {
+        if (!(self->stages[i] = s_stage_new(self, conf->stages[i], err)))
+            goto failed;
+        self->stage_count++;
+    }
+    lh_core_log(LH_LOG_INFO, "livehub %s up: epoch %s, %zu stages, control %s%s%s%s%s%s",
+                LIVEHUB_VERSION, self->epoch, self->stage_count, conf->control,
+                conf->ingress ? ", ingress " : "", conf->ingress ? conf->ingress : "",
+                conf->egress ? ", egress " : "", conf->egress ? conf->egress : "",
+                self->server_cert ? " (CURVE)" : "");
+    return self;
+failed:
+    lh_hub_destroy(&self);
+    return NULL;
+}
+
+void lh_hub_destroy(lh_hub_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    lh_hub_t *self = *self_p;
+    if (self->stages) {
+        s_stop_stages(self, self->stages, self->stage_count);
+        for (size_t i = 0; i < self->stage_count; i++)
+            s_stage_destroy(&self->stages[i]);
+        free(self->stages);
+    }
+    s_close(&self->ingest_tcp);
+    s_close(&self->ingest_inproc);
+    s_close(&self->events_inproc);
+    s_close(&self->events_tcp);
+    s_close(&self->control);
+    zactor_destroy(&self->auth);
+    zcert_destroy(&self->server_cert);
+    if (self->token_secret) {
+        explicit_bzero(self->token_secret, self->token_secret_size);
+        free(self->token_secret);
+    }
+    lh_history_destroy(&self->history);
+    lh_registry_destroy(&self->registry);
+    zhashx_destroy(&self->reject_log);
+    if (self->old_confs) {
+        lh_hub_conf_t *old;
+        while ((old = zlist_pop(self->old_confs)))
+            lh_hub_conf_destroy(&old);
+        zlist_destroy(&self->old_confs);
+    }
+    lh_hub_conf_destroy(&self->conf);
+    free(self);
+    *self_p = NULL;
+}
+
+typedef enum { S_ITEM_SIGNAL, S_ITEM_CONTROL, S_ITEM_INGEST, S_ITEM_SUBS, S_ITEM_EMIT,
+               S_ITEM_PIPE } s_item_kind_t;
+
+typedef struct {
+    s_item_kind_t kind;
+    void *socket;
+    lh_stage_t *stage;
+    lh_worker_t *worker;
+} s_item_t;
+
+/* Lays out the poll set: fixed sockets first, then every stage's emit and worker pipes. */
+static size_t s_build_poll_set(lh_hub_t *self, int signal_fd, zmq_pollitem_t **items_p,
+                               s_item_t **meta_p)
+{
+    size_t capacity = 8;
+    for (size_t i = 0; i < self->stage_count; i++)
+        capacity += 1 + (size_t)self->stages[i]->worker_count;
+    zmq_pollitem_t *items = calloc(capacity, sizeof *items);
+    s_item_t *meta = calloc(capacity, sizeof *meta);
+    size_t n = 0;
+#define S_ADD(KIND, SOCKET, FD, STAGE, WORKER)                                                      \
+    do {                                                                                           \
+        items[n] = (zmq_pollitem_t){SOCKET, FD, ZMQ_POLLIN, 0};                                    \
+        meta[n++] = (s_item_t){KIND, SOCKET, STAGE, WORKER};                                       \
+    } while (0)
+    S_ADD(S_ITEM_SIGNAL, NULL, signal_fd, NULL, NULL);
+    S_ADD(S_ITEM_CONTROL, self->control, 0, NULL, NULL);
+    S_ADD(S_ITEM_INGEST, self->ingest_inproc, 0, NULL, NULL);
+    if (self->ingest_tcp)
+        S_ADD(S_ITEM_INGEST, self->ingest_tcp, 0, NULL, NULL);
+    S_ADD(S_ITEM_SUBS, self->events_inproc, 0, NULL, NULL);
+    if (self->events_tcp)
+        S_ADD(S_ITEM_SUBS, self->events_tcp, 0, NULL, NULL);
+    for (size_t i = 0; i < self->stage_count; i++) {
+        lh_stage_t *stage = self->stages[i];
+        if (stage->emit)
+            S_ADD(S_ITEM_EMIT, stage->emit, 0, stage, NULL);
+        for (int w = 0; w < stage->worker_count; w++)
+            S_ADD(S_ITEM_PIPE, stage->workers[w].pipe_core, 0, stage, &stage->workers[w]);
+    }
+#undef S_ADD
+    *items_p = items;
+    *meta_p = meta;
+    return n;
+}
+
+/* Graceful stop: no new external events, sources and filters stopped with what they emitted
+ * routed, sinks drained, subscribers given a moment to receive what is queued. */
+static void s_shutdown(lh_hub_t *self)
+{
+    lh_core_log(LH_LOG_INFO, "stopping: draining queues");
+    if (self->ingest_tcp) {
+        zmq_unbind(self->ingest_tcp, self->conf->ingress);
+        s_drain_ingest(self, self->ingest_tcp, NULL, NULL);
+    }
+    s_drain_ingest(self, self->ingest_inproc, "inproc", NULL);
+    s_stop_role(self, LH_STAGE_SOURCE);
+    s_stop_role(self, LH_STAGE_FILTER);
+    s_stop_role(self, LH_STAGE_SINK);
+    int linger = 2000;
+    if (self->events_tcp)
+        zmq_setsockopt(self->events_tcp, ZMQ_LINGER, &linger, sizeof linger);
+    lh_core_log(LH_LOG_INFO, "stopped after %llu events", (unsigned long long)self->last_id);
+}
+
+int lh_hub_run(lh_hub_t *self)
+{
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    sigaddset(&signals, SIGHUP);
+    int signal_fd = signalfd(-1, &signals, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (signal_fd < 0) {
+        lh_core_log(LH_LOG_ERROR, "signalfd: %s", strerror(errno));
+        return -1;
+    }
+    zmq_pollitem_t *items = NULL;
+    s_item_t *meta = NULL;
+    size_t count = s_build_poll_set(self, signal_fd, &items, &meta);
+    bool running = true;
+    while (running) {
+        int64_t now = zclock_mono();
+        long timeout = (long)(s_next_deadline(self, now) - now);
+        int ready = zmq_poll(items, (int)count, timeout < 0 ? 0 : timeout);
+        if (ready < 0 && errno != EINTR)
+            break;
+        bool rebuild = false;
+        for (size_t k = 0; ready > 0 && k < count; k++) {
+            if (!(items[k].revents & ZMQ_POLLIN))
+                continue;
+            switch (meta[k].kind) {
+            case S_ITEM_SIGNAL: {
+                struct signalfd_siginfo info;
+                while (read(signal_fd, &info, sizeof info) == sizeof info) {
+                    if (info.ssi_signo == SIGHUP) {
+                        lh_error_t err;
+                        lh_core_log(LH_LOG_INFO, "SIGHUP: reloading %s", self->conf->path);
+                        lh_hub_reload(self, &err);
+                        rebuild = true;
+                    } else {
+                        running = false;
+                    }
+                }
+                break;
+            }
+            case S_ITEM_CONTROL:
+                rebuild = lh_control_handle(self);
+                break;
+            case S_ITEM_INGEST:
+                s_drain_ingest(self, meta[k].socket,
+                               meta[k].socket == self->ingest_inproc ? "inproc" : NULL, NULL);
+                break;
+            case S_ITEM_SUBS:
+                s_handle_subscriptions(self, meta[k].socket);
+                break;
+            case S_ITEM_EMIT:
+                s_drain_ingest(self, meta[k].socket, meta[k].stage->conf->name, meta[k].stage);
+                break;
+            case S_ITEM_PIPE:
+                s_handle_pipe(self, meta[k].worker);
+                break;
+            }
+            if (rebuild)
+                break; /* the stage list may have changed under the remaining items */
+        }
+        now = zclock_mono();
+        s_supervise(self, now);
+        lh_history_expire(self->history, s_now_us());
+        lh_metric_set(self->history_events, (double)lh_history_count(self->history));
+        lh_metric_set(self->last_id_gauge, (double)self->last_id);
+        if (rebuild) {
+            free(items);
+            free(meta);
+            count = s_build_poll_set(self, signal_fd, &items, &meta);
+        }
+    }
+    free(items);
+    free(meta);
+    close(signal_fd);
+    s_shutdown(self);
+    return 0;
+}
