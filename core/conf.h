@@ -25,6 +25,7 @@ struct lh_conf {
     bool public_listen;     /* public = true: endpoint options may bind non-loopback */
     char **keys;            /* plugin option names, in file order, defaults appended */
     char **values;          /* their values, verbatim */
+    int *lines;             /* their lines in the file (0: a default filled in) */
     size_t option_count;
     char *fingerprint;      /* canonical text of the whole stage; equal text = unchanged stage */
     char *file;             /* for messages */
