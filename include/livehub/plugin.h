@@ -99,7 +99,7 @@ typedef enum {
 } lh_option_type_t;
 
 /* One conf key a plugin accepts. The table doubles as documentation: `livehub plugins` prints it.
- * A NULL name ends the table. Keys every stage has (plugin, subscribe, delivery, workers, restart,
+ * A NULL name ends the table. Keys every stage has (plugin, subscribe, delivery, workers,
  * ready_timeout, public) are handled by the hub and must not be listed. */
 typedef struct lh_option {
     const char *name;
