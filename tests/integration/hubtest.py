@@ -114,6 +114,7 @@ class Hub:
         self.log_path = os.path.join(self.dir, "livehubd.log")
         self.env = dict(os.environ, **(env or {}))
         self.process = None
+        self.sockets = []  # closed by stop()
         self.write_conf(chains)
         if start:
             self.start()
@@ -206,10 +207,13 @@ class Hub:
             push.curve_publickey, push.curve_secretkey = public, secret
             push.curve_serverkey = server
         push.connect(self.ingress)
+        self.sockets.append(push)
         return push
 
     def subscriber(self, *prefixes, curve=None):
-        return Subscriber(self.egress, prefixes or ("",), curve=curve)
+        subscriber = Subscriber(self.egress, prefixes or ("",), curve=curve)
+        self.sockets.append(subscriber.socket)
+        return subscriber
 
     def replay(self, since, epoch="", prefixes=(), batch=1000):
         reply = self.control(b"REPLAY", epoch, since, batch, *prefixes)
@@ -222,6 +226,9 @@ class Hub:
 
     def stop(self, timeout=30.0, check=True):
         """SIGTERM, wait, and insist on a clean exit: status 0 and no sanitizer report."""
+        for sock in self.sockets:
+            sock.close(linger=0)
+        self.sockets = []
         if self.process is None or self.process.poll() is not None:
             code = self.process.returncode if self.process else 0
         else:
