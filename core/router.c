@@ -65,7 +65,9 @@ static void *s_bind_tcp(lh_hub_t *self, int type, const char *endpoint, lh_error
         lh_error_set(err, "cannot create a socket: %s", zmq_strerror(zmq_errno()));
         return NULL;
     }
-    int64_t max_size = (int64_t)self->conf->max_event_size;
+    /* Frames far over the limit cost the peer its connection inside libzmq, before any memory is
+     * spent on them; those just over it reach the router, which counts them as oversized. */
+    int64_t max_size = (int64_t)self->conf->max_event_size * 4;
     zmq_setsockopt(socket, ZMQ_MAXMSGSIZE, &max_size, sizeof max_size);
     s_secure(self, socket);
     if (zmq_bind(socket, endpoint) != 0) {
