@@ -50,7 +50,7 @@ class Subscriber:
     """A SUB on the hub's egress whose subscriptions are known to be active (the $hello
     handshake), so no event published after construction can be missed."""
 
-    def __init__(self, endpoint, prefixes=("",), curve=None):
+    def __init__(self, endpoint, prefixes=("",), curve=None, hello_timeout=10.0):
         self.socket = CONTEXT.socket(zmq.SUB)
         self.socket.linger = 0
         self.socket.rcvhwm = 1000000
@@ -64,9 +64,10 @@ class Subscriber:
         self.socket.setsockopt(zmq.SUBSCRIBE, self.hello_topic.encode())
         self.socket.connect(endpoint)
         self.hello = None
-        deadline = time.time() + 10
+        deadline = time.time() + hello_timeout
         while self.hello is None:
             if not self.socket.poll(max(0, int((deadline - time.time()) * 1000))):
+                self.socket.close()
                 raise AssertionError("no $hello answer from the hub's egress")
             topic, body = self.socket.recv_multipart()
             if topic.decode() == self.hello_topic:
@@ -210,8 +211,9 @@ class Hub:
         self.sockets.append(push)
         return push
 
-    def subscriber(self, *prefixes, curve=None):
-        subscriber = Subscriber(self.egress, prefixes or ("",), curve=curve)
+    def subscriber(self, *prefixes, curve=None, hello_timeout=10.0):
+        subscriber = Subscriber(self.egress, prefixes or ("",), curve=curve,
+                                hello_timeout=hello_timeout)
         self.sockets.append(subscriber.socket)
         return subscriber
 
