@@ -98,7 +98,8 @@ static int s_pub(s_client_t *client, int argc, char **argv)
         s_usage(stderr);
         return 2;
     }
-    lh_event_t *event = lh_event_new(argv[1]);
+    const char *type = argv[1]; /* read before getopt permutes argv */
+    lh_event_t *event = lh_event_new(type);
     if (!event)
         return s_fail("pub", "TYPE must be 1..255 bytes of UTF-8");
     lh_error_t err;
@@ -106,7 +107,7 @@ static int s_pub(s_client_t *client, int argc, char **argv)
         lh_event_destroy(&event);
         return s_fail("pub: JSON", err.text);
     }
-    optind = 3;
+    optind = 0;
     int option;
     while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
         int rc = option == 't'   ? lh_event_add_audience(event, optarg)
@@ -121,7 +122,7 @@ static int s_pub(s_client_t *client, int argc, char **argv)
     const void *body = lh_event_body(event, &size, &err);
     zmsg_t *request = zmsg_new();
     zmsg_addstr(request, "PUBLISH");
-    zmsg_addstr(request, argv[1]);
+    zmsg_addstr(request, type);
     zmsg_addmem(request, body, size);
     lh_event_destroy(&event);
     zmsg_t *reply = s_request(client, request, &err);
@@ -142,6 +143,9 @@ static int s_pub(s_client_t *client, int argc, char **argv)
     return rc;
 }
 
+/* The epoch the printed ids belong to; a live event of another epoch means the hub restarted. */
+static char s_epoch[LH_TYPE_MAX + 1];
+
 /* Prints an event unless it is the hub's own or already printed; true when printed. */
 static bool s_print_event(zframe_t *topic, zframe_t *body, uint64_t *last_id)
 {
@@ -155,6 +159,14 @@ static bool s_print_event(zframe_t *topic, zframe_t *body, uint64_t *last_id)
         return false;
     }
     bool printed = false;
+    const char *epoch = lh_event_epoch(event);
+    if (epoch && *s_epoch && strcmp(epoch, s_epoch) != 0) {
+        printf("{\"type\":\"$reset\",\"epoch\":\"%s\",\"reason\":\"the hub restarted; "
+               "events may have been missed\"}\n", epoch);
+        *last_id = 0;
+    }
+    if (epoch)
+        snprintf(s_epoch, sizeof s_epoch, "%s", epoch);
     if (lh_event_id(event) > *last_id) {
         char *line = lh_event_to_json(event, &err);
         if (line) {
@@ -239,7 +251,7 @@ static int s_sub(s_client_t *client, int argc, char **argv)
     const char *epoch = NULL;
     long count = -1;
     double timeout = -1;
-    optind = 1;
+    optind = 0;
     int option;
     while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
         if (option == 's') {
@@ -313,6 +325,14 @@ static int s_sub(s_client_t *client, int argc, char **argv)
         zframe_t *topic = zmsg_first(message), *body = zmsg_next(message);
         if (topic && body && !greeted && zframe_streq(topic, hello)) {
             greeted = true;
+            lh_event_t *greeting = lh_event_decode(zframe_data(topic), zframe_size(topic),
+                                                   zframe_data(body), zframe_size(body), NULL);
+            json_t *data = greeting ? lh_event_data_json(greeting, NULL) : NULL;
+            const char *hub_epoch = json_string_value(json_object_get(data, "epoch"));
+            if (hub_epoch)
+                snprintf(s_epoch, sizeof s_epoch, "%s", hub_epoch);
+            json_decref(data);
+            lh_event_destroy(&greeting);
             if (resume) {
                 int64_t replayed = s_replay(client, epoch, &last_id, prefixes, prefix_count);
                 if (replayed < 0) {
@@ -341,7 +361,7 @@ static int s_token(s_client_t *client, int argc, char **argv)
                                       {NULL, 0, NULL, 0}};
     const char *sub = NULL, *role = NULL, *reference = NULL;
     long long ttl = 3600;
-    optind = 1;
+    optind = 0;
     int option;
     while ((option = getopt_long(argc, argv, "", options, NULL)) != -1) {
         if (option == 's')
@@ -398,44 +418,57 @@ static int s_check(int argc, char **argv)
 
 static const char *const s_option_types[] = {"string", "int", "bool", "secret", "endpoint"};
 
+/* Prints each plugin found in one directory; returns how many. */
+static int s_list_plugins(lh_plugins_t *plugins, const char *dir_path)
+{
+    int shown = 0;
+    zdir_t *dir = zdir_new(dir_path, NULL);
+    zlist_t *files = dir ? zdir_list(dir) : NULL;
+    for (zfile_t *file = files ? zlist_first(files) : NULL; file; file = zlist_next(files)) {
+        const char *name = zfile_filename(file, dir_path);
+        size_t len = strlen(name);
+        if (len < 4 || strcmp(name + len - 3, ".so") != 0 || strchr(name, '/'))
+            continue;
+        char plugin_name[128];
+        snprintf(plugin_name, sizeof plugin_name, "%.*s", (int)(len - 3), name);
+        lh_error_t err;
+        const lh_plugin_t *plugin = lh_plugins_load(plugins, plugin_name, &err);
+        if (!plugin) {
+            printf("%s/%s: %s\n\n", dir_path, name, err.text);
+            continue;
+        }
+        printf("%s %s: %s\n    in %s\n", plugin->name, plugin->version, plugin->description,
+               dir_path);
+        for (const lh_option_t *option = plugin->options; option && option->name; option++) {
+            printf("    %-14s %-8s %s", option->name, s_option_types[option->type], option->help);
+            if (option->required)
+                printf(" (required)");
+            if (option->default_value && *option->default_value)
+                printf(" [default: %s]", option->default_value);
+            printf("\n");
+        }
+        printf("\n");
+        shown++;
+    }
+    zlist_destroy(&files);
+    zdir_destroy(&dir);
+    return shown;
+}
+
+/* Lists the plugins of LIVEHUB_PLUGIN_DIR (':'-separated), else of the installed plugin dir. */
 static int s_plugins(void)
 {
-    const char *path = getenv("LIVEHUB_PLUGIN_DIR");
-    lh_plugins_t *plugins = lh_plugins_new(path ? path : LIVEHUB_BUILD_PLUGIN_DIR ":"
-                                                             LIVEHUB_DEFAULT_PLUGIN_DIR);
+    const char *env = getenv("LIVEHUB_PLUGIN_DIR");
+    char *path = strdup(env && *env ? env : LIVEHUB_DEFAULT_PLUGIN_DIR);
+    lh_plugins_t *plugins = lh_plugins_new(path);
     int shown = 0;
-    const char *dirs[] = {path ? path : LIVEHUB_BUILD_PLUGIN_DIR, LIVEHUB_DEFAULT_PLUGIN_DIR};
-    for (size_t d = 0; d < 2; d++) {
-        zdir_t *dir = zdir_new(dirs[d], NULL);
-        zlist_t *files = dir ? zdir_list(dir) : NULL;
-        for (zfile_t *file = files ? zlist_first(files) : NULL; file; file = zlist_next(files)) {
-            const char *name = zfile_filename(file, dirs[d]);
-            size_t len = strlen(name);
-            if (len < 4 || strcmp(name + len - 3, ".so") != 0)
-                continue;
-            char plugin_name[128];
-            snprintf(plugin_name, sizeof plugin_name, "%.*s", (int)(len - 3), name);
-            lh_error_t err;
-            const lh_plugin_t *plugin = lh_plugins_load(plugins, plugin_name, &err);
-            if (!plugin) {
-                printf("%s: %s\n\n", plugin_name, err.text);
-                continue;
-            }
-            printf("%s %s: %s\n", plugin->name, plugin->version, plugin->description);
-            for (const lh_option_t *option = plugin->options; option && option->name; option++)
-                printf("    %-14s %-8s %s%s%s%s\n", option->name, s_option_types[option->type],
-                       option->help, option->required ? " (required)" : "",
-                       option->default_value ? " [default: " : "",
-                       option->default_value ? option->default_value : "");
-            printf("\n");
-            shown++;
-        }
-        zlist_destroy(&files);
-        zdir_destroy(&dir);
-        if (path)
-            break;
-    }
+    for (char *save = NULL, *dir = strtok_r(path, ":", &save); dir;
+         dir = strtok_r(NULL, ":", &save))
+        shown += s_list_plugins(plugins, dir);
+    if (!shown)
+        fprintf(stderr, "livehub: no plugins in %s\n", env && *env ? env : LIVEHUB_DEFAULT_PLUGIN_DIR);
     lh_plugins_destroy(&plugins);
+    free(path);
     return shown ? 0 : 1;
 }
 

@@ -69,10 +69,11 @@ static bool s_is_namechar(char c)
     return isalnum((unsigned char)c) || (c && strchr("$-_@.&+/", c));
 }
 
-/* Stage and hub names: [A-Za-z0-9_.-]+, safe in logs, metrics labels and event sources. */
+/* Stage and hub names: [A-Za-z0-9_.-]{1,64}, safe in logs, metrics labels, inproc endpoint names
+ * and event sources (whose stamped length must stay within LH_TYPE_MAX). */
 static bool s_is_name(const char *text)
 {
-    if (!*text)
+    if (!*text || strlen(text) > 64)
         return false;
     for (const char *c = text; *c; c++)
         if (!isalnum((unsigned char)*c) && !strchr("_.-", *c))
@@ -820,7 +821,7 @@ static int s_check_plugin(s_ctx_t *ctx, lh_stage_conf_t *stage, int plugin_line)
     lh_error_t why = {""};
     const lh_plugin_t *plugin = ctx->lookup(stage->plugin, ctx->lookup_arg, &why);
     if (!plugin)
-        return s_fail(ctx, plugin_line, "plugin", "no plugin named '%s' (%s)", stage->plugin,
+        return s_fail(ctx, plugin_line, "plugin", "cannot use plugin '%s': %s", stage->plugin,
                       why.text[0] ? why.text : "not found");
 
     static const unsigned role_bits[] = {LH_ROLE_SOURCE, LH_ROLE_FILTER, LH_ROLE_SINK};
@@ -1201,4 +1202,11 @@ int lh_conf_get_bool(const lh_conf_t *conf, const char *key, bool *value, lh_err
 const char *lh_conf_stage(const lh_conf_t *conf)
 {
     return conf ? conf->name : NULL;
+}
+
+size_t lh_conf_subscribe(const lh_conf_t *conf, const char *const **prefixes)
+{
+    if (prefixes)
+        *prefixes = (const char *const *)conf->subscribe;
+    return conf->subscribe_count;
 }

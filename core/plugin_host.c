@@ -350,13 +350,13 @@ bool lh_io_terminated(lh_io_t *io)
     return io->terminated;
 }
 
-/* Reads one pipe message; a stop request sets terminated. */
-static void s_read_pipe(lh_io_t *io)
+bool lh_io_check_pipe(lh_io_t *io)
 {
     char command[16];
     int size = zmq_recv(io->pipe, command, sizeof command, ZMQ_DONTWAIT);
     if (size == (int)strlen(LH_PIPE_TERM) && memcmp(command, LH_PIPE_TERM, (size_t)size) == 0)
         io->terminated = true;
+    return io->terminated;
 }
 
 /* Receives one [topic][body] event from the input without waiting; NULL when none is queued. */
@@ -399,7 +399,7 @@ lh_event_t *lh_io_recv(lh_io_t *io, int timeout_ms)
         if (ready < 0 && errno != EINTR)
             return NULL;
         if (ready > 0 && (items[0].revents & ZMQ_POLLIN))
-            s_read_pipe(io);
+            lh_io_check_pipe(io);
         if (ready == 0 && wait >= 0 && zclock_mono() >= deadline)
             return NULL;
     }

@@ -88,9 +88,12 @@ static char *s_stage_labels(const lh_stage_conf_t *conf)
 
 static void s_worker_start(lh_hub_t *self, lh_worker_t *worker)
 {
-    /* Forget anything a previous run left on the pipe. */
+    /* Forget anything a previous run left on either end of the pipe (a $TERM the old instance
+     * never read would stop the new one at once); the old thread has been joined. */
     char stale[64];
     while (zmq_recv(worker->pipe_core, stale, sizeof stale, ZMQ_DONTWAIT) >= 0)
+        ;
+    while (zmq_recv(worker->pipe_plugin, stale, sizeof stale, ZMQ_DONTWAIT) >= 0)
         ;
     worker->started_at = zclock_mono();
     worker->deadline = worker->started_at + worker->stage->conf->ready_timeout_ms;
@@ -559,6 +562,11 @@ static void s_stop_stages(lh_hub_t *self, lh_stage_t **stages, size_t count)
     for (size_t i = 0; i < count; i++)
         for (int w = 0; w < stages[i]->worker_count; w++) {
             lh_worker_t *worker = &stages[i]->workers[w];
+            /* A sink waiting out a crash back-off still has events queued: start it so that it
+             * drains them (it sees the stop request only once its input is empty). */
+            if (!worker->instance.thread_running && worker->state == S_WORKER_BACKOFF &&
+                stages[i]->fanout)
+                s_worker_start(self, worker);
             if (!worker->instance.thread_running) {
                 worker->state = S_WORKER_STOPPED;
                 continue;

@@ -119,6 +119,9 @@ int lh_conf_get_int(const lh_conf_t *conf, const char *key, int64_t *value, lh_e
 int lh_conf_get_bool(const lh_conf_t *conf, const char *key, bool *value, lh_error_t *err);
 /* The stage's name, e.g. "ws" for `sink = ws`. */
 const char *lh_conf_stage(const lh_conf_t *conf);
+/* The stage's `subscribe` prefixes (borrowed; *prefixes is NULL-terminated); returns how many
+ * there are, 0 meaning every event. Handy for lh_io_replay after a "$gap". */
+size_t lh_conf_subscribe(const lh_conf_t *conf, const char *const **prefixes);
 
 typedef struct lh_io lh_io_t;
 
@@ -176,6 +179,10 @@ int lh_io_emit(lh_io_t *io, lh_event_t **event_p);
  * - output: PUSH socket into the hub's ingest (NULL for pure sinks). Frames sent here must be
  *   [topic][body] exactly as an external producer sends them; lh_io_emit does that for you. */
 void *lh_io_pipe_socket(lh_io_t *io);
+/* For plugins that poll the pipe socket themselves: reads one message from it (call when it is
+ * readable) and returns true, marking the instance as asked to stop (lh_io_terminated()), when it
+ * was the stop request. */
+bool lh_io_check_pipe(lh_io_t *io);
 /* The hub's libzmq context, for plugins that make sockets of their own (they may connect to
  * inproc://livehub-events, the hub's XPUB, and inproc://livehub-ingest, its PULL). */
 void *lh_io_zmq_context(lh_io_t *io);

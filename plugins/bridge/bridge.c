@@ -120,12 +120,8 @@ static int bridge_run(void *handle, lh_io_t *io)
                                   {self->sub, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, -1) < 0 && zmq_errno() != EINTR)
             return -1;
-        if (items[0].revents & ZMQ_POLLIN) {
-            char command[16];
-            int size = zmq_recv(lh_io_pipe_socket(io), command, sizeof command, 0);
-            if (size == 5 && memcmp(command, "$TERM", 5) == 0)
-                return 0;
-        }
+        if ((items[0].revents & ZMQ_POLLIN) && lh_io_check_pipe(io))
+            return 0;
         for (int n = 0; n < 256 && (items[1].revents & ZMQ_POLLIN); n++) {
             int events = 0;
             size_t size = sizeof events;

@@ -231,8 +231,10 @@ class Hub:
         for sock in self.sockets:
             sock.close(linger=0)
         self.sockets = []
-        if self.process is None or self.process.poll() is not None:
-            code = self.process.returncode if self.process else 0
+        if self.process is None:
+            return 0  # never started
+        if self.process.poll() is not None:
+            code = self.process.returncode
         else:
             self.process.send_signal(signal.SIGTERM)
             try:

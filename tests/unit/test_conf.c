@@ -754,7 +754,7 @@ static void test_unknown_plugin(void **state)
 {
     (void)state;
     s_refused("chain = c\n    sink = out\n        plugin = nosuch\n", s_lookup, 3,
-              "plugin: no plugin named 'nosuch' (nosuch.so not found in the test plugin dir)");
+              "plugin: cannot use plugin 'nosuch': nosuch.so not found in the test plugin dir");
 }
 
 static void test_role_not_allowed(void **state)
