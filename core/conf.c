@@ -416,7 +416,7 @@ typedef struct {
 
 static const s_hub_key_t s_hub_keys[] = {
     {NULL, "name", S_NAME, "livehub", 0, 0, S_FIELD(name),
-     "hub name, the src of external events"},
+     "hub name, shown by status and in logs"},
     {NULL, "ingress", S_TCP, NULL, 0, 0, S_FIELD(ingress), "tcp:// endpoint producers PUSH to"},
     {NULL, "egress", S_TCP, NULL, 0, 0, S_FIELD(egress), "tcp:// endpoint subscribers SUB to"},
     {NULL, "control", S_CONTROL, "ipc://@livehub-control", 0, 0, S_FIELD(control),
