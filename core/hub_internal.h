@@ -6,6 +6,7 @@
 #include <czmq.h>
 #include "conf.h"
 #include "history.h"
+#include "journal.h"
 #include "plugin_host.h"
 #include "registry.h"
 #include "router.h"
@@ -50,6 +51,9 @@ struct lh_hub {
     lh_plugins_t *plugins;
     lh_registry_t *registry;
     lh_history_t *history;
+    lh_journal_t *journal;     /* NULL unless the conf names one */
+    bool journal_dirty;
+    int64_t journal_synced_at;
     lh_services_t services;
     char epoch[40];
     void *ctx;
@@ -67,7 +71,7 @@ struct lh_hub {
     int64_t started_at;
     zhashx_t *reject_log;      /* src -> next time a rejection from it may be logged */
     lh_metric_t *accepted, *duplicates, *rejected_malformed, *rejected_oversized,
-        *rejected_frames, *history_events, *last_id_gauge;
+        *rejected_frames, *history_events, *last_id_gauge, *journal_errors;
 };
 
 /* Accepts one event from a producer (validate, dedup, stamp, store, fan out). from is the

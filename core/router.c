@@ -359,6 +359,16 @@ int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char 
                       zmq_msg_data(&stamped));
     lh_history_add(self->history, *id, now, topic, &stamped,
                    env.has[LH_FIELD_KEY] ? (const char *)key->ptr : NULL, key->size);
+    if (self->journal) {
+        if (lh_journal_append(self->journal, *id, now, zmq_msg_data(topic), topic_size,
+                              zmq_msg_data(&stamped), zmq_msg_size(&stamped)) != 0) {
+            if (lh_metric_value(self->journal_errors) == 0)
+                lh_core_log(LH_LOG_ERROR, "journal: cannot write: %s (counted from now on)",
+                            strerror(errno));
+            lh_metric_add(self->journal_errors, 1);
+        }
+        self->journal_dirty = true;
+    }
     s_fan_out(self, topic, &stamped, *id, from);
     s_publish(self->events_inproc, topic, &stamped);
     if (self->events_tcp)
@@ -719,6 +729,80 @@ static void s_make_epoch(char *epoch, size_t size)
         len += snprintf(epoch + len, size - (size_t)len, "%02x", random[i]);
 }
 
+/* Puts one journaled event back into history. */
+static void s_restore_event(uint64_t id, uint64_t ts_us, const void *topic, size_t topic_size,
+                            const void *body, size_t body_size, void *arg)
+{
+    lh_hub_t *self = arg;
+    lh_envelope_t env;
+    zmq_msg_t topic_msg, body_msg;
+    zmq_msg_init_size(&topic_msg, topic_size);
+    zmq_msg_init_size(&body_msg, body_size);
+    memcpy(zmq_msg_data(&topic_msg), topic, topic_size);
+    memcpy(zmq_msg_data(&body_msg), body, body_size);
+    lh_envelope_parse(topic, topic_size, body, body_size, 0, &env, NULL); /* checked on read */
+    const lh_span_t *key = &env.value[LH_FIELD_KEY];
+    lh_history_add(self->history, id, ts_us, &topic_msg, &body_msg,
+                   env.has[LH_FIELD_KEY] ? (const char *)key->ptr : NULL, key->size);
+    self->last_id = id;
+    zmq_msg_close(&topic_msg);
+    zmq_msg_close(&body_msg);
+}
+
+static int s_keep_in_journal(zmq_msg_t *topic, zmq_msg_t *body, uint64_t id, void *arg)
+{
+    lh_envelope_t env;
+    lh_envelope_parse(zmq_msg_data(topic), zmq_msg_size(topic), zmq_msg_data(body),
+                      zmq_msg_size(body), 0, &env, NULL);
+    return lh_journal_append(arg, id, env.ts, zmq_msg_data(topic), zmq_msg_size(topic),
+                             zmq_msg_data(body), zmq_msg_size(body));
+}
+
+/* Compaction keeps exactly what history keeps. */
+static void s_fill_journal(lh_journal_t *journal, void *arg)
+{
+    lh_hub_t *self = arg;
+    uint64_t since = self->last_id - lh_history_count(self->history);
+    lh_history_since(self->history, since, NULL, 0, 0, s_keep_in_journal, journal, NULL, NULL);
+}
+
+/* Writes the journal out after each burst, syncs it to disk at most once a second, and compacts
+ * it when it holds more than twice what history keeps. */
+static void s_maintain_journal(lh_hub_t *self, int64_t now)
+{
+    if (!self->journal || !self->journal_dirty)
+        return;
+    bool sync = now - self->journal_synced_at >= 1000;
+    if (lh_journal_flush(self->journal, sync) != 0)
+        lh_metric_add(self->journal_errors, 1);
+    if (sync)
+        self->journal_synced_at = now;
+    self->journal_dirty = false;
+    if (lh_journal_wants_compaction(self->journal)) {
+        lh_error_t err;
+        if (lh_journal_compact(self->journal, s_fill_journal, self, &err) != 0) {
+            lh_core_log(LH_LOG_ERROR, "journal: compaction failed: %s", err.text);
+            lh_metric_add(self->journal_errors, 1);
+        }
+    }
+}
+
+static int s_open_journal(lh_hub_t *self, lh_error_t *err)
+{
+    if (!self->conf->journal)
+        return 0;
+    self->journal = lh_journal_open(self->conf->journal, self->epoch, sizeof self->epoch,
+                                    self->conf->history, s_restore_event, self, err);
+    if (!self->journal)
+        return -1;
+    lh_history_set_last_id(self->history, self->last_id);
+    lh_history_expire(self->history, s_now_us());
+    lh_core_log(LH_LOG_INFO, "journal %s: epoch %s continues after id %llu (%zu events kept)",
+                self->conf->journal, self->epoch, (unsigned long long)self->last_id,
+                lh_history_count(self->history));
+    return 0;
+}
+
 static int s_setup_curve(lh_hub_t *self, lh_error_t *err)
 {
     if (!self->conf->curve_server_cert)
@@ -796,6 +880,11 @@ lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err
                                               "Events kept for resume", "", NULL, 0);
     self->last_id_gauge = lh_registry_metric(r, LH_METRIC_GAUGE, "livehub_last_event_id",
                                              "Id of the newest event", "", NULL, 0);
+    self->journal_errors = lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_journal_errors_total",
+                                              "Journal writes, syncs or compactions that failed",
+                                              "", NULL, 0);
+    if (s_open_journal(self, err) != 0)
+        goto failed;
     if (s_setup_curve(self, err) != 0)
         goto failed;
     self->ingest_inproc = s_socket(self, ZMQ_PULL);
@@ -864,6 +953,7 @@ void lh_hub_destroy(lh_hub_t **self_p)
         explicit_bzero(self->token_secret, self->token_secret_size);
         free(self->token_secret);
     }
+    lh_journal_destroy(&self->journal);
     lh_history_destroy(&self->history);
     lh_registry_destroy(&self->registry);
     zhashx_destroy(&self->reject_log);
@@ -1005,6 +1095,7 @@ int lh_hub_run(lh_hub_t *self)
                 break; /* the stage list may have changed under the remaining items */
         }
         now = zclock_mono();
+        s_maintain_journal(self, now);
         s_supervise(self, now);
         lh_history_expire(self->history, s_now_us());
         lh_metric_set(self->history_events, (double)lh_history_count(self->history));

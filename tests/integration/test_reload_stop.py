@@ -9,7 +9,7 @@ import threading
 import time
 import unittest
 
-from hubtest import LIVEHUB_CLI, HubTestCase
+from hubtest import LIVEHUB_CLI, LIVEHUBD, HubTestCase, pack_event
 
 
 def log_sink(name, path, subscribe=None, extra=""):
@@ -112,3 +112,69 @@ class ReloadStopTest(HubTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class JournalTest(HubTestCase):
+    def journaled_hub(self, path, **kwargs):
+        return self.hub(hub_extra="journal = %s\nhistory = 50" % path, **kwargs)
+
+    def test_restart_keeps_epoch_ids_history_and_keys(self):
+        first = self.hub(start=False)
+        path = os.path.join(first.dir, "journal")
+        hub = self.journaled_hub(path)
+        ids = [hub.publish("signal:created", {"n": n}, key="k%d" % n) for n in range(10)]
+        epoch = hub.replay(0)[1]["epoch"]
+        hub.stop()
+        again = self.journaled_hub(path)
+        status, meta, events = again.replay(ids[4])
+        self.assertEqual((status, meta["epoch"]), ("OK", epoch), "the epoch survives a restart")
+        self.assertEqual([e["id"] for e in events], ids[5:])
+        self.assertEqual([e["data"]["n"] for e in events], list(range(5, 10)))
+        self.assertEqual(again.publish("signal:created", {}, key="k3"), 0, "keys still dedup")
+        self.assertEqual(again.publish("signal:created", {}), ids[-1] + 1, "ids continue")
+        self.assertIn("continues after id %d" % ids[-1], again.log())
+
+    def test_torn_tail_is_cut_and_the_rest_kept(self):
+        first = self.hub(start=False)
+        path = os.path.join(first.dir, "journal")
+        hub = self.journaled_hub(path)
+        ids = [hub.publish("signal:created", {"n": n}) for n in range(5)]
+        hub.stop()
+        with open(path, "ab") as journal:
+            journal.write(b"\x06\x00\x00\x00\x00\x00\x00\x00torn")
+        again = self.journaled_hub(path)
+        self.assertIn("cutting a torn or corrupt tail", again.log())
+        status, _, events = again.replay(0)
+        self.assertEqual([e["id"] for e in events], ids)
+        self.assertEqual(again.publish("signal:created", {}), ids[-1] + 1)
+
+    def test_journal_is_compacted_to_the_history_size(self):
+        first = self.hub(start=False)
+        path = os.path.join(first.dir, "journal")
+        hub = self.journaled_hub(path)
+        push = hub.pusher()
+        for n in range(3000):
+            push.send_multipart([b"signal:created", pack_event("signal:created", {"n": n})])
+        deadline = time.time() + 20
+        while hub.status()["last_id"] < 3000 and time.time() < deadline:
+            time.sleep(0.1)
+        hub.stop()
+        record = 140  # bytes of one journaled event of this test, roughly
+        self.assertLess(os.path.getsize(path), 1101 * record, "compacted: not all 3000 kept")
+        again = self.journaled_hub(path)
+        status, _, events = again.replay(2950)
+        self.assertEqual([e["data"]["n"] for e in events], list(range(2950, 3000)))
+
+    def test_a_file_that_is_not_a_journal_is_refused(self):
+        hub = self.hub(start=False)
+        path = os.path.join(hub.dir, "precious.txt")
+        with open(path, "w") as other:
+            other.write("do not overwrite me\n")
+        hub.hub_extra = "journal = %s" % path
+        hub.write_conf("")
+        result = subprocess.run([LIVEHUBD, hub.conf_path], capture_output=True, text=True,
+                                timeout=30)
+        self.assertEqual(result.returncode, 1)
+        self.assertIn("not a livehub journal", result.stderr)
+        with open(path) as other:
+            self.assertEqual(other.read(), "do not overwrite me\n")
