@@ -51,8 +51,8 @@ static int s_fail(const char *what, const char *reason)
 
 static zmsg_t *s_request(s_client_t *client, zmsg_t *request, lh_error_t *err)
 {
-    lh_control_t *control = lh_control_new(client->control, client->server_key,
-                                           client->client_cert, err);
+    lh_control_t *control =
+        lh_control_new(client->control, client->server_key, client->client_cert, err);
     if (!control) {
         zmsg_destroy(&request);
         return NULL;
@@ -162,7 +162,8 @@ static bool s_print_event(zframe_t *topic, zframe_t *body, uint64_t *last_id)
     const char *epoch = lh_event_epoch(event);
     if (epoch && *s_epoch && strcmp(epoch, s_epoch) != 0) {
         printf("{\"type\":\"$reset\",\"epoch\":\"%s\",\"reason\":\"the hub restarted; "
-               "events may have been missed\"}\n", epoch);
+               "events may have been missed\"}\n",
+               epoch);
         *last_id = 0;
     }
     if (epoch)
@@ -466,7 +467,8 @@ static int s_plugins(void)
          dir = strtok_r(NULL, ":", &save))
         shown += s_list_plugins(plugins, dir);
     if (!shown)
-        fprintf(stderr, "livehub: no plugins in %s\n", env && *env ? env : LIVEHUB_DEFAULT_PLUGIN_DIR);
+        fprintf(stderr, "livehub: no plugins in %s\n",
+                env && *env ? env : LIVEHUB_DEFAULT_PLUGIN_DIR);
     lh_plugins_destroy(&plugins);
     free(path);
     return shown ? 0 : 1;
@@ -487,13 +489,27 @@ int main(int argc, char **argv)
     int option;
     while ((option = getopt_long(argc, argv, "+h", options, NULL)) != -1) {
         switch (option) {
-        case 'f': conf_path = optarg; break;
-        case 'c': control = optarg; break;
-        case 'e': egress = optarg; break;
-        case 'k': client.server_key = optarg; break;
-        case 'C': client.client_cert = optarg; break;
-        case 'h': s_usage(stdout); return 0;
-        default: s_usage(stderr); return 2;
+        case 'f':
+            conf_path = optarg;
+            break;
+        case 'c':
+            control = optarg;
+            break;
+        case 'e':
+            egress = optarg;
+            break;
+        case 'k':
+            client.server_key = optarg;
+            break;
+        case 'C':
+            client.client_cert = optarg;
+            break;
+        case 'h':
+            s_usage(stdout);
+            return 0;
+        default:
+            s_usage(stderr);
+            return 2;
         }
     }
     if (optind >= argc) {
@@ -505,12 +521,12 @@ int main(int argc, char **argv)
         if (!(client.conf = lh_hub_conf_load(conf_path, NULL, NULL, &err)))
             return s_fail("--conf", err.text);
     }
-    client.control = control                                   ? control
-                     : client.conf && client.conf->control     ? client.conf->control
-                                                               : S_DEFAULT_CONTROL;
-    client.egress = egress                                 ? egress
-                    : client.conf && client.conf->egress   ? client.conf->egress
-                                                           : S_DEFAULT_EGRESS;
+    client.control = control                               ? control
+                     : client.conf && client.conf->control ? client.conf->control
+                                                           : S_DEFAULT_CONTROL;
+    client.egress = egress                               ? egress
+                    : client.conf && client.conf->egress ? client.conf->egress
+                                                         : S_DEFAULT_EGRESS;
     const char *command = argv[optind];
     int sub_argc = argc - optind;
     char **sub_argv = argv + optind;

@@ -23,11 +23,11 @@
 typedef struct {
     const char *file;
     lh_error_t *err;
-    zhash_t *lines;       /* ordinal path ("chain[1]/sink[0]/listen[0]") -> line, as intptr_t */
+    zhash_t *lines; /* ordinal path ("chain[1]/sink[0]/listen[0]") -> line, as intptr_t */
     size_t node_count;
-    int suspect_line;     /* first line zconfig will probably refuse, for its silent failures */
+    int suspect_line; /* first line zconfig will probably refuse, for its silent failures */
     char suspect[96];
-    zhash_t *chains;      /* chain name -> line, as intptr_t */
+    zhash_t *chains; /* chain name -> line, as intptr_t */
     lh_plugin_lookup_fn *lookup;
     void *lookup_arg;
     lh_hub_conf_t *conf;
@@ -142,8 +142,8 @@ static const char *s_check_host_port(const char *text, bool *loopback)
         return "expected HOST:PORT";
     const char *port = colon + 1;
     int64_t number;
-    if (!isdigit((unsigned char)*port) || s_parse_int(port, &number) || number < 1
-        || number > 65535)
+    if (!isdigit((unsigned char)*port) || s_parse_int(port, &number) || number < 1 ||
+        number > 65535)
         return "the port must be a number in 1..65535";
     char host[256];
     size_t host_size = (size_t)(colon - text);
@@ -165,9 +165,8 @@ static const char *s_check_host_port(const char *text, bool *loopback)
     if (strchr(host, ':'))
         return "an IPv6 host must be written [ADDRESS]";
     struct in_addr address;
-    *loopback = strcmp(host, "localhost") == 0
-                || (inet_pton(AF_INET, host, &address) == 1
-                    && (ntohl(address.s_addr) >> 24) == 127);
+    *loopback = strcmp(host, "localhost") == 0 ||
+                (inet_pton(AF_INET, host, &address) == 1 && (ntohl(address.s_addr) >> 24) == 127);
     return NULL;
 }
 
@@ -266,8 +265,7 @@ static void s_note_syntax(s_ctx_t *ctx, int lineno, const char *name, size_t nam
                     reason = "text after the closing quote";
             }
         }
-    }
-    else if (!reason && *rest && *rest != '#')
+    } else if (!reason && *rest && *rest != '#')
         reason = "expected '=' after the name";
     if (reason && !ctx->suspect_line) {
         ctx->suspect_line = lineno;
@@ -357,8 +355,8 @@ static int s_scan(s_ctx_t *ctx, const char *text, size_t size)
         zhash_destroy(&frame->counts);
         s_child_path(frame->path, parent->path, name, (int)ordinal);
         name[name_size] = rest;
-        if (zhash_insert(ctx->lines, frame->path, (void *)(intptr_t)lineno) == -1
-            && !zhash_lookup(ctx->lines, frame->path)) {
+        if (zhash_insert(ctx->lines, frame->path, (void *)(intptr_t)lineno) == -1 &&
+            !zhash_lookup(ctx->lines, frame->path)) {
             s_fail_oom(ctx);
             goto done;
         }
@@ -415,8 +413,7 @@ typedef struct {
 #define S_FIELD(field) offsetof(lh_hub_conf_t, field)
 
 static const s_hub_key_t s_hub_keys[] = {
-    {NULL, "name", S_NAME, "livehub", 0, 0, S_FIELD(name),
-     "hub name, shown by status and in logs"},
+    {NULL, "name", S_NAME, "livehub", 0, 0, S_FIELD(name), "hub name, shown by status and in logs"},
     {NULL, "ingress", S_TCP, NULL, 0, 0, S_FIELD(ingress), "tcp:// endpoint producers PUSH to"},
     {NULL, "egress", S_TCP, NULL, 0, 0, S_FIELD(egress), "tcp:// endpoint subscribers SUB to"},
     {NULL, "control", S_CONTROL, "ipc://@livehub-control", 0, 0, S_FIELD(control),
@@ -540,9 +537,8 @@ static int s_load_hub_block(s_ctx_t *ctx, zconfig_t *block, const char *section,
             continue;
         }
         size_t index = 0;
-        while (index < S_HUB_KEY_COUNT
-               && !(s_same_section(s_hub_keys[index].section, section)
-                    && strcmp(s_hub_keys[index].name, name) == 0))
+        while (index < S_HUB_KEY_COUNT && !(s_same_section(s_hub_keys[index].section, section) &&
+                                            strcmp(s_hub_keys[index].name, name) == 0))
             index++;
         if (index == S_HUB_KEY_COUNT) {
             char known[S_LIST_MAX];
@@ -578,8 +574,8 @@ static int s_load_hub(s_ctx_t *ctx, zconfig_t *hub, const char *hub_path, int hu
             continue;
         const char *endpoint = *(char **)((char *)conf + s_hub_keys[i].offset);
         bool loopback = true;
-        if (endpoint && !s_check_endpoint(endpoint, true, &loopback) && !loopback
-            && !conf->public_listen)
+        if (endpoint && !s_check_endpoint(endpoint, true, &loopback) && !loopback &&
+            !conf->public_listen)
             return s_fail(ctx, lines[i] ? lines[i] : hub_line, s_hub_keys[i].name,
                           "%s is not a loopback address; set public = true in hub to listen on "
                           "other interfaces",
@@ -726,8 +722,8 @@ typedef enum {
     S_GENERIC_COUNT
 } s_generic_t;
 
-static const char *s_generic_names[S_GENERIC_COUNT] = {
-    "plugin", "subscribe", "delivery", "workers", "ready_timeout", "public"};
+static const char *s_generic_names[S_GENERIC_COUNT] = {"plugin",  "subscribe",     "delivery",
+                                                       "workers", "ready_timeout", "public"};
 
 static int s_stage_set_generic(s_ctx_t *ctx, lh_stage_conf_t *stage, s_generic_t which,
                                const char *value, int line)
@@ -844,8 +840,7 @@ static int s_check_plugin(s_ctx_t *ctx, lh_stage_conf_t *stage, int plugin_line)
             char known[S_LIST_MAX] = "";
             for (option = plugin->options; option && option->name; option++) {
                 size_t used = strlen(known);
-                snprintf(known + used, sizeof known - used, "%s%s", used ? ", " : "",
-                         option->name);
+                snprintf(known + used, sizeof known - used, "%s%s", used ? ", " : "", option->name);
             }
             return s_fail(ctx, stage->lines[i], stage->keys[i],
                           "unknown key '%s' for plugin '%s' (known: %s)", stage->keys[i],
@@ -860,8 +855,7 @@ static int s_check_plugin(s_ctx_t *ctx, lh_stage_conf_t *stage, int plugin_line)
         if (option->default_value) {
             if (s_stage_add_option(stage, option->name, option->default_value, 0))
                 return s_fail_oom(ctx);
-        }
-        else if (option->required)
+        } else if (option->required)
             return s_fail(ctx, stage->line, option->name, "required by plugin '%s' (%s)",
                           stage->plugin, option->help ? option->help : "no help");
     }
@@ -882,8 +876,8 @@ static char *s_fingerprint(const lh_stage_conf_t *stage)
     FILE *out = open_memstream(&text, &size);
     if (!out)
         return NULL;
-    fprintf(out, "chain=%s\n%s=%s\nplugin=%s\nsubscribe=", stage->chain,
-            s_role_names[stage->role], stage->name, stage->plugin);
+    fprintf(out, "chain=%s\n%s=%s\nplugin=%s\nsubscribe=", stage->chain, s_role_names[stage->role],
+            stage->name, stage->plugin);
     for (size_t i = 0; i < stage->subscribe_count; i++)
         fprintf(out, "%s%s", i ? " " : "", stage->subscribe[i]);
     fprintf(out, "\ndelivery=%s\nworkers=%d\nready_timeout=%d\npublic=%s\n",
@@ -937,14 +931,12 @@ static int s_load_stage(s_ctx_t *ctx, const char *chain, zconfig_t *block, const
         }
         int index = s_option_index(stage, key);
         if (index >= 0)
-            return s_fail(ctx, key_line, key, "set twice (first at line %d)",
-                          stage->lines[index]);
+            return s_fail(ctx, key_line, key, "set twice (first at line %d)", stage->lines[index]);
         if (s_stage_add_option(stage, key, value, key_line))
             return s_fail_oom(ctx);
     }
     if (!stage->plugin)
-        return s_fail(ctx, line, "plugin", "missing; %s '%s' needs plugin = NAME", role_name,
-                      name);
+        return s_fail(ctx, line, "plugin", "missing; %s '%s' needs plugin = NAME", role_name, name);
     if (stage->workers > 1 && !stage->queue)
         return s_fail(ctx, generic_lines[S_WORKERS], "workers",
                       "%d workers need delivery = queue (broadcast would hand each event to "
@@ -1008,8 +1000,7 @@ static int s_load_tree(s_ctx_t *ctx, zconfig_t *root)
             hub_line = line;
             if (s_load_hub(ctx, item, path, line))
                 return -1;
-        }
-        else if (strcmp(name, "chain") != 0)
+        } else if (strcmp(name, "chain") != 0)
             return s_fail(ctx, line, name, "unknown top-level key (expected hub or chain = NAME)");
     }
     for (zconfig_t *item = zconfig_child(root); item; item = zconfig_next(item)) {
@@ -1076,8 +1067,8 @@ static lh_hub_conf_t *s_hub_conf_new(s_ctx_t *ctx)
     }
     ctx->conf = conf;
     for (size_t i = 0; i < S_HUB_KEY_COUNT; i++)
-        if (s_hub_keys[i].default_value
-            && s_hub_set(ctx, &s_hub_keys[i], s_hub_keys[i].default_value, 0)) {
+        if (s_hub_keys[i].default_value &&
+            s_hub_set(ctx, &s_hub_keys[i], s_hub_keys[i].default_value, 0)) {
             lh_hub_conf_destroy(&ctx->conf);
             return NULL;
         }
@@ -1191,8 +1182,7 @@ int lh_conf_get_bool(const lh_conf_t *conf, const char *key, bool *value, lh_err
         return -1;
     }
     if (s_parse_bool(text, &parsed)) {
-        lh_error_set(err, "%s: '%s' is not a boolean (true/false, yes/no, on/off, 1/0)", key,
-                     text);
+        lh_error_set(err, "%s: '%s' is not a boolean (true/false, yes/no, on/off, 1/0)", key, text);
         return -1;
     }
     *value = parsed;

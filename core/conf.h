@@ -13,42 +13,42 @@ typedef enum { LH_STAGE_SOURCE, LH_STAGE_FILTER, LH_STAGE_SINK } lh_stage_role_t
 /* One stage (`source = x`, `filter = x` or `sink = x` inside a chain). The lh_conf_t of the public
  * API is this struct: lh_conf_get() reads `options`. */
 struct lh_conf {
-    char *chain;            /* chain name */
-    char *name;             /* stage name, unique in the whole file */
+    char *chain; /* chain name */
+    char *name;  /* stage name, unique in the whole file */
     lh_stage_role_t role;
-    char *plugin;           /* plugin name */
-    char **subscribe;       /* NULL-terminated topic prefixes; empty array: everything */
+    char *plugin;     /* plugin name */
+    char **subscribe; /* NULL-terminated topic prefixes; empty array: everything */
     size_t subscribe_count;
-    bool queue;             /* delivery = queue (default broadcast) */
-    int workers;            /* default 1; > 1 requires delivery = queue */
-    int ready_timeout_ms;   /* default 5000 */
-    bool public_listen;     /* public = true: endpoint options may bind non-loopback */
-    char **keys;            /* plugin option names, in file order, defaults appended */
-    char **values;          /* their values, verbatim */
-    int *lines;             /* their lines in the file (0: a default filled in) */
+    bool queue;           /* delivery = queue (default broadcast) */
+    int workers;          /* default 1; > 1 requires delivery = queue */
+    int ready_timeout_ms; /* default 5000 */
+    bool public_listen;   /* public = true: endpoint options may bind non-loopback */
+    char **keys;          /* plugin option names, in file order, defaults appended */
+    char **values;        /* their values, verbatim */
+    int *lines;           /* their lines in the file (0: a default filled in) */
     size_t option_count;
-    char *fingerprint;      /* canonical text of the whole stage; equal text = unchanged stage */
-    char *file;             /* for messages */
+    char *fingerprint; /* canonical text of the whole stage; equal text = unchanged stage */
+    char *file;        /* for messages */
     int line;
 };
 typedef struct lh_conf lh_stage_conf_t;
 
 typedef struct lh_hub_conf {
     char *path;
-    char *name;             /* hub name (default "livehub"); prefixes src of external events */
-    char *ingress;          /* tcp:// endpoint or NULL */
-    char *egress;           /* tcp:// endpoint or NULL */
-    char *control;          /* default "ipc://@livehub-control" */
-    bool public_listen;     /* hub `public = true`: tcp endpoints may bind non-loopback */
-    size_t history;         /* events kept (default 100000, 0 disables replay) */
-    int64_t history_age;    /* seconds kept (default 3600) */
-    char *journal;          /* path or NULL */
-    char *plugin_dir;       /* NULL: compiled-in default */
-    size_t max_event_size;  /* bytes of topic+body (default 262144) */
-    int hwm;                /* ZeroMQ high-water marks (default 100000) */
-    char *token_secret;     /* secret reference (env:/file:) or NULL */
-    char *curve_server_cert;/* path of a zcert secret file, or NULL */
-    char *curve_clients;    /* directory of client public certs, or NULL */
+    char *name;               /* hub name (default "livehub"); prefixes src of external events */
+    char *ingress;            /* tcp:// endpoint or NULL */
+    char *egress;             /* tcp:// endpoint or NULL */
+    char *control;            /* default "ipc://@livehub-control" */
+    bool public_listen;       /* hub `public = true`: tcp endpoints may bind non-loopback */
+    size_t history;           /* events kept (default 100000, 0 disables replay) */
+    int64_t history_age;      /* seconds kept (default 3600) */
+    char *journal;            /* path or NULL */
+    char *plugin_dir;         /* NULL: compiled-in default */
+    size_t max_event_size;    /* bytes of topic+body (default 262144) */
+    int hwm;                  /* ZeroMQ high-water marks (default 100000) */
+    char *token_secret;       /* secret reference (env:/file:) or NULL */
+    char *curve_server_cert;  /* path of a zcert secret file, or NULL */
+    char *curve_clients;      /* directory of client public certs, or NULL */
     lh_stage_conf_t **stages; /* in file order */
     size_t stage_count;
 } lh_hub_conf_t;

@@ -8,19 +8,19 @@
 
 typedef struct {
     zmq_msg_t frames[S_MAX_FRAMES];
-    int count;        /* frames after the routing id (and REQ delimiter) */
-    bool delimited;   /* the peer is a REQ socket: echo the empty frame */
+    int count;      /* frames after the routing id (and REQ delimiter) */
+    bool delimited; /* the peer is a REQ socket: echo the empty frame */
     zmq_msg_t identity;
 } s_request_t;
 
-static const char *const s_state_names[] = {"starting", "running", "backoff",
+static const char *const s_state_names[] = {"starting", "running",    "backoff",
                                             "stopping", "restarting", "stopped"};
 static const char *const s_role_names[] = {"source", "filter", "sink"};
 
 static bool s_frame_is(zmq_msg_t *frame, const char *text)
 {
-    return zmq_msg_size(frame) == strlen(text) && memcmp(zmq_msg_data(frame), text,
-                                                         zmq_msg_size(frame)) == 0;
+    return zmq_msg_size(frame) == strlen(text) &&
+           memcmp(zmq_msg_data(frame), text, zmq_msg_size(frame)) == 0;
 }
 
 /* Copies a frame into a NUL-terminated string; false when it does not fit. */
@@ -61,26 +61,24 @@ json_t *lh_hub_status(lh_hub_t *self)
         json_t *workers = json_array();
         for (int w = 0; w < stage->worker_count; w++) {
             lh_worker_t *worker = &stage->workers[w];
-            json_array_append_new(workers,
-                                  json_pack("{s:s, s:i, s:s}", "state",
-                                            s_state_names[worker->state], "restarts",
-                                            (json_int_t)worker->restarts, "last_error",
-                                            worker->last_error));
+            json_array_append_new(workers, json_pack("{s:s, s:i, s:s}", "state",
+                                                     s_state_names[worker->state], "restarts",
+                                                     (json_int_t)worker->restarts, "last_error",
+                                                     worker->last_error));
         }
         json_t *subscribe = json_array();
         for (size_t s = 0; s < stage->conf->subscribe_count; s++)
             json_array_append_new(subscribe, json_string(stage->conf->subscribe[s]));
         json_array_append_new(
-            stages, json_pack("{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:I}", "name",
-                              stage->conf->name, "chain", stage->conf->chain, "role",
-                              s_role_names[stage->conf->role], "plugin", stage->conf->plugin,
-                              "delivery", stage->conf->queue ? "queue" : "broadcast", "subscribe",
-                              subscribe, "workers", workers, "delivered",
-                              (json_int_t)(stage->delivered ? lh_metric_value(stage->delivered) : 0),
-                              "dropped",
-                              (json_int_t)(stage->dropped ? lh_metric_value(stage->dropped) : 0),
-                              "restarts",
-                              (json_int_t)(stage->restarts ? lh_metric_value(stage->restarts) : 0)));
+            stages,
+            json_pack(
+                "{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:I}", "name", stage->conf->name,
+                "chain", stage->conf->chain, "role", s_role_names[stage->conf->role], "plugin",
+                stage->conf->plugin, "delivery", stage->conf->queue ? "queue" : "broadcast",
+                "subscribe", subscribe, "workers", workers, "delivered",
+                (json_int_t)(stage->delivered ? lh_metric_value(stage->delivered) : 0), "dropped",
+                (json_int_t)(stage->dropped ? lh_metric_value(stage->dropped) : 0), "restarts",
+                (json_int_t)(stage->restarts ? lh_metric_value(stage->restarts) : 0)));
     }
     return json_pack("{s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I}, s:{s:I, s:I, s:{s:I, s:I, s:I}}, "
                      "s:o}",
@@ -184,8 +182,7 @@ static void s_replay(lh_hub_t *self, s_request_t *request)
                                   &batch, &scanned_to, &newest);
     char meta[200];
     snprintf(meta, sizeof meta,
-             "{\"epoch\":\"%s\",\"scanned_to\":%" PRIu64 ",\"newest\":%" PRIu64
-             ",\"more\":%s}",
+             "{\"epoch\":\"%s\",\"scanned_to\":%" PRIu64 ",\"newest\":%" PRIu64 ",\"more\":%s}",
              self->epoch, scanned_to, newest,
              result == LH_REPLAY_OK && scanned_to < newest ? "true" : "false");
     const char *status = result == LH_REPLAY_OK      ? "OK"
@@ -265,7 +262,8 @@ bool lh_control_handle(lh_hub_t *self)
         else if (s_frame_is(&request.frames[0], "RELOAD"))
             changed |= s_reload(self, &request);
         else
-            s_reply(self, &request, "ERR", "unknown command (PING, STATUS, PUBLISH, REPLAY, RELOAD)");
+            s_reply(self, &request, "ERR",
+                    "unknown command (PING, STATUS, PUBLISH, REPLAY, RELOAD)");
         for (int i = 0; i < request.count; i++)
             zmq_msg_close(&request.frames[i]);
         zmq_msg_close(&request.identity);

@@ -6,8 +6,8 @@ struct lh_control {
     char *endpoint;
 };
 
-lh_control_t *lh_control_new(const char *endpoint, const char *server_key,
-                             const char *client_cert, lh_error_t *err)
+lh_control_t *lh_control_new(const char *endpoint, const char *server_key, const char *client_cert,
+                             lh_error_t *err)
 {
     lh_control_t *self = calloc(1, sizeof *self);
     if (!self || !(self->dealer = zsock_new(ZMQ_DEALER)) || !(self->endpoint = strdup(endpoint))) {
@@ -46,8 +46,7 @@ void lh_control_destroy(lh_control_t **self_p)
     *self_p = NULL;
 }
 
-zmsg_t *lh_control_request(lh_control_t *self, zmsg_t **request_p, int timeout_ms,
-                           lh_error_t *err)
+zmsg_t *lh_control_request(lh_control_t *self, zmsg_t **request_p, int timeout_ms, lh_error_t *err)
 {
     if (zmsg_send(request_p, self->dealer) != 0) {
         zmsg_destroy(request_p);

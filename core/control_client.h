@@ -9,13 +9,12 @@ typedef struct lh_control lh_control_t;
 
 /* Connects a DEALER to endpoint. With server_key (Z85) and client_cert (path of a zcert secret
  * file) the connection uses CURVE. */
-lh_control_t *lh_control_new(const char *endpoint, const char *server_key,
-                             const char *client_cert, lh_error_t *err);
+lh_control_t *lh_control_new(const char *endpoint, const char *server_key, const char *client_cert,
+                             lh_error_t *err);
 void lh_control_destroy(lh_control_t **self_p);
 
 /* Sends request (destroyed) and waits up to timeout_ms for the reply. Returns the reply's frames
  * (caller destroys) or NULL with a reason ("no answer from ENDPOINT within N ms"). */
-zmsg_t *lh_control_request(lh_control_t *self, zmsg_t **request_p, int timeout_ms,
-                           lh_error_t *err);
+zmsg_t *lh_control_request(lh_control_t *self, zmsg_t **request_p, int timeout_ms, lh_error_t *err);
 
 #endif

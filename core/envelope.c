@@ -249,8 +249,8 @@ int lh_envelope_parse(const void *topic, size_t topic_size, const void *body, si
         env->has[field] = true;
         env->entry[field] = (lh_span_t){buf + entry_start, pos - entry_start};
         env->value[field] = (lh_span_t){buf + value_start, pos - value_start};
-        bool is_text = field == LH_FIELD_TYPE || field == LH_FIELD_KEY ||
-                       field == LH_FIELD_EPOCH || field == LH_FIELD_SRC;
+        bool is_text = field == LH_FIELD_TYPE || field == LH_FIELD_KEY || field == LH_FIELD_EPOCH ||
+                       field == LH_FIELD_SRC;
         if (is_text) {
             size_t str_pos = value_start;
             if (s_read_str(buf, pos, &str_pos, &env->value[field]) != 0) {
@@ -302,10 +302,10 @@ size_t lh_envelope_stamped_size(const lh_envelope_t *env, size_t epoch_size, siz
             size += env->entry[f].size;
     if (!env->has[LH_FIELD_TO])
         size += sizeof s_default_to;
-    size += s_str_size(2) + 9;                          /* id */
-    size += s_str_size(5) + s_str_size(epoch_size);     /* epoch */
-    size += s_str_size(2) + 9;                          /* ts */
-    size += s_str_size(3) + s_str_size(src_size);       /* src */
+    size += s_str_size(2) + 9;                      /* id */
+    size += s_str_size(5) + s_str_size(epoch_size); /* epoch */
+    size += s_str_size(2) + 9;                      /* ts */
+    size += s_str_size(3) + s_str_size(src_size);   /* src */
     return size;
 }
 

@@ -15,8 +15,15 @@ typedef struct lh_span {
 
 /* Which keys a body may carry; at most one of each. */
 typedef enum {
-    LH_FIELD_V, LH_FIELD_TYPE, LH_FIELD_DATA, LH_FIELD_TO, LH_FIELD_KEY,
-    LH_FIELD_ID, LH_FIELD_EPOCH, LH_FIELD_TS, LH_FIELD_SRC,
+    LH_FIELD_V,
+    LH_FIELD_TYPE,
+    LH_FIELD_DATA,
+    LH_FIELD_TO,
+    LH_FIELD_KEY,
+    LH_FIELD_ID,
+    LH_FIELD_EPOCH,
+    LH_FIELD_TS,
+    LH_FIELD_SRC,
     LH_FIELD_COUNT
 } lh_field_t;
 

@@ -7,18 +7,18 @@
 #include "utf8.h"
 
 struct lh_event {
-    bool decoded;            /* received events are read-only */
+    bool decoded; /* received events are read-only */
     char *type;
     char *key, *epoch, *src; /* NULL when absent */
     uint64_t id, ts;
     char **audiences;
     size_t audience_count;
-    uint8_t *data_bytes;     /* packed data; NULL means nil */
+    uint8_t *data_bytes; /* packed data; NULL means nil */
     size_t data_size;
-    msgpack_zone zone;       /* holds `data` once unpacked */
+    msgpack_zone zone; /* holds `data` once unpacked */
     msgpack_object data;
     bool data_unpacked;
-    msgpack_sbuffer body;    /* encoded body (built events: on demand; decoded: a copy) */
+    msgpack_sbuffer body; /* encoded body (built events: on demand; decoded: a copy) */
     bool body_ready;
 };
 
@@ -114,7 +114,8 @@ lh_event_t *lh_event_decode(const void *topic, size_t topic_size, const void *bo
     }
     if (env.has[LH_FIELD_DATA]) {
         self->data_size = env.value[LH_FIELD_DATA].size;
-        if (!(self->data_bytes = (uint8_t *)s_strndup(env.value[LH_FIELD_DATA].ptr, self->data_size)))
+        if (!(self->data_bytes =
+                  (uint8_t *)s_strndup(env.value[LH_FIELD_DATA].ptr, self->data_size)))
             goto oom;
     }
     if (msgpack_sbuffer_write(&self->body, body, body_size) != 0)
@@ -207,8 +208,7 @@ int lh_event_add_audience(lh_event_t *self, const char *audience)
 int lh_event_set_key(lh_event_t *self, const char *key)
 {
     size_t len = key ? strlen(key) : 0;
-    if (s_check_built(self, NULL) != 0 || len == 0 || len > LH_TYPE_MAX ||
-        !lh_utf8_valid(key, len))
+    if (s_check_built(self, NULL) != 0 || len == 0 || len > LH_TYPE_MAX || !lh_utf8_valid(key, len))
         return -1;
     char *copy = strdup(key);
     if (!copy)
@@ -254,8 +254,8 @@ const char *lh_event_audience(const lh_event_t *self, size_t index)
 bool lh_event_visible_to(const lh_event_t *self, const char *const *granted, size_t granted_count)
 {
     static const char *const s_public[] = {"public"};
-    const char *const *audiences = self->audience_count ? (const char *const *)self->audiences
-                                                        : s_public;
+    const char *const *audiences =
+        self->audience_count ? (const char *const *)self->audiences : s_public;
     size_t count = self->audience_count ? self->audience_count : 1;
     for (size_t i = 0; i < count; i++)
         for (size_t g = 0; g < granted_count; g++)

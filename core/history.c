@@ -135,10 +135,9 @@ static bool s_matches(zmq_msg_t *topic, const char *const *prefixes, size_t pref
     return false;
 }
 
-lh_replay_result_t lh_history_since(lh_history_t *self, uint64_t since,
-                                    const char *const *prefixes, size_t prefix_count,
-                                    size_t max_events, lh_history_visit_fn *fn, void *arg,
-                                    uint64_t *scanned_to, uint64_t *newest)
+lh_replay_result_t lh_history_since(lh_history_t *self, uint64_t since, const char *const *prefixes,
+                                    size_t prefix_count, size_t max_events, lh_history_visit_fn *fn,
+                                    void *arg, uint64_t *scanned_to, uint64_t *newest)
 {
     pthread_mutex_lock(&self->lock);
     lh_replay_result_t result = LH_REPLAY_OK;

@@ -34,10 +34,9 @@ typedef int(lh_history_visit_fn)(zmq_msg_t *topic, zmq_msg_t *body, uint64_t id,
  * reached (resume a batched replay from there) and *newest the newest id assigned so far. Result
  * as for lh_io_replay: RESET when since is older than what is kept, FUTURE when since is newer than
  * the newest id. The visitor runs under the history lock: keep it short; non-zero stops. */
-lh_replay_result_t lh_history_since(lh_history_t *self, uint64_t since,
-                                    const char *const *prefixes, size_t prefix_count,
-                                    size_t max_events, lh_history_visit_fn *fn, void *arg,
-                                    uint64_t *scanned_to, uint64_t *newest);
+lh_replay_result_t lh_history_since(lh_history_t *self, uint64_t since, const char *const *prefixes,
+                                    size_t prefix_count, size_t max_events, lh_history_visit_fn *fn,
+                                    void *arg, uint64_t *scanned_to, uint64_t *newest);
 
 /* Sets the id the next event follows (a fresh hub starts at 0; a journal restores it). */
 void lh_history_set_last_id(lh_history_t *self, uint64_t last_id);

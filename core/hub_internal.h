@@ -14,8 +14,8 @@
 typedef enum {
     S_WORKER_STARTING, /* thread started, waiting for READY */
     S_WORKER_RUNNING,
-    S_WORKER_BACKOFF,  /* crashed; restart at deadline */
-    S_WORKER_STOPPING, /* $TERM sent, waiting for EXIT */
+    S_WORKER_BACKOFF,    /* crashed; restart at deadline */
+    S_WORKER_STOPPING,   /* $TERM sent, waiting for EXIT */
     S_WORKER_RESTARTING, /* $TERM sent after a ready time-out; restart after EXIT */
     S_WORKER_STOPPED,
 } lh_worker_state_t;
@@ -27,7 +27,7 @@ typedef struct lh_worker {
     void *pipe_core, *pipe_plugin; /* PAIR pair */
     void *input, *output;          /* the plugin's PULL and PUSH (or NULL) */
     lh_worker_state_t state;
-    int64_t deadline;              /* ready deadline or restart time (zclock_mono ms) */
+    int64_t deadline; /* ready deadline or restart time (zclock_mono ms) */
     int64_t started_at;
     int backoff_ms;
     unsigned restarts;
@@ -37,8 +37,8 @@ typedef struct lh_worker {
 typedef struct lh_stage {
     lh_stage_conf_t *conf;
     const lh_plugin_t *plugin;
-    void *fanout;  /* PUSH feeding the workers' inputs (sinks, filters) */
-    void *emit;    /* PULL collecting the workers' outputs (sources, filters) */
+    void *fanout; /* PUSH feeding the workers' inputs (sinks, filters) */
+    void *emit;   /* PULL collecting the workers' outputs (sources, filters) */
     lh_worker_t *workers;
     int worker_count;
     uint64_t gap_from, gap_to; /* events dropped for this stage, not yet announced */
@@ -47,11 +47,11 @@ typedef struct lh_stage {
 
 struct lh_hub {
     lh_hub_conf_t *conf;
-    zlist_t *old_confs;        /* confs replaced by reloads: unchanged stages still point in */
+    zlist_t *old_confs; /* confs replaced by reloads: unchanged stages still point in */
     lh_plugins_t *plugins;
     lh_registry_t *registry;
     lh_history_t *history;
-    lh_journal_t *journal;     /* NULL unless the conf names one */
+    lh_journal_t *journal; /* NULL unless the conf names one */
     bool journal_dirty;
     int64_t journal_synced_at;
     lh_services_t services;
@@ -66,12 +66,12 @@ struct lh_hub {
     size_t token_secret_size;
     lh_stage_t **stages;
     size_t stage_count;
-    unsigned generation;       /* makes inproc endpoint names unique across reloads */
+    unsigned generation; /* makes inproc endpoint names unique across reloads */
     uint64_t last_id;
     int64_t started_at;
-    zhashx_t *reject_log;      /* src -> next time a rejection from it may be logged */
-    lh_metric_t *accepted, *duplicates, *rejected_malformed, *rejected_oversized,
-        *rejected_frames, *history_events, *last_id_gauge, *journal_errors;
+    zhashx_t *reject_log; /* src -> next time a rejection from it may be logged */
+    lh_metric_t *accepted, *duplicates, *rejected_malformed, *rejected_oversized, *rejected_frames,
+        *history_events, *last_id_gauge, *journal_errors;
 };
 
 /* Accepts one event from a producer (validate, dedup, stamp, store, fan out). from is the

@@ -109,8 +109,10 @@ lh_journal_t *lh_journal_open(const char *path, char *epoch, size_t epoch_size, 
         long end = s_read_records(self, fn, arg);
         fseek(self->file, 0, SEEK_END);
         if (ftell(self->file) != end) {
-            lh_core_log(LH_LOG_WARNING, "journal %s: cutting a torn or corrupt tail at byte %ld "
-                        "(after %zu events)", path, end, self->records);
+            lh_core_log(LH_LOG_WARNING,
+                        "journal %s: cutting a torn or corrupt tail at byte %ld "
+                        "(after %zu events)",
+                        path, end, self->records);
             if (ftruncate(fileno(self->file), end) != 0) {
                 lh_error_set(err, "journal %s: %s", path, strerror(errno));
                 lh_journal_destroy(&self);

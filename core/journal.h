@@ -10,9 +10,8 @@
 typedef struct lh_journal lh_journal_t;
 
 /* Called for each stored event, oldest first. */
-typedef void(lh_journal_visit_fn)(uint64_t id, uint64_t ts_us, const void *topic,
-                                  size_t topic_size, const void *body, size_t body_size,
-                                  void *arg);
+typedef void(lh_journal_visit_fn)(uint64_t id, uint64_t ts_us, const void *topic, size_t topic_size,
+                                  const void *body, size_t body_size, void *arg);
 
 /* Opens or creates the journal at path. When it holds events, copies its epoch into epoch and
  * replays them through fn; a torn or corrupt tail (a crash mid-write) is cut off and logged. When
@@ -22,7 +21,8 @@ lh_journal_t *lh_journal_open(const char *path, char *epoch, size_t epoch_size, 
                               lh_journal_visit_fn *fn, void *arg, lh_error_t *err);
 
 /* Appends one stamped event (buffered). When the file holds more than twice `keep` events the
- * caller should compact: lh_journal_wants_compaction. Returns 0 or -1 (logged, counted by caller). */
+ * caller should compact: lh_journal_wants_compaction. Returns 0 or -1 (logged, counted by caller).
+ */
 int lh_journal_append(lh_journal_t *self, uint64_t id, uint64_t ts_us, const void *topic,
                       size_t topic_size, const void *body, size_t body_size);
 

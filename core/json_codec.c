@@ -137,8 +137,8 @@ static int s_object_put(json_t *object, const msgpack_object *key, json_t *value
     /* Also catches a str key and an integer key that spell the same decimal number. */
     if (json_object_getn(object, k, k_len)) {
         if (k_len > S_KEY_ECHO)
-            lh_error_set(err, "duplicate map key \"%.*s\" (first %d of %zu bytes)", S_KEY_ECHO,
-                         k, S_KEY_ECHO, k_len);
+            lh_error_set(err, "duplicate map key \"%.*s\" (first %d of %zu bytes)", S_KEY_ECHO, k,
+                         S_KEY_ECHO, k_len);
         else
             lh_error_set(err, "duplicate map key \"%.*s\"", (int)k_len, k);
         goto fail;
@@ -386,8 +386,8 @@ json_t *lh_json_parse(const char *text, size_t size, lh_error_t *err)
     }
     json_error_t jerr;
     /* Without JSON_DISABLE_EOF_CHECK jansson refuses anything after the value but whitespace. */
-    json_t *json = json_loadb(text ? text : "", size, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES,
-                              &jerr);
+    json_t *json =
+        json_loadb(text ? text : "", size, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
     if (!json) {
         lh_error_set(err, "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
         return NULL;

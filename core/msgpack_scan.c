@@ -21,7 +21,7 @@ static inline uint32_t s_be32(const uint8_t *p)
 
 /* Error reporters live out of line so the hot loop stays small. */
 __attribute__((cold, noinline)) static int s_fail_short(lh_error_t *err, const char *what,
-                                                         size_t offset, size_t need, size_t have)
+                                                        size_t offset, size_t need, size_t have)
 {
     lh_error_set(err, "truncated %s at offset %zu: needs %zu bytes, %zu present", what, offset,
                  need, have);
@@ -29,16 +29,15 @@ __attribute__((cold, noinline)) static int s_fail_short(lh_error_t *err, const c
 }
 
 __attribute__((cold, noinline)) static int s_fail_header(lh_error_t *err, const char *what,
-                                                          size_t offset, size_t need, size_t have)
+                                                         size_t offset, size_t need, size_t have)
 {
     lh_error_set(err, "truncated %s header at offset %zu: needs %zu bytes, %zu present", what,
                  offset, need, have);
     return -1;
 }
 
-__attribute__((cold, noinline)) static int s_fail_length(lh_error_t *err, const char *what,
-                                                          uint32_t declared, size_t offset,
-                                                          size_t have)
+__attribute__((cold, noinline)) static int
+s_fail_length(lh_error_t *err, const char *what, uint32_t declared, size_t offset, size_t have)
 {
     lh_error_set(err, "declared %s length %" PRIu32 " at offset %zu exceeds the %zu bytes present",
                  what, declared, offset, have);
@@ -46,19 +45,23 @@ __attribute__((cold, noinline)) static int s_fail_length(lh_error_t *err, const 
 }
 
 __attribute__((cold, noinline)) static int s_fail_count(lh_error_t *err, bool map, uint32_t count,
-                                                         size_t offset, size_t have)
+                                                        size_t offset, size_t have)
 {
     if (map)
-        lh_error_set(err, "declared map of %" PRIu32 " pairs at offset %zu needs at least %" PRIu64
-                     " bytes, %zu present", count, offset, (uint64_t)count * 2, have);
+        lh_error_set(err,
+                     "declared map of %" PRIu32 " pairs at offset %zu needs at least %" PRIu64
+                     " bytes, %zu present",
+                     count, offset, (uint64_t)count * 2, have);
     else
-        lh_error_set(err, "declared array of %" PRIu32 " elements at offset %zu needs at least %"
-                     PRIu32 " bytes, %zu present", count, offset, count, have);
+        lh_error_set(err,
+                     "declared array of %" PRIu32 " elements at offset %zu needs at least %" PRIu32
+                     " bytes, %zu present",
+                     count, offset, count, have);
     return -1;
 }
 
 __attribute__((cold, noinline)) static int s_fail_depth(lh_error_t *err, int max_depth,
-                                                         size_t offset)
+                                                        size_t offset)
 {
     lh_error_set(err, "nesting deeper than %d at offset %zu", max_depth, offset);
     return -1;
@@ -115,30 +118,78 @@ static int s_walk(const uint8_t *buf, size_t size, size_t *pos, int depth, int m
         case 0xc1:
             lh_error_set(err, "reserved byte 0xc1 at offset %zu", p);
             return -1;
-        case 0xc4: hdr = 2, what = "bin"; goto len8;
-        case 0xc5: hdr = 3, what = "bin"; goto len16;
-        case 0xc6: hdr = 5, what = "bin"; goto len32;
-        case 0xc7: hdr = 3, what = "ext"; goto len8; /* ext: length then type byte */
-        case 0xc8: hdr = 4, what = "ext"; goto len16;
-        case 0xc9: hdr = 6, what = "ext"; goto len32;
-        case 0xca: fixed = 5, what = "float32"; goto fixed_size;
-        case 0xcb: fixed = 9, what = "float64"; goto fixed_size;
-        case 0xcc: fixed = 2, what = "uint8"; goto fixed_size;
-        case 0xcd: fixed = 3, what = "uint16"; goto fixed_size;
-        case 0xce: fixed = 5, what = "uint32"; goto fixed_size;
-        case 0xcf: fixed = 9, what = "uint64"; goto fixed_size;
-        case 0xd0: fixed = 2, what = "int8"; goto fixed_size;
-        case 0xd1: fixed = 3, what = "int16"; goto fixed_size;
-        case 0xd2: fixed = 5, what = "int32"; goto fixed_size;
-        case 0xd3: fixed = 9, what = "int64"; goto fixed_size;
-        case 0xd4: fixed = 3, what = "fixext1"; goto fixed_size;
-        case 0xd5: fixed = 4, what = "fixext2"; goto fixed_size;
-        case 0xd6: fixed = 6, what = "fixext4"; goto fixed_size;
-        case 0xd7: fixed = 10, what = "fixext8"; goto fixed_size;
-        case 0xd8: fixed = 18, what = "fixext16"; goto fixed_size;
-        case 0xd9: hdr = 2, what = "str"; goto len8;
-        case 0xda: hdr = 3, what = "str"; goto len16;
-        case 0xdb: hdr = 5, what = "str"; goto len32;
+        case 0xc4:
+            hdr = 2, what = "bin";
+            goto len8;
+        case 0xc5:
+            hdr = 3, what = "bin";
+            goto len16;
+        case 0xc6:
+            hdr = 5, what = "bin";
+            goto len32;
+        case 0xc7:
+            hdr = 3, what = "ext";
+            goto len8; /* ext: length then type byte */
+        case 0xc8:
+            hdr = 4, what = "ext";
+            goto len16;
+        case 0xc9:
+            hdr = 6, what = "ext";
+            goto len32;
+        case 0xca:
+            fixed = 5, what = "float32";
+            goto fixed_size;
+        case 0xcb:
+            fixed = 9, what = "float64";
+            goto fixed_size;
+        case 0xcc:
+            fixed = 2, what = "uint8";
+            goto fixed_size;
+        case 0xcd:
+            fixed = 3, what = "uint16";
+            goto fixed_size;
+        case 0xce:
+            fixed = 5, what = "uint32";
+            goto fixed_size;
+        case 0xcf:
+            fixed = 9, what = "uint64";
+            goto fixed_size;
+        case 0xd0:
+            fixed = 2, what = "int8";
+            goto fixed_size;
+        case 0xd1:
+            fixed = 3, what = "int16";
+            goto fixed_size;
+        case 0xd2:
+            fixed = 5, what = "int32";
+            goto fixed_size;
+        case 0xd3:
+            fixed = 9, what = "int64";
+            goto fixed_size;
+        case 0xd4:
+            fixed = 3, what = "fixext1";
+            goto fixed_size;
+        case 0xd5:
+            fixed = 4, what = "fixext2";
+            goto fixed_size;
+        case 0xd6:
+            fixed = 6, what = "fixext4";
+            goto fixed_size;
+        case 0xd7:
+            fixed = 10, what = "fixext8";
+            goto fixed_size;
+        case 0xd8:
+            fixed = 18, what = "fixext16";
+            goto fixed_size;
+        case 0xd9:
+            hdr = 2, what = "str";
+            goto len8;
+        case 0xda:
+            hdr = 3, what = "str";
+            goto len16;
+        case 0xdb:
+            hdr = 5, what = "str";
+            goto len32;
         case 0xdc:
             if (have < 3)
                 return s_fail_header(err, "array16", p, 3, have);

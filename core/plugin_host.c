@@ -169,8 +169,10 @@ const lh_plugin_t *lh_plugins_load(lh_plugins_t *self, const char *name, lh_erro
     if (!entry) {
         int other = s_other_abi_major(handle);
         if (other >= 0)
-            lh_error_set(err, "plugin '%s' is built for ABI %d (exports lh_plugin_v%d); this hub "
-                         "speaks ABI %d", name, other, other, LH_PLUGIN_ABI_MAJOR);
+            lh_error_set(err,
+                         "plugin '%s' is built for ABI %d (exports lh_plugin_v%d); this hub "
+                         "speaks ABI %d",
+                         name, other, other, LH_PLUGIN_ABI_MAJOR);
         else
             lh_error_set(err, "%s.so is not a livehub plugin (no %s symbol)", name,
                          LH_PLUGIN_SYMBOL);
@@ -179,8 +181,7 @@ const lh_plugin_t *lh_plugins_load(lh_plugins_t *self, const char *name, lh_erro
     }
     const lh_plugin_t *plugin = entry();
     s_library_t *library = calloc(1, sizeof *library);
-    if (s_check_descriptor(plugin, name, err) != 0 || !library ||
-        !(library->name = strdup(name))) {
+    if (s_check_descriptor(plugin, name, err) != 0 || !library || !(library->name = strdup(name))) {
         if (library && !library->name && plugin && s_check_descriptor(plugin, name, NULL) == 0)
             lh_error_set(err, "out of memory");
         free(library);
@@ -218,8 +219,8 @@ static char *s_plugin_path(const lh_hub_conf_t *conf)
         char *slash = strrchr(build_root, '/');
         if (slash)
             *slash = '\0';
-        bool in_build_tree = strncmp(exe, build_root, strlen(build_root)) == 0 &&
-                             exe[strlen(build_root)] == '/';
+        bool in_build_tree =
+            strncmp(exe, build_root, strlen(build_root)) == 0 && exe[strlen(build_root)] == '/';
         free(build_root);
         if (in_build_tree)
             return strdup(LIVEHUB_BUILD_PLUGIN_DIR);
@@ -228,8 +229,7 @@ static char *s_plugin_path(const lh_hub_conf_t *conf)
 }
 
 /* Loads the conf twice: once to learn plugin_dir, then with every plugin checked. */
-lh_hub_conf_t *lh_hub_conf_load_checked(const char *path, lh_plugins_t **plugins_p,
-                                        lh_error_t *err)
+lh_hub_conf_t *lh_hub_conf_load_checked(const char *path, lh_plugins_t **plugins_p, lh_error_t *err)
 {
     lh_hub_conf_t *conf = lh_hub_conf_load(path, NULL, NULL, err);
     if (!conf)
@@ -272,13 +272,12 @@ struct lh_io *lh_io_new(const lh_services_t *services, const lh_plugin_t *plugin
     self->input = input;
     self->output = output;
     char *labels = s_stage_labels(conf);
-    self->emitted = lh_registry_metric(services->registry, LH_METRIC_COUNTER,
-                                       "livehub_stage_emitted_total",
-                                       "Events a stage emitted into the hub", labels, NULL, 0);
-    self->emit_failed = lh_registry_metric(services->registry, LH_METRIC_COUNTER,
-                                           "livehub_stage_emit_failed_total",
-                                           "Events a stage could not emit (invalid or ingest full)",
-                                           labels, NULL, 0);
+    self->emitted =
+        lh_registry_metric(services->registry, LH_METRIC_COUNTER, "livehub_stage_emitted_total",
+                           "Events a stage emitted into the hub", labels, NULL, 0);
+    self->emit_failed = lh_registry_metric(
+        services->registry, LH_METRIC_COUNTER, "livehub_stage_emit_failed_total",
+        "Events a stage could not emit (invalid or ingest full)", labels, NULL, 0);
     free(labels);
     return self;
 }
@@ -467,8 +466,8 @@ static int s_replay_visit(zmq_msg_t *topic, zmq_msg_t *body, uint64_t id, void *
 }
 
 lh_replay_result_t lh_io_replay(lh_io_t *io, const char *epoch, uint64_t since,
-                                const char *const *prefixes, size_t prefix_count,
-                                lh_replay_fn *fn, void *arg, uint64_t *last_id)
+                                const char *const *prefixes, size_t prefix_count, lh_replay_fn *fn,
+                                void *arg, uint64_t *last_id)
 {
     if (epoch && *epoch && strcmp(epoch, io->services->epoch) != 0) {
         if (last_id)
@@ -476,8 +475,8 @@ lh_replay_result_t lh_io_replay(lh_io_t *io, const char *epoch, uint64_t since,
         return LH_REPLAY_RESET;
     }
     s_replay_visit_t visit = {fn, arg};
-    return lh_history_since(io->services->history, since, prefixes, prefix_count, 0,
-                            s_replay_visit, &visit, NULL, last_id);
+    return lh_history_since(io->services->history, since, prefixes, prefix_count, 0, s_replay_visit,
+                            &visit, NULL, last_id);
 }
 
 static char *s_metric_labels(lh_io_t *io)
@@ -488,8 +487,8 @@ static char *s_metric_labels(lh_io_t *io)
 lh_metric_t *lh_io_counter(lh_io_t *io, const char *name, const char *help)
 {
     char *labels = s_metric_labels(io);
-    lh_metric_t *metric = lh_registry_metric(io->services->registry, LH_METRIC_COUNTER, name,
-                                             help, labels, NULL, 0);
+    lh_metric_t *metric =
+        lh_registry_metric(io->services->registry, LH_METRIC_COUNTER, name, help, labels, NULL, 0);
     free(labels);
     return metric;
 }
@@ -497,14 +496,14 @@ lh_metric_t *lh_io_counter(lh_io_t *io, const char *name, const char *help)
 lh_metric_t *lh_io_gauge(lh_io_t *io, const char *name, const char *help)
 {
     char *labels = s_metric_labels(io);
-    lh_metric_t *metric = lh_registry_metric(io->services->registry, LH_METRIC_GAUGE, name, help,
-                                             labels, NULL, 0);
+    lh_metric_t *metric =
+        lh_registry_metric(io->services->registry, LH_METRIC_GAUGE, name, help, labels, NULL, 0);
     free(labels);
     return metric;
 }
 
-lh_metric_t *lh_io_histogram(lh_io_t *io, const char *name, const char *help,
-                             const double *bounds, size_t bound_count)
+lh_metric_t *lh_io_histogram(lh_io_t *io, const char *name, const char *help, const double *bounds,
+                             size_t bound_count)
 {
     char *labels = s_metric_labels(io);
     lh_metric_t *metric = lh_registry_metric(io->services->registry, LH_METRIC_HISTOGRAM, name,

@@ -44,7 +44,7 @@ typedef struct lh_services {
 
 /* Messages an instance thread sends the core on its pipe (first frame). */
 #define LH_PIPE_READY "READY"
-#define LH_PIPE_EXIT "EXIT"  /* second frame: reason; sent when the thread ends */
+#define LH_PIPE_EXIT "EXIT" /* second frame: reason; sent when the thread ends */
 #define LH_PIPE_TERM "$TERM"
 
 /* One running worker of a stage. The core creates its sockets; the thread only borrows them, so

@@ -11,9 +11,9 @@
 struct lh_metric {
     lh_metric_kind_t kind;
     char *name, *help, *labels;
-    _Atomic uint64_t value;     /* counter: the count; gauge: bits of a double */
-    _Atomic uint64_t sum_bits;  /* histogram: bits of the double sum */
-    _Atomic uint64_t count;     /* histogram observations */
+    _Atomic uint64_t value;    /* counter: the count; gauge: bits of a double */
+    _Atomic uint64_t sum_bits; /* histogram: bits of the double sum */
+    _Atomic uint64_t count;    /* histogram observations */
     size_t bound_count;
     double bounds[S_MAX_BOUNDS];
     _Atomic uint64_t buckets[S_MAX_BOUNDS]; /* per bucket, not cumulative */

@@ -11,8 +11,8 @@
 #include "livehub/token.h"
 #include "log.h"
 
-#define S_DRAIN_BATCH 256          /* events taken from one socket before polling again */
-#define S_STOP_TIMEOUT_MS 10000    /* a worker that has not exited by then is abandoned */
+#define S_DRAIN_BATCH 256       /* events taken from one socket before polling again */
+#define S_STOP_TIMEOUT_MS 10000 /* a worker that has not exited by then is abandoned */
 #define S_BACKOFF_MIN_MS 500
 #define S_BACKOFF_MAX_MS 30000
 #define S_REJECT_LOG_INTERVAL_MS 5000
@@ -177,14 +177,14 @@ static lh_stage_t *s_stage_new(lh_hub_t *self, lh_stage_conf_t *conf, lh_error_t
     }
     self->generation++;
     char fanout_endpoint[256], emit_endpoint[256];
-    snprintf(fanout_endpoint, sizeof fanout_endpoint, "inproc://livehub-fanout-%s-%u",
-             conf->name, self->generation);
+    snprintf(fanout_endpoint, sizeof fanout_endpoint, "inproc://livehub-fanout-%s-%u", conf->name,
+             self->generation);
     snprintf(emit_endpoint, sizeof emit_endpoint, "inproc://livehub-emit-%s-%u", conf->name,
              self->generation);
     bool takes_input = conf->role != LH_STAGE_SOURCE;
     bool gives_output = conf->role != LH_STAGE_SINK;
-    if (takes_input && (!(stage->fanout = s_socket(self, ZMQ_PUSH)) ||
-                        zmq_bind(stage->fanout, fanout_endpoint)))
+    if (takes_input &&
+        (!(stage->fanout = s_socket(self, ZMQ_PUSH)) || zmq_bind(stage->fanout, fanout_endpoint)))
         goto failed;
     if (gives_output &&
         (!(stage->emit = s_socket(self, ZMQ_PULL)) || zmq_bind(stage->emit, emit_endpoint)))
@@ -194,22 +194,19 @@ static lh_stage_t *s_stage_new(lh_hub_t *self, lh_stage_conf_t *conf, lh_error_t
         goto failed;
     stage->worker_count = conf->workers;
     for (int i = 0; i < conf->workers; i++)
-        if (s_worker_init(self, stage, &stage->workers[i], i,
-                          takes_input ? fanout_endpoint : NULL,
+        if (s_worker_init(self, stage, &stage->workers[i], i, takes_input ? fanout_endpoint : NULL,
                           gives_output ? emit_endpoint : NULL) != 0)
             goto failed;
     char *labels = s_stage_labels(conf);
-    stage->delivered = lh_registry_metric(self->registry, LH_METRIC_COUNTER,
-                                          "livehub_stage_delivered_total",
-                                          "Events routed to a stage", labels, NULL, 0);
-    stage->dropped = lh_registry_metric(self->registry, LH_METRIC_COUNTER,
-                                        "livehub_sink_dropped_total",
-                                        "Events dropped because a stage's queue was full",
-                                        labels, NULL, 0);
-    stage->restarts = lh_registry_metric(self->registry, LH_METRIC_COUNTER,
-                                         "livehub_stage_restarts_total",
-                                         "Worker crashes and ready time-outs that led to a restart",
-                                         labels, NULL, 0);
+    stage->delivered =
+        lh_registry_metric(self->registry, LH_METRIC_COUNTER, "livehub_stage_delivered_total",
+                           "Events routed to a stage", labels, NULL, 0);
+    stage->dropped =
+        lh_registry_metric(self->registry, LH_METRIC_COUNTER, "livehub_sink_dropped_total",
+                           "Events dropped because a stage's queue was full", labels, NULL, 0);
+    stage->restarts = lh_registry_metric(
+        self->registry, LH_METRIC_COUNTER, "livehub_stage_restarts_total",
+        "Worker crashes and ready time-outs that led to a restart", labels, NULL, 0);
     stage->up = lh_registry_metric(self->registry, LH_METRIC_GAUGE, "livehub_stage_workers_up",
                                    "Workers of a stage that are serving", labels, NULL, 0);
     free(labels);
@@ -269,7 +266,8 @@ static void s_fan_out(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, uint64_
     size_t topic_size = zmq_msg_size(topic);
     for (size_t i = 0; i < self->stage_count; i++) {
         lh_stage_t *stage = self->stages[i];
-        if (!stage->fanout || stage == from || !s_topic_matches(stage->conf, topic_data, topic_size))
+        if (!stage->fanout || stage == from ||
+            !s_topic_matches(stage->conf, topic_data, topic_size))
             continue;
         if (stage->gap_from && s_send_gap(stage) == 0)
             stage->gap_from = stage->gap_to = 0;
@@ -280,15 +278,18 @@ static void s_fan_out(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, uint64_
         zmq_msg_copy(&body_copy, body);
         if (!stage->gap_from &&
             zmq_msg_send(&topic_copy, stage->fanout, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0) {
-            zmq_msg_send(&body_copy, stage->fanout, 0); /* later parts always follow the first */
+            /* Counted before the last frame leaves, so a sink never sees more than the count. */
             lh_metric_add(stage->delivered, 1);
+            zmq_msg_send(&body_copy, stage->fanout, 0); /* later parts always follow the first */
         } else {
             zmq_msg_close(&topic_copy);
             zmq_msg_close(&body_copy);
             if (!stage->gap_from) {
                 stage->gap_from = id;
-                lh_core_log(LH_LOG_WARNING, "stage %s is not keeping up: dropping events from "
-                            "id %llu", stage->conf->name, (unsigned long long)id);
+                lh_core_log(LH_LOG_WARNING,
+                            "stage %s is not keeping up: dropping events from "
+                            "id %llu",
+                            stage->conf->name, (unsigned long long)id);
             }
             stage->gap_to = id;
             lh_metric_add(stage->dropped, 1);
@@ -321,8 +322,10 @@ static void s_log_reject(lh_hub_t *self, const char *src, const char *reason)
     if (zhashx_size(self->reject_log) > 10000)
         zhashx_purge(self->reject_log);
     zhashx_update(self->reject_log, src, (void *)(intptr_t)(now + S_REJECT_LOG_INTERVAL_MS));
-    lh_core_log(LH_LOG_WARNING, "rejected an event from %s: %s (further rejections from it are "
-                "counted, not logged, for %d s)", src, reason, S_REJECT_LOG_INTERVAL_MS / 1000);
+    lh_core_log(LH_LOG_WARNING,
+                "rejected an event from %s: %s (further rejections from it are "
+                "counted, not logged, for %d s)",
+                src, reason, S_REJECT_LOG_INTERVAL_MS / 1000);
 }
 
 int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
@@ -516,14 +519,15 @@ static void s_handle_pipe(lh_hub_t *self, lh_worker_t *worker)
                 worker->backoff_ms = S_BACKOFF_MIN_MS;
             worker->restarts++;
             lh_metric_add(stage->restarts, 1);
-            lh_core_log(LH_LOG_ERROR, "%s %s (plugin %s) worker %d stopped unexpectedly: %s; "
-                        "restarting in %d ms", s_role_name(stage->conf->role), stage->conf->name,
-                        stage->conf->plugin, worker->index, worker->last_error,
-                        worker->backoff_ms);
+            lh_core_log(LH_LOG_ERROR,
+                        "%s %s (plugin %s) worker %d stopped unexpectedly: %s; "
+                        "restarting in %d ms",
+                        s_role_name(stage->conf->role), stage->conf->name, stage->conf->plugin,
+                        worker->index, worker->last_error, worker->backoff_ms);
             worker->state = S_WORKER_BACKOFF;
             worker->deadline = zclock_mono() + worker->backoff_ms;
             worker->backoff_ms = worker->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
-                                                                         : worker->backoff_ms * 2;
+                                                                           : worker->backoff_ms * 2;
         }
     }
     s_update_up_gauge(stage);
@@ -625,8 +629,10 @@ static void s_stop_stages(lh_hub_t *self, lh_stage_t **stages, size_t count)
             s_drain_ingest(self, stages[i]->emit, stages[i]->conf->name, stages[i]);
         for (int w = 0; w < stages[i]->worker_count; w++)
             if (stages[i]->workers[w].state == S_WORKER_STOPPING)
-                lh_core_log(LH_LOG_ERROR, "stage %s worker %d did not stop within %d ms; "
-                            "abandoning its thread", stages[i]->conf->name, w, S_STOP_TIMEOUT_MS);
+                lh_core_log(LH_LOG_ERROR,
+                            "stage %s worker %d did not stop within %d ms; "
+                            "abandoning its thread",
+                            stages[i]->conf->name, w, S_STOP_TIMEOUT_MS);
     }
 }
 
@@ -653,8 +659,8 @@ static lh_stage_t *s_find_stage(lh_stage_t **stages, size_t count, const char *n
 
 int lh_hub_reload(lh_hub_t *self, lh_error_t *err)
 {
-    lh_hub_conf_t *fresh = lh_hub_conf_load(self->conf->path, lh_plugins_lookup, self->plugins,
-                                            err);
+    lh_hub_conf_t *fresh =
+        lh_hub_conf_load(self->conf->path, lh_plugins_lookup, self->plugins, err);
     if (!fresh) {
         lh_core_log(LH_LOG_ERROR, "reload refused, the running conf stays: %s", err->text);
         return -1;
@@ -695,8 +701,7 @@ int lh_hub_reload(lh_hub_t *self, lh_error_t *err)
         started++;
     }
     for (size_t i = 0; i < self->stage_count; i++)
-        if (s_find_stage(next, fresh->stage_count, self->stages[i]->conf->name) !=
-            self->stages[i])
+        if (s_find_stage(next, fresh->stage_count, self->stages[i]->conf->name) != self->stages[i])
             retired[retired_count++] = self->stages[i];
     free(self->stages);
     self->stages = next;
@@ -707,8 +712,8 @@ int lh_hub_reload(lh_hub_t *self, lh_error_t *err)
     free(retired);
     zlist_append(self->old_confs, self->conf);
     self->conf = fresh;
-    lh_core_log(LH_LOG_INFO, "reloaded %s: %zu stages kept, %zu started, %zu stopped",
-                fresh->path, kept, started, retired_count);
+    lh_core_log(LH_LOG_INFO, "reloaded %s: %zu stages kept, %zu started, %zu stopped", fresh->path,
+                kept, started, retired_count);
     return 0;
 }
 
@@ -844,8 +849,8 @@ lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err
     s_make_epoch(self->epoch, sizeof self->epoch);
     if (conf->token_secret) {
         lh_error_t inner;
-        self->token_secret = lh_secret_resolve(conf->token_secret, &self->token_secret_size,
-                                               &inner);
+        self->token_secret =
+            lh_secret_resolve(conf->token_secret, &self->token_secret_size, &inner);
         if (!self->token_secret) {
             lh_error_set(err, "%s: token_secret: %s", conf->path, inner.text);
             goto failed;
@@ -863,26 +868,26 @@ lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err
     lh_registry_t *r = self->registry;
     self->accepted = lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_accepted_total",
                                         "Events accepted and routed", "", NULL, 0);
-    self->duplicates = lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_duplicate_total",
-                                          "Events dropped as repeats of an idempotency key", "",
-                                          NULL, 0);
+    self->duplicates =
+        lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_duplicate_total",
+                           "Events dropped as repeats of an idempotency key", "", NULL, 0);
     const char *rejected_help = "Events refused before routing, by reason";
-    self->rejected_malformed = lh_registry_metric(r, LH_METRIC_COUNTER,
-                                                  "livehub_events_rejected_total", rejected_help,
-                                                  "reason=\"malformed\"", NULL, 0);
-    self->rejected_oversized = lh_registry_metric(r, LH_METRIC_COUNTER,
-                                                  "livehub_events_rejected_total", rejected_help,
-                                                  "reason=\"oversized\"", NULL, 0);
-    self->rejected_frames = lh_registry_metric(r, LH_METRIC_COUNTER,
-                                               "livehub_events_rejected_total", rejected_help,
-                                               "reason=\"frames\"", NULL, 0);
+    self->rejected_malformed =
+        lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_rejected_total", rejected_help,
+                           "reason=\"malformed\"", NULL, 0);
+    self->rejected_oversized =
+        lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_rejected_total", rejected_help,
+                           "reason=\"oversized\"", NULL, 0);
+    self->rejected_frames =
+        lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_rejected_total", rejected_help,
+                           "reason=\"frames\"", NULL, 0);
     self->history_events = lh_registry_metric(r, LH_METRIC_GAUGE, "livehub_history_events",
                                               "Events kept for resume", "", NULL, 0);
     self->last_id_gauge = lh_registry_metric(r, LH_METRIC_GAUGE, "livehub_last_event_id",
                                              "Id of the newest event", "", NULL, 0);
-    self->journal_errors = lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_journal_errors_total",
-                                              "Journal writes, syncs or compactions that failed",
-                                              "", NULL, 0);
+    self->journal_errors =
+        lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_journal_errors_total",
+                           "Journal writes, syncs or compactions that failed", "", NULL, 0);
     if (s_open_journal(self, err) != 0)
         goto failed;
     if (s_setup_curve(self, err) != 0)
@@ -968,8 +973,14 @@ void lh_hub_destroy(lh_hub_t **self_p)
     *self_p = NULL;
 }
 
-typedef enum { S_ITEM_SIGNAL, S_ITEM_CONTROL, S_ITEM_INGEST, S_ITEM_SUBS, S_ITEM_EMIT,
-               S_ITEM_PIPE } s_item_kind_t;
+typedef enum {
+    S_ITEM_SIGNAL,
+    S_ITEM_CONTROL,
+    S_ITEM_INGEST,
+    S_ITEM_SUBS,
+    S_ITEM_EMIT,
+    S_ITEM_PIPE
+} s_item_kind_t;
 
 typedef struct {
     s_item_kind_t kind;
@@ -988,7 +999,7 @@ static size_t s_build_poll_set(lh_hub_t *self, int signal_fd, zmq_pollitem_t **i
     zmq_pollitem_t *items = calloc(capacity, sizeof *items);
     s_item_t *meta = calloc(capacity, sizeof *meta);
     size_t n = 0;
-#define S_ADD(KIND, SOCKET, FD, STAGE, WORKER)                                                      \
+#define S_ADD(KIND, SOCKET, FD, STAGE, WORKER)                                                     \
     do {                                                                                           \
         items[n] = (zmq_pollitem_t){SOCKET, FD, ZMQ_POLLIN, 0};                                    \
         meta[n++] = (s_item_t){KIND, SOCKET, STAGE, WORKER};                                       \

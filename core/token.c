@@ -190,8 +190,8 @@ char *lh_token_mint(const void *secret, size_t secret_size, const char *sub, con
 
     size_t header_len = sizeof s_header_json - 1;
     size_t payload_len = strlen(payload_json);
-    size_t total = s_b64url_len(header_len) + 1 + s_b64url_len(payload_len) + 1 +
-                   s_b64url_len(S_SIG_SIZE) + 1;
+    size_t total =
+        s_b64url_len(header_len) + 1 + s_b64url_len(payload_len) + 1 + s_b64url_len(S_SIG_SIZE) + 1;
     char *token = malloc(total);
     if (!token) {
         free(payload_json);
@@ -278,8 +278,7 @@ static bool s_int_claim(json_t *payload, const char *name, bool required, int64_
     return true;
 }
 
-static bool s_text_claim(json_t *payload, const char *name, char out[LH_CLAIM_MAX],
-                         lh_error_t *err)
+static bool s_text_claim(json_t *payload, const char *name, char out[LH_CLAIM_MAX], lh_error_t *err)
 {
     json_t *v = json_object_get(payload, name);
     if (!v) {

@@ -21,10 +21,10 @@ typedef struct {
     const char *type;    /* the report's event type */
     const char *to;      /* the report's audience, or NULL for public */
     /* Counts since start, or since the last report with reset = true. */
-    json_t *counts;      /* type -> count: a jansson object is a ready-made hash table */
+    json_t *counts; /* type -> count: a jansson object is a ready-made hash table */
     uint64_t total, other, missed;
-    uint64_t pending;    /* counted since the last report */
-    char labels[300];    /* stage="<name>", how the registry labels this stage's metrics */
+    uint64_t pending; /* counted since the last report */
+    char labels[300]; /* stage="<name>", how the registry labels this stage's metrics */
     lh_metric_t *counted, *reports, *missed_total, *types;
 } counter_t;
 

@@ -76,7 +76,8 @@ extern "C" {
 #define LH_EXPORT
 #endif
 
-/* Exports the descriptor: LH_PLUGIN_EXPORT(my_plugin) after `static const lh_plugin_t my_plugin`. */
+/* Exports the descriptor: LH_PLUGIN_EXPORT(my_plugin) after `static const lh_plugin_t my_plugin`.
+ */
 #define LH_PLUGIN_EXPORT(descriptor)                                                               \
     LH_EXPORT const lh_plugin_t *lh_plugin_v1(void);                                               \
     LH_EXPORT const lh_plugin_t *lh_plugin_v1(void)                                                \
@@ -91,11 +92,11 @@ typedef enum {
 } lh_role_t;
 
 typedef enum {
-    LH_OPTION_STRING,  /* any text */
-    LH_OPTION_INT,     /* decimal integer within [min, max] */
-    LH_OPTION_BOOL,    /* true/false, yes/no, on/off, 1/0 */
-    LH_OPTION_SECRET,  /* env:NAME or file:PATH, never inline; read with lh_io_secret() */
-    LH_OPTION_ENDPOINT,/* host:port; a non-loopback host needs `public = true` on the stage */
+    LH_OPTION_STRING,   /* any text */
+    LH_OPTION_INT,      /* decimal integer within [min, max] */
+    LH_OPTION_BOOL,     /* true/false, yes/no, on/off, 1/0 */
+    LH_OPTION_SECRET,   /* env:NAME or file:PATH, never inline; read with lh_io_secret() */
+    LH_OPTION_ENDPOINT, /* host:port; a non-loopback host needs `public = true` on the stage */
 } lh_option_type_t;
 
 /* One conf key a plugin accepts. The table doubles as documentation: `livehub plugins` prints it.
@@ -106,8 +107,8 @@ typedef struct lh_option {
     lh_option_type_t type;
     const char *default_value; /* NULL: no default; see required */
     bool required;
-    int64_t min, max;          /* LH_OPTION_INT only; both 0 means unbounded */
-    const char *help;          /* one line */
+    int64_t min, max; /* LH_OPTION_INT only; both 0 means unbounded */
+    const char *help; /* one line */
 } lh_option_t;
 
 /* A stage's conf subtree, read-only. Values are strings as written in the conf, with the
@@ -132,7 +133,7 @@ typedef struct lh_plugin {
     const char *name;     /* must match the file name without ".so" */
     const char *version;
     const char *description;
-    unsigned roles;       /* lh_role_t bits */
+    unsigned roles; /* lh_role_t bits */
     const lh_option_t *options;
     int (*validate)(const lh_conf_t *conf, lh_error_t *err); /* may be NULL */
     void *(*create)(lh_io_t *io);
@@ -165,7 +166,8 @@ void lh_log(lh_io_t *io, lh_log_level_t level, const char *format, ...)
 
 /* Receives the next event for a sink or filter, waiting at most timeout_ms (-1: forever). Returns
  * a new event (caller destroys), or NULL on timeout, on a stop request (then lh_io_terminated() is
- * true and run() should return 0), or for sources, which have no input (NULL at once on timeout). */
+ * true and run() should return 0), or for sources, which have no input (NULL at once on timeout).
+ */
 lh_event_t *lh_io_recv(lh_io_t *io, int timeout_ms);
 bool lh_io_terminated(lh_io_t *io);
 
@@ -199,8 +201,8 @@ void *lh_io_output_socket(lh_io_t *io);
 typedef enum { LH_REPLAY_OK = 0, LH_REPLAY_RESET = 1, LH_REPLAY_FUTURE = 2 } lh_replay_result_t;
 typedef int(lh_replay_fn)(const lh_event_t *event, void *arg);
 lh_replay_result_t lh_io_replay(lh_io_t *io, const char *epoch, uint64_t since,
-                                const char *const *prefixes, size_t prefix_count,
-                                lh_replay_fn *fn, void *arg, uint64_t *last_id);
+                                const char *const *prefixes, size_t prefix_count, lh_replay_fn *fn,
+                                void *arg, uint64_t *last_id);
 /* The hub's current epoch (borrowed, stable for the process lifetime). */
 const char *lh_io_epoch(lh_io_t *io);
 
@@ -214,11 +216,11 @@ typedef enum { LH_METRIC_COUNTER, LH_METRIC_GAUGE, LH_METRIC_HISTOGRAM } lh_metr
 lh_metric_t *lh_io_counter(lh_io_t *io, const char *name, const char *help);
 lh_metric_t *lh_io_gauge(lh_io_t *io, const char *name, const char *help);
 /* bounds: ascending upper bounds, at most 16; +Inf is implied. */
-lh_metric_t *lh_io_histogram(lh_io_t *io, const char *name, const char *help,
-                             const double *bounds, size_t bound_count);
-void lh_metric_add(lh_metric_t *metric, uint64_t amount); /* counter */
-void lh_metric_set(lh_metric_t *metric, double value);    /* gauge */
-void lh_metric_observe(lh_metric_t *metric, double value);/* histogram */
+lh_metric_t *lh_io_histogram(lh_io_t *io, const char *name, const char *help, const double *bounds,
+                             size_t bound_count);
+void lh_metric_add(lh_metric_t *metric, uint64_t amount);  /* counter */
+void lh_metric_set(lh_metric_t *metric, double value);     /* gauge */
+void lh_metric_observe(lh_metric_t *metric, double value); /* histogram */
 
 /* A consistent-enough read of one metric for exporters. */
 typedef struct lh_metric_view {
@@ -226,8 +228,8 @@ typedef struct lh_metric_view {
     const char *help;
     const char *labels; /* e.g. stage="ws" (no braces); "" for hub-wide metrics */
     lh_metric_kind_t kind;
-    double value;       /* counter or gauge value; histogram sum */
-    uint64_t count;     /* histogram observation count */
+    double value;   /* counter or gauge value; histogram sum */
+    uint64_t count; /* histogram observation count */
     size_t bucket_count;
     const double *bounds;          /* bucket_count upper bounds */
     const uint64_t *bucket_counts; /* cumulative counts per bound */

@@ -81,8 +81,8 @@ static void *bridge_create(lh_io_t *io)
                zmq_strerror(zmq_errno()));
         goto failed;
     }
-    self->forwarded = lh_io_counter(io, "livehub_bridge_forwarded_total",
-                                    "Events taken from the remote hub");
+    self->forwarded =
+        lh_io_counter(io, "livehub_bridge_forwarded_total", "Events taken from the remote hub");
     return self;
 failed:
     if (self->sub)

@@ -80,8 +80,7 @@ static int recorder_run(void *handle, lh_io_t *io)
     lh_io_ready(io);
     while (true) {
         if (self->crash_after > 0 && self->taken >= self->crash_after) {
-            lh_log(io, LH_LOG_WARNING, "crashing on purpose after %" PRId64 " events",
-                   self->taken);
+            lh_log(io, LH_LOG_WARNING, "crashing on purpose after %" PRId64 " events", self->taken);
             return -1;
         }
         lh_event_t *event = lh_io_recv(io, -1);
@@ -96,8 +95,7 @@ static int recorder_run(void *handle, lh_io_t *io)
             fprintf(self->out, "$gap %" PRIu64 " %" PRIu64 "\n", s_map_uint(data, "from"),
                     s_map_uint(data, "to"));
         } else {
-            fprintf(self->out, "%" PRIu64 " %s %d\n", lh_event_id(event), type,
-                    lh_io_worker(io));
+            fprintf(self->out, "%" PRIu64 " %s %d\n", lh_event_id(event), type, lh_io_worker(io));
         }
         fflush(self->out);
         lh_event_destroy(&event);

@@ -97,10 +97,16 @@ static int s_echo_validate(const lh_conf_t *conf, lh_error_t *err)
 }
 
 static const lh_option_t s_echo_options[] = {
-    {.name = "listen", .type = LH_OPTION_ENDPOINT, .default_value = "127.0.0.1:9000",
+    {.name = "listen",
+     .type = LH_OPTION_ENDPOINT,
+     .default_value = "127.0.0.1:9000",
      .help = "where to listen"},
     {.name = "token", .type = LH_OPTION_SECRET, .help = "api token"},
-    {.name = "count", .type = LH_OPTION_INT, .default_value = "10", .min = 1, .max = 100,
+    {.name = "count",
+     .type = LH_OPTION_INT,
+     .default_value = "10",
+     .min = 1,
+     .max = 100,
      .help = "how many"},
     {.name = "verbose", .type = LH_OPTION_BOOL, .default_value = "false", .help = "chatty"},
     {.name = "base", .type = LH_OPTION_STRING, .required = true, .help = "base directory"},
@@ -149,39 +155,39 @@ static const lh_plugin_t *s_lookup(const char *name, void *arg, lh_error_t *err)
 
 /* ---- valid confs ----------------------------------------------------------------------------- */
 
-static const char s_full[] = "hub\n"                                             /* 1 */
-                             "    name = hub-1\n"                                /* 2 */
+static const char s_full[] = "hub\n"              /* 1 */
+                             "    name = hub-1\n" /* 2 */
                              "    ingress = tcp://127.0.0.1:7500      #   PUSH here\n"
-                             "    egress = tcp://localhost:7501\n"               /* 4 */
-                             "    control = ipc://@livehub-control-test\n"       /* 5 */
-                             "    history = 5000\n"                              /* 6 */
-                             "    history_age = 60\n"                            /* 7 */
-                             "    journal = /var/lib/livehub/journal\n"          /* 8 */
-                             "    plugin_dir = /usr/lib/livehub/plugins\n"       /* 9 */
-                             "    max_event_size = 65536\n"                      /* 10 */
-                             "    hwm = 1000\n"                                  /* 11 */
-                             "    token_secret = env:LIVEHUB_TOKEN_SECRET\n"     /* 12 */
-                             "    curve\n"                                       /* 13 */
+                             "    egress = tcp://localhost:7501\n"           /* 4 */
+                             "    control = ipc://@livehub-control-test\n"   /* 5 */
+                             "    history = 5000\n"                          /* 6 */
+                             "    history_age = 60\n"                        /* 7 */
+                             "    journal = /var/lib/livehub/journal\n"      /* 8 */
+                             "    plugin_dir = /usr/lib/livehub/plugins\n"   /* 9 */
+                             "    max_event_size = 65536\n"                  /* 10 */
+                             "    hwm = 1000\n"                              /* 11 */
+                             "    token_secret = env:LIVEHUB_TOKEN_SECRET\n" /* 12 */
+                             "    curve\n"                                   /* 13 */
                              "        server_cert = /etc/livehub/server.cert_secret\n"
-                             "        clients = /etc/livehub/clients\n"          /* 15 */
-                             "# a comment\n"                                     /* 16 */
-                             "\n"                                                /* 17 */
-                             "chain = browsers\n"                                /* 18 */
-                             "    source = airtable\n"                           /* 19 */
-                             "        plugin = airtable\n"                       /* 20 */
-                             "        token = env:AIRTABLE_TOKEN\n"              /* 21 */
-                             "    sink = ws\n"                                   /* 22 */
-                             "        plugin = websocket\n"                      /* 23 */
-                             "        listen = 127.0.0.1:8080\n"                 /* 24 */
+                             "        clients = /etc/livehub/clients\n" /* 15 */
+                             "# a comment\n"                            /* 16 */
+                             "\n"                                       /* 17 */
+                             "chain = browsers\n"                       /* 18 */
+                             "    source = airtable\n"                  /* 19 */
+                             "        plugin = airtable\n"              /* 20 */
+                             "        token = env:AIRTABLE_TOKEN\n"     /* 21 */
+                             "    sink = ws\n"                          /* 22 */
+                             "        plugin = websocket\n"             /* 23 */
+                             "        listen = 127.0.0.1:8080\n"        /* 24 */
                              "        subscribe = signal: assignment: connection:\n"
-                             "chain = alerts\n"                                  /* 26 */
-                             "    sink = desk\n"                                 /* 27 */
-                             "        plugin = notify\n"                         /* 28 */
-                             "        subscribe = assignment:created\n"          /* 29 */
-                             "        delivery = queue\n"                        /* 30 */
-                             "        workers = 3\n"                             /* 31 */
-                             "        ready_timeout = 250\n"                     /* 32 */
-                             "        public = yes\n";                           /* 33 */
+                             "chain = alerts\n"                         /* 26 */
+                             "    sink = desk\n"                        /* 27 */
+                             "        plugin = notify\n"                /* 28 */
+                             "        subscribe = assignment:created\n" /* 29 */
+                             "        delivery = queue\n"               /* 30 */
+                             "        workers = 3\n"                    /* 31 */
+                             "        ready_timeout = 250\n"            /* 32 */
+                             "        public = yes\n";                  /* 33 */
 
 static void test_full_conf(void **state)
 {
@@ -383,8 +389,7 @@ static void test_bad_indentation(void **state)
 {
     (void)state;
     s_refused("hub\n    hwm = 5\n   name = x\n", NULL, 3, "indented by 3 spaces");
-    s_refused("chain = a\n    sink = s\n            plugin = p\n", NULL, 3,
-              "more than one level");
+    s_refused("chain = a\n    sink = s\n            plugin = p\n", NULL, 3, "more than one level");
     s_refused("    hub\n", NULL, 1, "more than one level");
     s_refused("hub\n  # a comment\n", NULL, 2, "indented by 2 spaces");
 }
@@ -666,8 +671,8 @@ static void test_bad_generic_values(void **state)
     (void)state;
     s_refused("chain = a\n    sink = s\n        plugin = p\n        delivery = fanout\n", NULL, 4,
               "delivery: 'fanout' is neither broadcast nor queue");
-    s_refused("chain = a\n    sink = s\n        plugin = p\n        ready_timeout = 99\n", NULL,
-              4, "ready_timeout: 99 is out of range 100..600000");
+    s_refused("chain = a\n    sink = s\n        plugin = p\n        ready_timeout = 99\n", NULL, 4,
+              "ready_timeout: 99 is out of range 100..600000");
     s_refused("chain = a\n    sink = s\n        plugin = p\n        public = perhaps\n", NULL, 4,
               "public: 'perhaps' is not a boolean");
 }
@@ -736,9 +741,9 @@ static void test_plugin_defaults_filled(void **state)
     assert_string_equal(s_validated_stage, "out");
     lh_stage_conf_t *stage = lh_hub_conf_stage(conf, "out");
     assert_int_equal(stage->option_count, 6);
-    const char *expected[][2] = {{"base", "/srv"},           {"count", "100"},
-                                 {"big", "-99999999999"},    {"listen", "127.0.0.1:9000"},
-                                 {"verbose", "false"},       {"mode", "plain"}};
+    const char *expected[][2] = {{"base", "/srv"},        {"count", "100"},
+                                 {"big", "-99999999999"}, {"listen", "127.0.0.1:9000"},
+                                 {"verbose", "false"},    {"mode", "plain"}};
     int lines[] = {4, 5, 6, 0, 0, 0};
     for (size_t i = 0; i < 6; i++) {
         assert_string_equal(stage->keys[i], expected[i][0]);

@@ -165,9 +165,20 @@ static void test_str_utf8(void **state)
 {
     s_fixture *f = *state;
     static const char *valid[] = {
-        "", "plain ascii", "h\xc3\xa9llo", "\xe2\x82\xac", "\xf0\x9f\x98\x80",
-        "\xc2\x80", "\xdf\xbf", "\xe0\xa0\x80", "\xed\x9f\xbf", "\xee\x80\x80", "\xef\xbf\xbf",
-        "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf", "\x7f",
+        "",
+        "plain ascii",
+        "h\xc3\xa9llo",
+        "\xe2\x82\xac",
+        "\xf0\x9f\x98\x80",
+        "\xc2\x80",
+        "\xdf\xbf",
+        "\xe0\xa0\x80",
+        "\xed\x9f\xbf",
+        "\xee\x80\x80",
+        "\xef\xbf\xbf",
+        "\xf0\x90\x80\x80",
+        "\xf4\x8f\xbf\xbf",
+        "\x7f",
     };
     for (size_t i = 0; i < sizeof valid / sizeof valid[0]; i++) {
         s_pack_str(&f->pk, valid[i]);
@@ -187,16 +198,16 @@ static void test_str_utf8(void **state)
     } invalid[] = {
         {"\xff", 1, "str is not valid UTF-8 at byte 0"},
         {"ab\x80", 3, "str is not valid UTF-8 at byte 2"},
-        {"\xc0\x80", 2, "not valid UTF-8 at byte 0"},          /* overlong NUL */
-        {"\xc1\xbf", 2, "not valid UTF-8"},                    /* overlong */
-        {"\xe0\x9f\xbf", 3, "not valid UTF-8"},                /* overlong */
-        {"\xf0\x8f\xbf\xbf", 4, "not valid UTF-8"},            /* overlong */
-        {"\xed\xa0\x80", 3, "not valid UTF-8"},                /* high surrogate */
-        {"\xed\xbf\xbf", 3, "not valid UTF-8"},                /* low surrogate */
-        {"\xf4\x90\x80\x80", 4, "not valid UTF-8"},            /* above U+10FFFF */
+        {"\xc0\x80", 2, "not valid UTF-8 at byte 0"}, /* overlong NUL */
+        {"\xc1\xbf", 2, "not valid UTF-8"},           /* overlong */
+        {"\xe0\x9f\xbf", 3, "not valid UTF-8"},       /* overlong */
+        {"\xf0\x8f\xbf\xbf", 4, "not valid UTF-8"},   /* overlong */
+        {"\xed\xa0\x80", 3, "not valid UTF-8"},       /* high surrogate */
+        {"\xed\xbf\xbf", 3, "not valid UTF-8"},       /* low surrogate */
+        {"\xf4\x90\x80\x80", 4, "not valid UTF-8"},   /* above U+10FFFF */
         {"\xf5\x80\x80\x80", 4, "not valid UTF-8"},
-        {"x\xe2\x82", 3, "not valid UTF-8 at byte 1"},         /* cut short */
-        {"\xe2\x28\xa1", 3, "not valid UTF-8"},                /* bad continuation */
+        {"x\xe2\x82", 3, "not valid UTF-8 at byte 1"}, /* cut short */
+        {"\xe2\x28\xa1", 3, "not valid UTF-8"},        /* bad continuation */
         {"\xf0\x9f\x98", 3, "not valid UTF-8"},
         {"a\0b", 3, "str contains a NUL byte at byte 1"},
         {"\0", 1, "NUL byte at byte 0"},
@@ -219,9 +230,9 @@ static void test_utf8_matches_jansson(void **state)
 {
     s_fixture *f = *state;
     uint64_t x = 88172645463325252ULL;
-    static const uint8_t pool[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0,
-                                   0xc1, 0xc2, 0xdf, 0xe0, 0xe1, 0xec, 0xed, 0xee, 0xef, 0xf0,
-                                   0xf1, 0xf3, 0xf4, 0xf5, 0xff};
+    static const uint8_t pool[] = {0x00, 0x41, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf,
+                                   0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xe1, 0xec, 0xed, 0xee,
+                                   0xef, 0xf0, 0xf1, 0xf3, 0xf4, 0xf5, 0xff};
     int valid_seen = 0;
     for (int i = 0; i < 50000; i++) {
         uint8_t s[6];
@@ -238,8 +249,8 @@ static void test_utf8_matches_jansson(void **state)
         lh_error_t err;
         json_t *j = s_convert(f, &err);
         if ((j != NULL) != expect)
-            fail_msg("case %d (len %zu, first byte 0x%02x): validator says %d, jansson %d", i,
-                     len, s[0], j != NULL, expect);
+            fail_msg("case %d (len %zu, first byte 0x%02x): validator says %d, jansson %d", i, len,
+                     s[0], j != NULL, expect);
         valid_seen += expect;
         json_decref(j);
         msgpack_zone_clear(&f->zone);
@@ -256,15 +267,21 @@ static void test_bin_base64(void **state)
         const char *out;
     } vectors[] = {
         /* RFC 4648 section 10 */
-        {"", 0, ""},           {"f", 1, "Zg=="},          {"fo", 2, "Zm8="},
-        {"foo", 3, "Zm9v"},    {"foob", 4, "Zm9vYg=="},   {"fooba", 5, "Zm9vYmE="},
+        {"", 0, ""},
+        {"f", 1, "Zg=="},
+        {"fo", 2, "Zm8="},
+        {"foo", 3, "Zm9v"},
+        {"foob", 4, "Zm9vYg=="},
+        {"fooba", 5, "Zm9vYmE="},
         {"foobar", 6, "Zm9vYmFy"},
         /* the two non-alphanumeric digits and zero bytes */
-        {"\xfb\xff", 2, "+/8="},   {"\x00\x00\x00", 3, "AAAA"},  {"\xff\xff\xff", 3, "////"},
+        {"\xfb\xff", 2, "+/8="},
+        {"\x00\x00\x00", 3, "AAAA"},
+        {"\xff\xff\xff", 3, "////"},
         {"\x00\x10\x83\x10\x51\x87\x20\x92\x8b\x30\xd3\x8f\x41\x14\x93\x51\x55\x97"
          "\x61\x96\x9b\x71\xd7\x9f\x82\x18\xa3\x92\x59\xa7\xa2\x9a\xab\xb2\xdb\xaf"
-         "\xc3\x1c\xb3\xd3\x5d\xb7\xe3\x9e\xbb\xf3\xdf\xbf", 48,
-         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"},
+         "\xc3\x1c\xb3\xd3\x5d\xb7\xe3\x9e\xbb\xf3\xdf\xbf",
+         48, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"},
     };
     for (size_t i = 0; i < sizeof vectors / sizeof vectors[0]; i++) {
         msgpack_pack_bin_with_body(&f->pk, vectors[i].in, vectors[i].len);
@@ -359,13 +376,27 @@ static void test_map_keys(void **state)
     for (int kind = 0; kind < 7; kind++) {
         msgpack_pack_map(&f->pk, 1);
         switch (kind) {
-        case 0: msgpack_pack_nil(&f->pk); break;
-        case 1: msgpack_pack_true(&f->pk); break;
-        case 2: msgpack_pack_double(&f->pk, 1.0); break;
-        case 3: msgpack_pack_array(&f->pk, 0); break;
-        case 4: msgpack_pack_map(&f->pk, 0); break;
-        case 5: msgpack_pack_bin_with_body(&f->pk, "k", 1); break;
-        default: msgpack_pack_ext_with_body(&f->pk, "k", 1, 1); break;
+        case 0:
+            msgpack_pack_nil(&f->pk);
+            break;
+        case 1:
+            msgpack_pack_true(&f->pk);
+            break;
+        case 2:
+            msgpack_pack_double(&f->pk, 1.0);
+            break;
+        case 3:
+            msgpack_pack_array(&f->pk, 0);
+            break;
+        case 4:
+            msgpack_pack_map(&f->pk, 0);
+            break;
+        case 5:
+            msgpack_pack_bin_with_body(&f->pk, "k", 1);
+            break;
+        default:
+            msgpack_pack_ext_with_body(&f->pk, "k", 1, 1);
+            break;
         }
         msgpack_pack_int(&f->pk, 0);
         s_convert_fails(f, "is neither str nor integer");
@@ -524,7 +555,9 @@ static void test_json_to_msgpack_types(void **state)
     S_PACKS_TO(f, json_real(1.5), "\xcb\x3f\xf8\x00\x00\x00\x00\x00\x00");
     S_PACKS_TO(f, json_real(2.0), "\xcb\x40\x00\x00\x00\x00\x00\x00\x00"); /* stays float64 */
     S_PACKS_TO(f, json_string("hi"), "\xa2hi");
-    S_PACKS_TO(f, json_stringn("a\0b", 3), "\xa3" "a\0b"); /* length, not strlen */
+    S_PACKS_TO(f, json_stringn("a\0b", 3),
+               "\xa3"
+               "a\0b"); /* length, not strlen */
     S_PACKS_TO(f, json_array(), "\x90");
     S_PACKS_TO(f, json_object(), "\x80");
     S_PACKS_TO(f, json_pack("[i,s,n]", 1, "x"), "\x93\x01\xa1x\xc0");
@@ -534,7 +567,10 @@ static void test_json_to_msgpack_types(void **state)
     json_object_set_new(obj, "b", json_integer(1));
     json_object_set_new(obj, "a", json_integer(2));
     json_object_setn_new(obj, "n\0l", 3, json_true());
-    S_PACKS_TO(f, obj, "\x83\xa1" "b\x01\xa1" "a\x02\xa3n\0l\xc3");
+    S_PACKS_TO(f, obj,
+               "\x83\xa1"
+               "b\x01\xa1"
+               "a\x02\xa3n\0l\xc3");
 
     /* A long string takes the str16 form. */
     char text[300];

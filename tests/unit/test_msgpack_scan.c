@@ -141,13 +141,21 @@ static void test_every_format(void **state)
         C("\xd2\x80\x00\x00\x00", MSGPACK_OBJECT_NEGATIVE_INTEGER),
         C("\xd3\x80\x00\x00\x00\x00\x00\x00\x00", MSGPACK_OBJECT_NEGATIVE_INTEGER),
         C("\xa0", MSGPACK_OBJECT_STR),
-        C("\xa3" "abc", MSGPACK_OBJECT_STR),
+        C("\xa3"
+          "abc",
+          MSGPACK_OBJECT_STR),
         C("\xd9\x00", MSGPACK_OBJECT_STR),
-        C("\xd9\x02" "hi", MSGPACK_OBJECT_STR),
+        C("\xd9\x02"
+          "hi",
+          MSGPACK_OBJECT_STR),
         C("\xda\x00\x00", MSGPACK_OBJECT_STR),
-        C("\xda\x00\x01" "x", MSGPACK_OBJECT_STR),
+        C("\xda\x00\x01"
+          "x",
+          MSGPACK_OBJECT_STR),
         C("\xdb\x00\x00\x00\x00", MSGPACK_OBJECT_STR),
-        C("\xdb\x00\x00\x00\x02" "ok", MSGPACK_OBJECT_STR),
+        C("\xdb\x00\x00\x00\x02"
+          "ok",
+          MSGPACK_OBJECT_STR),
         C("\xc4\x00", MSGPACK_OBJECT_BIN),
         C("\xc4\x01\xff", MSGPACK_OBJECT_BIN),
         C("\xc5\x00\x00", MSGPACK_OBJECT_BIN),
@@ -208,11 +216,11 @@ static void test_unpacked_values(void **state)
     msgpack_object o;
     lh_error_t err;
 
-    assert_int_equal(lh_msgpack_unpack(S_BYTES("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"), &zone, &o,
-                                       &err), 0);
+    assert_int_equal(
+        lh_msgpack_unpack(S_BYTES("\xcf\xff\xff\xff\xff\xff\xff\xff\xff"), &zone, &o, &err), 0);
     assert_true(o.via.u64 == UINT64_MAX);
-    assert_int_equal(lh_msgpack_unpack(S_BYTES("\xd3\x80\x00\x00\x00\x00\x00\x00\x00"), &zone, &o,
-                                       &err), 0);
+    assert_int_equal(
+        lh_msgpack_unpack(S_BYTES("\xd3\x80\x00\x00\x00\x00\x00\x00\x00"), &zone, &o, &err), 0);
     assert_true(o.via.i64 == INT64_MIN);
     assert_int_equal(lh_msgpack_unpack(S_BYTES("\xca\x3f\xc0\x00\x00"), &zone, &o, &err), 0);
     assert_true(o.via.f64 == 1.5);
@@ -220,8 +228,11 @@ static void test_unpacked_values(void **state)
     assert_int_equal(o.via.ext.type, -2);
     assert_int_equal(o.via.ext.size, 3);
     assert_memory_equal(o.via.ext.ptr, "\x01\x02\x03", 3);
-    assert_int_equal(lh_msgpack_unpack(S_BYTES("\x82\xa1" "a\x01\xa1" "b\x92\xc0\xa0"), &zone, &o,
-                                       &err), 0);
+    assert_int_equal(lh_msgpack_unpack(S_BYTES("\x82\xa1"
+                                               "a\x01\xa1"
+                                               "b\x92\xc0\xa0"),
+                                       &zone, &o, &err),
+                     0);
     assert_int_equal(o.type, MSGPACK_OBJECT_MAP);
     assert_int_equal(o.via.map.size, 2);
     assert_int_equal(o.via.map.ptr[1].val.type, MSGPACK_OBJECT_ARRAY);
@@ -243,10 +254,11 @@ static void s_check_sized(s_packbuf *b, uint8_t first, msgpack_object_type type,
     msgpack_zone_init(&zone, 1024);
     msgpack_object o;
     assert_int_equal(lh_msgpack_unpack(data, size, &zone, &o, NULL), 0);
-    size_t got = type == MSGPACK_OBJECT_STR ? o.via.str.size
-               : type == MSGPACK_OBJECT_BIN ? o.via.bin.size
-               : type == MSGPACK_OBJECT_EXT ? o.via.ext.size
-               : type == MSGPACK_OBJECT_ARRAY ? o.via.array.size : o.via.map.size;
+    size_t got = type == MSGPACK_OBJECT_STR     ? o.via.str.size
+                 : type == MSGPACK_OBJECT_BIN   ? o.via.bin.size
+                 : type == MSGPACK_OBJECT_EXT   ? o.via.ext.size
+                 : type == MSGPACK_OBJECT_ARRAY ? o.via.array.size
+                                                : o.via.map.size;
     assert_int_equal(got, len);
     msgpack_zone_destroy(&zone);
 
@@ -261,8 +273,8 @@ static void test_str_bin_boundaries(void **state)
         size_t len;
         uint8_t str_first, bin_first;
     } cases[] = {
-        {1, 0xa1, 0xc4},      {31, 0xbf, 0xc4},     {32, 0xd9, 0xc4},     {255, 0xd9, 0xc4},
-        {256, 0xda, 0xc5},    {65535, 0xda, 0xc5},  {65536, 0xdb, 0xc6},  {70000, 0xdb, 0xc6},
+        {1, 0xa1, 0xc4},   {31, 0xbf, 0xc4},    {32, 0xd9, 0xc4},    {255, 0xd9, 0xc4},
+        {256, 0xda, 0xc5}, {65535, 0xda, 0xc5}, {65536, 0xdb, 0xc6}, {70000, 0xdb, 0xc6},
     };
     char *body = malloc(70000);
     assert_non_null(body);
@@ -291,8 +303,8 @@ static void test_ext_boundaries(void **state)
         size_t len;
         uint8_t first;
     } cases[] = {
-        {1, 0xd4},  {2, 0xd5},   {4, 0xd6},     {8, 0xd7},     {16, 0xd8},
-        {3, 0xc7},  {17, 0xc7},  {255, 0xc7},   {256, 0xc8},   {65535, 0xc8}, {65536, 0xc9},
+        {1, 0xd4},  {2, 0xd5},   {4, 0xd6},   {8, 0xd7},     {16, 0xd8},    {3, 0xc7},
+        {17, 0xc7}, {255, 0xc7}, {256, 0xc8}, {65535, 0xc8}, {65536, 0xc9},
     };
     char *body = calloc(1, 65536);
     assert_non_null(body);
@@ -358,7 +370,8 @@ static void test_hostile_declared_sizes(void **state)
               "0 present");
     s_rejects(S_BYTES("\xdb\xff\xff\xff\xff"),
               "declared str length 4294967295 at offset 0 exceeds the 0 bytes present");
-    s_rejects(S_BYTES("\xdb\xff\xff\xff\xff" "abc"),
+    s_rejects(S_BYTES("\xdb\xff\xff\xff\xff"
+                      "abc"),
               "declared str length 4294967295 at offset 0 exceeds the 3 bytes present");
     s_rejects(S_BYTES("\xdf\xff\xff\xff\xff\x01\x01"), "declared map of 4294967295 pairs");
     s_rejects(S_BYTES("\xc6\xff\xff\xff\xff"), "declared bin length 4294967295");
@@ -388,7 +401,9 @@ static void test_counts_need_bytes(void **state)
     s_accepts(S_BYTES("\x82\x01\x02\x03\x04"), MSGPACK_OBJECT_MAP);
     /* Enough bytes for the count but an element runs out: found while walking. */
     s_rejects(S_BYTES("\x92\x91\x01"), "truncated: object expected at offset 3");
-    s_rejects(S_BYTES("\x92\xa2" "ab"), "object expected at offset 4");
+    s_rejects(S_BYTES("\x92\xa2"
+                      "ab"),
+              "object expected at offset 4");
 }
 
 static void s_nested_arrays(s_packbuf *b, int levels, bool innermost_filled)
@@ -637,20 +652,36 @@ static void s_gen(msgpack_packer *pk, int depth)
     static char body[70000];
     int kind = (int)s_below(depth >= 6 ? 9 : 12);
     switch (kind) {
-    case 0: msgpack_pack_nil(pk); break;
-    case 1: s_below(2) ? msgpack_pack_true(pk) : msgpack_pack_false(pk); break;
-    case 2: msgpack_pack_uint64(pk, s_rand() >> s_below(64)); break;
-    case 3: msgpack_pack_int64(pk, -(int64_t)(s_rand() >> (1 + s_below(63)))); break;
-    case 4: msgpack_pack_float(pk, (float)s_below(1000) / 7.0f); break;
-    case 5: msgpack_pack_double(pk, (double)s_rand() / 3.0); break;
+    case 0:
+        msgpack_pack_nil(pk);
+        break;
+    case 1:
+        s_below(2) ? msgpack_pack_true(pk) : msgpack_pack_false(pk);
+        break;
+    case 2:
+        msgpack_pack_uint64(pk, s_rand() >> s_below(64));
+        break;
+    case 3:
+        msgpack_pack_int64(pk, -(int64_t)(s_rand() >> (1 + s_below(63))));
+        break;
+    case 4:
+        msgpack_pack_float(pk, (float)s_below(1000) / 7.0f);
+        break;
+    case 5:
+        msgpack_pack_double(pk, (double)s_rand() / 3.0);
+        break;
     case 6: {
         static const size_t lens[] = {0, 1, 5, 31, 32, 33, 255, 256, 300, 65535, 65536};
         size_t len = s_below(8) ? s_below(40) : lens[s_below(11)];
         msgpack_pack_str_with_body(pk, body, len);
         break;
     }
-    case 7: msgpack_pack_bin_with_body(pk, body, s_below(8) ? s_below(20) : s_below(70000)); break;
-    case 8: msgpack_pack_ext_with_body(pk, body, s_below(20), (int8_t)s_below(256)); break;
+    case 7:
+        msgpack_pack_bin_with_body(pk, body, s_below(8) ? s_below(20) : s_below(70000));
+        break;
+    case 8:
+        msgpack_pack_ext_with_body(pk, body, s_below(20), (int8_t)s_below(256));
+        break;
     case 9:
     case 10: {
         size_t n = s_below(10) ? s_below(6) : 14 + s_below(6);
@@ -703,10 +734,10 @@ static void test_generated_objects(void **state)
 static uint8_t s_interesting_byte(void)
 {
     static const uint8_t bytes[] = {
-        0x00, 0x7f, 0x80, 0x81, 0x8f, 0x90, 0x91, 0x9f, 0xa0, 0xa5, 0xbf, 0xc0, 0xc1, 0xc2,
-        0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb, 0xcc, 0xcd, 0xce, 0xcf, 0xd0,
-        0xd1, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8, 0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde,
-        0xdf, 0xe0, 0xff, 0x01, 0x02, 0x03,
+        0x00, 0x7f, 0x80, 0x81, 0x8f, 0x90, 0x91, 0x9f, 0xa0, 0xa5, 0xbf, 0xc0,
+        0xc1, 0xc2, 0xc3, 0xc4, 0xc5, 0xc6, 0xc7, 0xc8, 0xc9, 0xca, 0xcb, 0xcc,
+        0xcd, 0xce, 0xcf, 0xd0, 0xd1, 0xd2, 0xd3, 0xd4, 0xd5, 0xd6, 0xd7, 0xd8,
+        0xd9, 0xda, 0xdb, 0xdc, 0xdd, 0xde, 0xdf, 0xe0, 0xff, 0x01, 0x02, 0x03,
     };
     return bytes[s_below(sizeof bytes)];
 }
@@ -750,11 +781,19 @@ static void test_fuzz(void **state)
             for (int e = 0; e < edits && len > 0; e++) {
                 size_t at = s_below(len);
                 switch (s_below(5)) {
-                case 0: work[at] ^= (uint8_t)(1u << s_below(8)); break;
-                case 1: work[at] = s_interesting_byte(); break;
-                case 2: work[at] = (uint8_t)s_rand(); break;
-                case 3: len = at; break; /* truncate */
-                default:                  /* insert a byte */
+                case 0:
+                    work[at] ^= (uint8_t)(1u << s_below(8));
+                    break;
+                case 1:
+                    work[at] = s_interesting_byte();
+                    break;
+                case 2:
+                    work[at] = (uint8_t)s_rand();
+                    break;
+                case 3:
+                    len = at;
+                    break; /* truncate */
+                default:   /* insert a byte */
                     if (len < MAX_LEN) {
                         memmove(work + at + 1, work + at, len - at);
                         work[at] = s_interesting_byte();

@@ -53,8 +53,8 @@ static char *s_sign(const char *header, const char *payload, const char *secret)
     o = strlen(tok);
     unsigned char mac[32];
     unsigned int mac_len = 0;
-    assert_non_null(HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)tok, o, mac,
-                         &mac_len));
+    assert_non_null(
+        HMAC(EVP_sha256(), secret, (int)strlen(secret), (unsigned char *)tok, o, mac, &mac_len));
     assert_int_equal(mac_len, 32);
     tok[o++] = '.';
     s_b64url(mac, mac_len, tok + o);
@@ -547,7 +547,7 @@ static void test_secret_file_missing(void **state)
 static void test_secret_inline_refused(void **state)
 {
     (void)state;
-    static const char *const refs[] = {"hunter2", "", "ENV:HOME", "File:/etc/hostname",
+    static const char *const refs[] = {"hunter2",   "",       "ENV:HOME", "File:/etc/hostname",
                                        " env:HOME", "envHOME"};
     for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
         lh_error_t err = {{0}};
@@ -581,24 +581,15 @@ static void test_secret_with_token(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_known_vector),
-        cmocka_unit_test(test_mint_refusals),
-        cmocka_unit_test(test_verify_empty_secret),
-        cmocka_unit_test(test_wrong_secret),
-        cmocka_unit_test(test_tampered_payload),
-        cmocka_unit_test(test_tampered_signature),
-        cmocka_unit_test(test_tampered_header),
-        cmocka_unit_test(test_alg_none_refused),
-        cmocka_unit_test(test_other_algs_refused),
-        cmocka_unit_test(test_expiry_and_skew),
-        cmocka_unit_test(test_not_before),
-        cmocka_unit_test(test_malformed),
-        cmocka_unit_test(test_bad_claims),
-        cmocka_unit_test(test_secret_env),
-        cmocka_unit_test(test_secret_file),
-        cmocka_unit_test(test_secret_file_missing),
-        cmocka_unit_test(test_secret_inline_refused),
+        cmocka_unit_test(test_round_trip),          cmocka_unit_test(test_known_vector),
+        cmocka_unit_test(test_mint_refusals),       cmocka_unit_test(test_verify_empty_secret),
+        cmocka_unit_test(test_wrong_secret),        cmocka_unit_test(test_tampered_payload),
+        cmocka_unit_test(test_tampered_signature),  cmocka_unit_test(test_tampered_header),
+        cmocka_unit_test(test_alg_none_refused),    cmocka_unit_test(test_other_algs_refused),
+        cmocka_unit_test(test_expiry_and_skew),     cmocka_unit_test(test_not_before),
+        cmocka_unit_test(test_malformed),           cmocka_unit_test(test_bad_claims),
+        cmocka_unit_test(test_secret_env),          cmocka_unit_test(test_secret_file),
+        cmocka_unit_test(test_secret_file_missing), cmocka_unit_test(test_secret_inline_refused),
         cmocka_unit_test(test_secret_with_token),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
