@@ -104,7 +104,14 @@ lh_journal_t *lh_journal_open(const char *path, char *epoch, size_t epoch_size, 
                       strncmp(line, S_MAGIC, strlen(S_MAGIC)) == 0 && strchr(line, '\n');
     if (has_header) {
         *strchr(line, '\n') = '\0';
-        snprintf(self->epoch, sizeof self->epoch, "%s", line + strlen(S_MAGIC));
+        const char *stored = line + strlen(S_MAGIC);
+        size_t stored_size = strlen(stored);
+        if (stored_size == 0 || stored_size >= sizeof self->epoch || stored_size >= epoch_size) {
+            lh_error_set(err, "journal %s: its header holds no valid epoch", path);
+            lh_journal_destroy(&self);
+            return NULL;
+        }
+        memcpy(self->epoch, stored, stored_size + 1);
         snprintf(epoch, epoch_size, "%s", self->epoch);
         long end = s_read_records(self, fn, arg);
         fseek(self->file, 0, SEEK_END);
