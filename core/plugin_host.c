@@ -31,8 +31,12 @@ struct lh_io {
     int worker;
     void *pipe, *input, *output;
     bool terminated;
-    lh_metric_t *emitted, *emit_failed;
+    lh_metric_t *emitted, *emit_failed, *latency;
 };
+
+/* Seconds from the router's accept to a sink's lh_io_recv: where a slow stage shows first. */
+static const double s_latency_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                          0.01,   0.025,   0.05,   0.1,   0.25,   1.0};
 
 lh_plugins_t *lh_plugins_new(const char *search_path)
 {
@@ -278,6 +282,11 @@ struct lh_io *lh_io_new(const lh_services_t *services, const lh_plugin_t *plugin
     self->emit_failed = lh_registry_metric(
         services->registry, LH_METRIC_COUNTER, "livehub_stage_emit_failed_total",
         "Events a stage could not emit (invalid or ingest full)", labels, NULL, 0);
+    if (input)
+        self->latency = lh_registry_metric(
+            services->registry, LH_METRIC_HISTOGRAM, "livehub_stage_latency_seconds",
+            "Time from the router accepting an event to the stage receiving it", labels,
+            s_latency_bounds, sizeof s_latency_bounds / sizeof s_latency_bounds[0]);
     free(labels);
     return self;
 }
@@ -370,8 +379,14 @@ static lh_event_t *s_take_input(lh_io_t *io)
         lh_error_t err;
         event = lh_event_decode(zmq_msg_data(&topic), zmq_msg_size(&topic), zmq_msg_data(&body),
                                 zmq_msg_size(&body), &err);
-        if (!event)
+        if (!event) {
             lh_log(io, LH_LOG_ERROR, "undecodable event from the hub: %s", err.text);
+        } else if (lh_event_ts(event)) {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            double now_us = (double)now.tv_sec * 1e6 + (double)now.tv_nsec / 1e3;
+            lh_metric_observe(io->latency, (now_us - (double)lh_event_ts(event)) / 1e6);
+        }
     }
     zmq_msg_close(&topic);
     zmq_msg_close(&body);
