@@ -1,0 +1,645 @@
+/* websocket: a sink that pushes live events to browsers over WebSocket (docs/WEBSOCKET.md).
+ *
+ * The instance's thread runs the libwebsockets service loop. The hub's two ZeroMQ sockets (the
+ * input PULL and the control pipe) join that loop as raw files: a dup() of each socket's ZMQ_FD.
+ * ZMQ_FD only says "something changed", edge-style, so every wake-up drains the socket until
+ * ZMQ_EVENTS shows no ZMQ_POLLIN; stopping earlier would strand messages until the next event.
+ * The dup() matters too: lws closes the descriptors it adopted, and closing libzmq's own one
+ * makes libzmq abort at shutdown. */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+#include "ws_internal.h"
+
+/* Events taken from the input per wake-up before the loop gets to write (and comes back). */
+#define WS_DRAIN_BUDGET 256
+
+static const lh_option_t s_options[] = {
+    {"listen", LH_OPTION_ENDPOINT, "127.0.0.1:8080", false, 0, 0,
+     "HTTP and WebSocket address (host:port); non-loopback needs public = true"},
+    {"namespaces", LH_OPTION_STRING, "admin client", false, 0, 0,
+     "space-separated namespaces served at /ws/<name>; /ws/admin needs role admin"},
+    {"anonymous", LH_OPTION_BOOL, "false", false, 0, 0,
+     "connections without a token may see public events"},
+    {"origins", LH_OPTION_STRING, NULL, false, 0, 0,
+     "space-separated Origin values allowed to open WebSockets (default: any)"},
+    {"www", LH_OPTION_STRING, NULL, false, 0, 0,
+     "folder served at / (default: the bundled www folder)"},
+    {"tls_cert", LH_OPTION_STRING, NULL, false, 0, 0,
+     "PEM certificate chain file: serve https/wss (with tls_key)"},
+    {"tls_key", LH_OPTION_STRING, NULL, false, 0, 0, "PEM private key file of tls_cert"},
+    {"max_connections", LH_OPTION_INT, "10000", false, 1, 1000000,
+     "open WebSockets at most; further upgrades get HTTP 503"},
+    {"max_queue", LH_OPTION_INT, "1000", false, 1, 1000000,
+     "frames waiting per connection before it is closed as too slow (4008)"},
+    {"max_queue_bytes", LH_OPTION_INT, "1048576", false, 1024, 1073741824,
+     "bytes waiting per connection before it is closed as too slow (4008)"},
+    {"max_frame", LH_OPTION_INT, "8192", false, 256, 1048576,
+     "largest client message in bytes; larger ones close with 1009"},
+    {"max_errors", LH_OPTION_INT, "10", false, 1, 10000,
+     "error frames one connection may cause before it is closed (4400)"},
+    {"heartbeat", LH_OPTION_INT, "25", false, 1, 3600,
+     "seconds between server pings; also the ping interval advised to clients"},
+    {"idle_timeout", LH_OPTION_INT, "60", false, 2, 86400,
+     "seconds without any frame (or pong) from a client before it is closed (4000)"},
+    {"auth_timeout", LH_OPTION_INT, "10", false, 1, 600,
+     "seconds a connection without a token has to send its auth frame (4001)"},
+    {"clock_skew", LH_OPTION_INT, "30", false, 0, 600,
+     "seconds of clock difference tolerated on token exp and nbf"},
+    {"close_timeout", LH_OPTION_INT, "5", false, 1, 60,
+     "seconds a closing connection has to take its close frame before it is dropped"},
+    {"stats", LH_OPTION_STRING, NULL, false, 0, 0,
+     "URL path serving this stage's counters as JSON, e.g. /stats (default: none)"},
+    {NULL, 0, NULL, false, 0, 0, NULL},
+};
+
+/* ---- options ------------------------------------------------------------------------------ */
+
+static void s_options_free(ws_options_t *opt)
+{
+    for (size_t i = 0; i < opt->namespace_count; i++)
+        free(opt->namespaces[i]);
+    for (size_t i = 0; i < opt->origin_count; i++)
+        free(opt->origins[i]);
+    free(opt->origins);
+    memset(opt, 0, sizeof *opt);
+}
+
+static int s_parse_listen(const char *text, ws_options_t *opt, lh_error_t *err)
+{
+    const char *colon = strrchr(text, ':');
+    size_t size = colon ? (size_t)(colon - text) : 0;
+    if (!colon || size >= sizeof opt->host) {
+        lh_error_set(err, "listen: expected host:port");
+        return -1;
+    }
+    const char *host = text;
+    if (host[0] == '[' && size >= 2 && host[size - 1] == ']') {
+        host++;
+        size -= 2;
+    }
+    memcpy(opt->host, host, size);
+    opt->host[size] = '\0';
+    if (strcmp(opt->host, "localhost") == 0)
+        strcpy(opt->host, "127.0.0.1");
+    else if (strcmp(opt->host, "0.0.0.0") == 0 || strcmp(opt->host, "*") == 0)
+        opt->host[0] = '\0';
+    opt->port = atoi(colon + 1);
+    return 0;
+}
+
+static int s_parse_namespaces(const char *text, ws_options_t *opt, lh_error_t *err)
+{
+    char *copy = strdup(text);
+    int rc = copy ? 0 : -1;
+    for (char *save = NULL, *word = copy ? strtok_r(copy, " ", &save) : NULL; word && rc == 0;
+         word = strtok_r(NULL, " ", &save)) {
+        size_t size = strlen(word);
+        bool valid = size > 0 && size <= WS_NAMESPACE_MAX;
+        for (size_t i = 0; valid && i < size; i++)
+            valid = isalnum((unsigned char)word[i]) || word[i] == '_';
+        for (size_t i = 0; valid && i < opt->namespace_count; i++)
+            valid = strcmp(opt->namespaces[i], word) != 0;
+        if (!valid) {
+            lh_error_set(err, "namespaces: '%s' must be unique, 1..%d letters, digits or '_'", word,
+                         WS_NAMESPACE_MAX);
+            rc = -1;
+        } else if (opt->namespace_count == WS_NAMESPACES_MAX) {
+            lh_error_set(err, "namespaces: at most %d", WS_NAMESPACES_MAX);
+            rc = -1;
+        } else if (!(opt->namespaces[opt->namespace_count] = strdup(word))) {
+            rc = -1;
+        } else {
+            opt->namespace_count++;
+        }
+    }
+    free(copy);
+    if (rc == 0 && opt->namespace_count == 0) {
+        lh_error_set(err, "namespaces: name at least one");
+        rc = -1;
+    }
+    return rc;
+}
+
+static int s_parse_origins(const char *text, ws_options_t *opt, lh_error_t *err)
+{
+    char *copy = strdup(text);
+    if (!copy)
+        return -1;
+    for (char *save = NULL, *word = strtok_r(copy, " ", &save); word;
+         word = strtok_r(NULL, " ", &save)) {
+        char **grown = realloc(opt->origins, (opt->origin_count + 1) * sizeof *grown);
+        if (!grown) {
+            free(copy);
+            return -1;
+        }
+        opt->origins = grown;
+        if (!(opt->origins[opt->origin_count] = strdup(word))) {
+            free(copy);
+            return -1;
+        }
+        opt->origin_count++;
+    }
+    free(copy);
+    if (opt->origin_count == 0) {
+        lh_error_set(err, "origins: list at least one origin, or leave the key out");
+        return -1;
+    }
+    return 0;
+}
+
+static bool s_readable_file(const char *path)
+{
+    return access(path, R_OK) == 0;
+}
+
+/* Reads and checks every option; the hub has already checked types and ranges. */
+static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *err)
+{
+    memset(opt, 0, sizeof *opt);
+    struct {
+        const char *key;
+        int64_t *value;
+    } ints[] = {
+        {"max_connections", &opt->max_connections}, {"max_queue", &opt->max_queue},
+        {"max_queue_bytes", &opt->max_queue_bytes}, {"max_frame", &opt->max_frame},
+        {"max_errors", &opt->max_errors},           {"heartbeat", &opt->heartbeat_s},
+        {"idle_timeout", &opt->idle_timeout_s},     {"auth_timeout", &opt->auth_timeout_s},
+        {"clock_skew", &opt->clock_skew_s},         {"close_timeout", &opt->close_timeout_s},
+    };
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (lh_conf_get_int(conf, ints[i].key, ints[i].value, err) != 0)
+            return -1;
+    if (lh_conf_get_bool(conf, "anonymous", &opt->anonymous, err) != 0 ||
+        s_parse_listen(lh_conf_get(conf, "listen"), opt, err) != 0 ||
+        s_parse_namespaces(lh_conf_get(conf, "namespaces"), opt, err) != 0)
+        goto failed;
+    const char *origins = lh_conf_get(conf, "origins");
+    if (origins && s_parse_origins(origins, opt, err) != 0)
+        goto failed;
+    if (opt->idle_timeout_s <= opt->heartbeat_s) {
+        lh_error_set(err, "idle_timeout: must be longer than heartbeat (%" PRId64 " s)",
+                     opt->heartbeat_s);
+        goto failed;
+    }
+    opt->tls_cert = lh_conf_get(conf, "tls_cert");
+    opt->tls_key = lh_conf_get(conf, "tls_key");
+    if (!opt->tls_cert != !opt->tls_key) {
+        lh_error_set(err, "tls_cert and tls_key go together");
+        goto failed;
+    }
+    if (opt->tls_cert && (!s_readable_file(opt->tls_cert) || !s_readable_file(opt->tls_key))) {
+        lh_error_set(err, "%s: cannot read the file",
+                     s_readable_file(opt->tls_cert) ? "tls_key" : "tls_cert");
+        goto failed;
+    }
+    opt->stats_path = lh_conf_get(conf, "stats");
+    if (opt->stats_path &&
+        (opt->stats_path[0] != '/' || strncmp(opt->stats_path, "/ws/", 4) == 0)) {
+        lh_error_set(err, "stats: a URL path starting with / (and not under /ws/)");
+        goto failed;
+    }
+    const char *www = lh_conf_get(conf, "www");
+    struct stat st;
+    if (www && (stat(www, &st) != 0 || !S_ISDIR(st.st_mode))) {
+        lh_error_set(err, "www: '%s' is not a folder", www);
+        goto failed;
+    }
+    return 0;
+failed:
+    s_options_free(opt);
+    return -1;
+}
+
+static int websocket_validate(const lh_conf_t *conf, lh_error_t *err)
+{
+    ws_options_t opt;
+    if (s_options_load(conf, &opt, err) != 0)
+        return -1;
+    s_options_free(&opt);
+    return 0;
+}
+
+/* ---- helpers shared by the modules --------------------------------------------------------- */
+
+int64_t ws_now_us(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
+}
+
+static int s_stop_at_once(const lh_event_t *event, void *arg)
+{
+    (void)event;
+    (void)arg;
+    return 1;
+}
+
+uint64_t ws_hub_last_id(ws_server_t *server)
+{
+    /* A replay from the far future visits nothing and reports the newest id. */
+    uint64_t newest = 0;
+    lh_io_replay(server->io, NULL, UINT64_MAX, NULL, 0, s_stop_at_once, NULL, &newest);
+    return newest;
+}
+
+static const struct {
+    int code;
+    const char *name;
+} s_close_names[] = {
+    {WS_CLOSE_NORMAL, "normal"},
+    {WS_CLOSE_GOING_AWAY, "going_away"},
+    {WS_CLOSE_BINARY, "binary"},
+    {WS_CLOSE_TOO_BIG, "too_big"},
+    {WS_CLOSE_INTERNAL, "internal"},
+    {WS_CLOSE_IDLE, "idle"},
+    {WS_CLOSE_UNAUTHORIZED, "unauthorized"},
+    {WS_CLOSE_FORBIDDEN, "forbidden"},
+    {WS_CLOSE_UNKNOWN_NAMESPACE, "unknown_namespace"},
+    {WS_CLOSE_TOO_SLOW, "too_slow"},
+    {WS_CLOSE_TOKEN_EXPIRED, "token_expired"},
+    {WS_CLOSE_BAD_REQUEST, "bad_request"},
+    {1006, "lost"}, /* no close frame: the connection just ended */
+    {0, "other"},
+};
+
+size_t ws_close_index(int code)
+{
+    if (code == 1005) /* a close frame without a code */
+        code = WS_CLOSE_NORMAL;
+    size_t i = 0;
+    while (s_close_names[i].code && s_close_names[i].code != code)
+        i++;
+    return i;
+}
+
+/* ---- the ZeroMQ side ---------------------------------------------------------------------- */
+
+static bool s_readable(void *socket)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
+}
+
+/* The ids a "$gap" announces: data {"from": id, "to": id}. */
+static bool s_gap_range(const lh_event_t *event, uint64_t *from, uint64_t *to)
+{
+    const msgpack_object *data = lh_event_data(event);
+    *from = *to = 0;
+    if (data->type != MSGPACK_OBJECT_MAP)
+        return false;
+    for (uint32_t i = 0; i < data->via.map.size; i++) {
+        const msgpack_object_kv *kv = &data->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            continue;
+        if (kv->key.via.str.size == 4 && memcmp(kv->key.via.str.ptr, "from", 4) == 0)
+            *from = kv->val.via.u64;
+        else if (kv->key.via.str.size == 2 && memcmp(kv->key.via.str.ptr, "to", 2) == 0)
+            *to = kv->val.via.u64;
+    }
+    return *from && *to >= *from;
+}
+
+/* Receives one [topic][body] event and hands it to the sessions. */
+static void s_take_event(ws_server_t *server, void *input)
+{
+    zmq_msg_t topic, body;
+    zmq_msg_init(&topic);
+    zmq_msg_init(&body);
+    if (zmq_msg_recv(&topic, input, ZMQ_DONTWAIT) >= 0 && zmq_msg_more(&topic) &&
+        zmq_msg_recv(&body, input, 0) >= 0) {
+        lh_error_t err;
+        lh_event_t *event = lh_event_decode(zmq_msg_data(&topic), zmq_msg_size(&topic),
+                                            zmq_msg_data(&body), zmq_msg_size(&body), &err);
+        uint64_t from, to;
+        if (!event)
+            lh_log(server->io, LH_LOG_ERROR, "undecodable event from the hub: %s", err.text);
+        else if (strcmp(lh_event_type(event), "$gap") == 0 && s_gap_range(event, &from, &to))
+            ws_sessions_gap(server, from, to);
+        else if (lh_event_type(event)[0] != '$')
+            ws_sessions_fan_out(server, event);
+        lh_event_destroy(&event);
+    }
+    zmq_msg_close(&topic);
+    zmq_msg_close(&body);
+}
+
+static void s_drain_input_later(lws_sorted_usec_list_t *sul);
+
+/* Takes events until the input shows no more (the edge rule), or until the budget is spent; then
+ * the loop writes what was queued and a timer comes back for the rest, since the descriptor will
+ * not signal again for messages already waiting. */
+static void s_drain_input(ws_server_t *server, int budget)
+{
+    void *input = lh_io_input_socket(server->io);
+    for (int n = 0; n < budget || budget < 0; n++) {
+        if (!s_readable(input))
+            return;
+        s_take_event(server, input);
+    }
+    lws_sul_schedule(server->context, 0, &server->drain_timer, s_drain_input_later, 1);
+}
+
+static void s_drain_input_later(lws_sorted_usec_list_t *sul)
+{
+    ws_server_t *server = lws_container_of(sul, ws_server_t, drain_timer);
+    s_drain_input(server, WS_DRAIN_BUDGET);
+}
+
+static void s_sweep(lws_sorted_usec_list_t *sul);
+
+/* $TERM: accept nothing more, deliver what the hub already routed to us, flush every queue and
+ * close every WebSocket with 1001. run() returns once they are all closed (or close_timeout). */
+static void s_begin_stop(ws_server_t *server)
+{
+    if (server->terminating)
+        return;
+    lh_log(server->io, LH_LOG_INFO, "stopping: closing %u WebSocket(s) with 1001",
+           (unsigned)server->sessions.count);
+    s_drain_input(server, -1);
+    server->terminating = true;
+    lws_start_foreach_dll(struct lws_dll2 *, node, server->sessions.head)
+    {
+        ws_session_close(lws_container_of(node, ws_session_t, link), WS_CLOSE_GOING_AWAY,
+                         "going away");
+    }
+    lws_end_foreach_dll(node);
+    server->stop_deadline_us = ws_now_us() + server->opt.close_timeout_s * 1000000 + 500000;
+    lws_sul_schedule(server->context, 0, &server->sweep_timer, s_sweep, 50 * LWS_US_PER_MS);
+}
+
+static void s_drain_pipe(ws_server_t *server)
+{
+    void *pipe = lh_io_pipe_socket(server->io);
+    while (s_readable(pipe))
+        if (lh_io_check_pipe(server->io))
+            s_begin_stop(server);
+}
+
+static int s_zmq_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                          size_t len)
+{
+    (void)user;
+    (void)in;
+    (void)len;
+    ws_server_t *server = lws_context_user(lws_get_context(wsi));
+    switch (reason) {
+    case LWS_CALLBACK_RAW_RX_FILE:
+        if (wsi == server->input_wsi)
+            s_drain_input(server, WS_DRAIN_BUDGET);
+        else if (wsi == server->pipe_wsi)
+            s_drain_pipe(server);
+        return 0;
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+        if (wsi == server->input_wsi)
+            server->input_wsi = NULL;
+        if (wsi == server->pipe_wsi)
+            server->pipe_wsi = NULL;
+        if (!server->terminating)
+            server->failed = true; /* cannot happen short of lws failing: restart cleanly */
+        return 0;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return -1; /* an internal protocol: nobody may ask for it in Sec-WebSocket-Protocol */
+    default:
+        return 0;
+    }
+}
+
+/* Watches a ZeroMQ socket from the lws loop through a dup() of its ZMQ_FD. */
+static struct lws *s_adopt(ws_server_t *server, void *socket)
+{
+    int fd = -1;
+    size_t size = sizeof fd;
+    if (zmq_getsockopt(socket, ZMQ_FD, &fd, &size) != 0 || (fd = dup(fd)) < 0)
+        return NULL;
+    lws_sock_file_fd_type descriptor = {.filefd = fd};
+    struct lws *wsi = lws_adopt_descriptor_vhost(server->vhost, LWS_ADOPT_RAW_FILE_DESC, descriptor,
+                                                 "livehub-zmq", NULL);
+    if (!wsi)
+        close(fd);
+    return wsi;
+}
+
+/* ---- the lws loop ------------------------------------------------------------------------- */
+
+static void s_sweep(lws_sorted_usec_list_t *sul)
+{
+    ws_server_t *server = lws_container_of(sul, ws_server_t, sweep_timer);
+    int64_t now = ws_now_us();
+    if (!server->terminating) {
+        lws_start_foreach_dll(struct lws_dll2 *, node, server->sessions.head)
+        {
+            ws_session_tick(lws_container_of(node, ws_session_t, link), now);
+        }
+        lws_end_foreach_dll(node);
+    }
+    lws_sul_schedule(server->context, 0, &server->sweep_timer, s_sweep,
+                     server->terminating ? 50 * LWS_US_PER_MS : LWS_US_PER_SEC);
+}
+
+static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len)
+{
+    ws_server_t *server = lws_context_user(lws_get_context(wsi));
+    ws_session_t *session = user;
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
+        return server->terminating ? 1 : 0;
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        if (!in || strcmp(in, "websocket") != 0) {
+            lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST, "only WebSocket upgrades");
+            return 1;
+        }
+        return ws_auth_admit(server, wsi);
+    case LWS_CALLBACK_ESTABLISHED:
+        ws_session_open(server, session, wsi);
+        return 0;
+    case LWS_CALLBACK_RECEIVE:
+        ws_session_receive(session, in, len);
+        return 0;
+    case LWS_CALLBACK_RECEIVE_PONG:
+        session->last_rx_us = ws_now_us();
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return ws_session_writable(session);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        session->peer_closed = true;
+        if (!session->closing && len >= 2)
+            session->close_code =
+                (uint16_t)(((const unsigned char *)in)[0] << 8 | ((const unsigned char *)in)[1]);
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        ws_session_closed(session);
+        return 0;
+    case LWS_CALLBACK_HTTP:
+        return ws_static_http(server, wsi, in);
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+static const struct lws_protocols s_protocols[] = {
+    /* tx_packet_size: let the kernel take whole frames; 0 would cap each send() at rx size */
+    {"livehub", s_callback, sizeof(ws_session_t), WS_RX_BUFFER, 0, NULL, 1 << 24},
+    {"livehub-zmq", s_zmq_callback, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static void s_register_metrics(ws_server_t *server)
+{
+    lh_io_t *io = server->io;
+    ws_metrics_t *m = &server->metrics;
+    m->connections = lh_io_gauge(io, "livehub_ws_connections", "Open WebSocket connections");
+    for (size_t i = 0; i < server->opt.namespace_count; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "livehub_ws_ns_%s_connections", server->opt.namespaces[i]);
+        m->namespace_gauges[i] = lh_io_gauge(io, name, "Open WebSocket connections per namespace");
+    }
+    m->accepted = lh_io_counter(io, "livehub_ws_accepted_total", "WebSocket connections opened");
+    m->refused = lh_io_counter(io, "livehub_ws_refused_total",
+                               "WebSocket upgrades refused (full, stopping, origin, path)");
+    m->events = lh_io_counter(io, "livehub_ws_events_total", "Event frames sent to clients");
+    m->bytes = lh_io_counter(io, "livehub_ws_bytes_total", "Frame payload bytes sent to clients");
+    m->drops = lh_io_counter(io, "livehub_ws_queue_drops_total",
+                             "Frames dropped when a too slow connection was closed");
+    m->queued = lh_io_gauge(io, "livehub_ws_queued_frames", "Frames waiting in send queues");
+    m->errors = lh_io_counter(io, "livehub_ws_errors_total", "Error frames sent to clients");
+    for (size_t i = 0; i < sizeof s_close_names / sizeof s_close_names[0]; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "livehub_ws_closes_%s_total", s_close_names[i].name);
+        m->closes[i] = lh_io_counter(io, name, "WebSocket connections closed, by reason");
+    }
+}
+
+static void websocket_destroy(void **self_p);
+
+static void *websocket_create(lh_io_t *io)
+{
+    ws_server_t *server = calloc(1, sizeof *server);
+    if (!server)
+        return NULL;
+    server->io = io;
+    lh_error_t err;
+    if (s_options_load(lh_io_conf(io), &server->opt, &err) != 0) {
+        lh_log(io, LH_LOG_ERROR, "%s", err.text);
+        free(server);
+        return NULL;
+    }
+    server->secret = lh_io_token_secret(io, &server->secret_size);
+    if (!server->secret && !server->opt.anonymous)
+        lh_log(io, LH_LOG_WARNING,
+               "the hub has no token_secret and anonymous is off: every "
+               "WebSocket will be refused");
+    const char *www = lh_conf_get(lh_io_conf(io), "www");
+    server->www = www ? realpath(www, NULL) : ws_static_default_root();
+    if (!server->www)
+        lh_log(io, LH_LOG_WARNING, "no www folder: every file request gets 404");
+    server->prefix_count = lh_conf_subscribe(lh_io_conf(io), &server->prefixes);
+    s_register_metrics(server);
+    if (!(server->audiences = ws_audiences_new()))
+        goto failed;
+
+    lws_set_log_level(LLL_ERR, NULL);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = server->opt.port;
+    info.iface = server->opt.host[0] ? server->opt.host : NULL;
+    info.protocols = s_protocols;
+    info.user = server;
+    info.vhost_name = "livehub";
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+    if (server->opt.host[0] && !strchr(server->opt.host, ':'))
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    if (server->opt.tls_cert) {
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = server->opt.tls_cert;
+        info.ssl_private_key_filepath = server->opt.tls_key;
+    }
+    info.alpn = "http/1.1";           /* no h2: WebSockets over HTTP/1.1 only */
+    info.max_http_header_data = 8192; /* room for a token in the URL */
+    info.max_http_header_pool = 32;
+    info.timeout_secs = 10;
+    info.keepalive_timeout = 5;
+    server->context = lws_create_context(&info);
+    if (!server->context) {
+        lh_log(io, LH_LOG_ERROR, "cannot serve on %s (address in use, or bad TLS files?)",
+               lh_conf_get(lh_io_conf(io), "listen"));
+        goto failed;
+    }
+    server->vhost = lws_get_vhost_by_name(server->context, "livehub");
+    if (!server->vhost || !(server->pipe_wsi = s_adopt(server, lh_io_pipe_socket(io))) ||
+        !(server->input_wsi = s_adopt(server, lh_io_input_socket(io)))) {
+        lh_log(io, LH_LOG_ERROR, "cannot watch the hub's sockets from the lws loop");
+        goto failed;
+    }
+    lws_sul_schedule(server->context, 0, &server->sweep_timer, s_sweep, LWS_US_PER_SEC);
+    lh_log(io, LH_LOG_INFO, "serving %s on %s", server->opt.tls_cert ? "https/wss" : "http/ws",
+           lh_conf_get(lh_io_conf(io), "listen"));
+    return server;
+failed : {
+    void *handle = server;
+    websocket_destroy(&handle);
+    return NULL;
+}
+}
+
+static int websocket_run(void *handle, lh_io_t *io)
+{
+    ws_server_t *server = handle;
+    lh_io_ready(io);
+    /* Sending on the pipe and anything routed before the loop watched the descriptors may have
+     * consumed an edge: look once by hand. */
+    s_drain_pipe(server);
+    s_drain_input(server, WS_DRAIN_BUDGET);
+    while (!server->failed) {
+        if (server->terminating &&
+            (server->sessions.count == 0 || ws_now_us() > server->stop_deadline_us))
+            return 0;
+        if (lws_service(server->context, 0) < 0)
+            break;
+    }
+    lh_log(io, LH_LOG_ERROR, "the libwebsockets loop failed");
+    return -1;
+}
+
+static void websocket_destroy(void **handle_p)
+{
+    ws_server_t *server = *handle_p;
+    if (!server)
+        return;
+    if (server->context) {
+        lws_sul_cancel(&server->sweep_timer);
+        lws_sul_cancel(&server->drain_timer);
+        lws_context_destroy(server->context); /* closes every session: CLOSED cleans each up */
+    }
+    ws_audiences_destroy(&server->audiences);
+    free(server->www);
+    s_options_free(&server->opt);
+    free(server);
+    *handle_p = NULL;
+}
+
+static const lh_plugin_t s_plugin = {
+    .abi_major = LH_PLUGIN_ABI_MAJOR,
+    .abi_minor = LH_PLUGIN_ABI_MINOR,
+    .struct_size = sizeof(lh_plugin_t),
+    .name = "websocket",
+    .version = "1.0",
+    .description = "pushes live events to browsers over WebSocket (tokens, audiences, resume)",
+    .roles = LH_ROLE_SINK,
+    .options = s_options,
+    .validate = websocket_validate,
+    .create = websocket_create,
+    .run = websocket_run,
+    .destroy = websocket_destroy,
+};
+
+LH_PLUGIN_EXPORT(s_plugin)

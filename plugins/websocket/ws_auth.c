@@ -1,0 +1,244 @@
+/* ws_auth: who may connect and what they may see (DESIGN §4). An upgrade is admitted or refused
+ * with an HTTP status; a session is authenticated by a token (Authorization header, access_token
+ * URL parameter or an auth frame) or, when the stage allows it, anonymously for public events. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include "ws_internal.h"
+
+static int s_refuse(ws_server_t *server, struct lws *wsi, unsigned status)
+{
+    lh_metric_add(server->metrics.refused, 1);
+    lws_return_http_status(wsi, status, NULL);
+    return 1;
+}
+
+/* A browser always sends Origin; other clients need not, and are not the cross-site threat. */
+static bool s_origin_allowed(ws_server_t *server, struct lws *wsi)
+{
+    if (!server->opt.origins)
+        return true;
+    char origin[256];
+    int size = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+    if (size == 0)
+        return true;
+    for (size_t i = 0; size > 0 && i < server->opt.origin_count; i++)
+        if (strcmp(origin, server->opt.origins[i]) == 0)
+            return true;
+    return false;
+}
+
+int ws_auth_admit(ws_server_t *server, struct lws *wsi)
+{
+    char path[128];
+    if (server->terminating)
+        return s_refuse(server, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE);
+    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 || strncmp(path, "/ws/", 4))
+        return s_refuse(server, wsi, HTTP_STATUS_NOT_FOUND);
+    if (!s_origin_allowed(server, wsi))
+        return s_refuse(server, wsi, HTTP_STATUS_FORBIDDEN);
+    if ((int64_t)server->sessions.count >= server->opt.max_connections)
+        return s_refuse(server, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE);
+    return 0;
+}
+
+size_t ws_auth_grants(const ws_session_t *self, const char *granted[WS_GRANTS_MAX])
+{
+    for (size_t i = 0; i < self->member_count; i++)
+        granted[i] = ws_audience_name(self->members[i].audience);
+    return self->member_count;
+}
+
+/* The session's user:<sub> grant, or NULL (anonymous). */
+static const char *s_user_grant(const ws_session_t *self)
+{
+    for (size_t i = 0; i < self->member_count; i++) {
+        const char *name = ws_audience_name(self->members[i].audience);
+        if (strncmp(name, "user:", 5) == 0)
+            return name;
+    }
+    return NULL;
+}
+
+/* Replaces the session's grants; -1 (and the session closes) when out of memory. */
+static int s_grant(ws_session_t *self, const char *const *names, size_t count)
+{
+    ws_audiences_t *audiences = self->server->audiences;
+    for (size_t i = 0; i < self->member_count; i++)
+        ws_audiences_leave(audiences, &self->members[i]);
+    self->member_count = 0;
+    for (size_t i = 0; i < count; i++) {
+        self->members[i].session = self;
+        if (ws_audiences_join(audiences, names[i], &self->members[i]) != 0) {
+            ws_session_close(self, WS_CLOSE_INTERNAL, "out of memory");
+            return -1;
+        }
+        self->member_count++;
+    }
+    return 0;
+}
+
+static bool s_is_admin_namespace(const ws_session_t *self)
+{
+    return strcmp(self->server->opt.namespaces[self->ns], "admin") == 0;
+}
+
+int ws_auth_token(ws_session_t *self, const char *token)
+{
+    ws_server_t *server = self->server;
+    bool refresh = self->authenticated;
+    lh_claims_t claims;
+    lh_error_t err;
+    int code = 0;
+    char reason[128];
+    if (!server->secret) {
+        code = WS_CLOSE_UNAUTHORIZED;
+        snprintf(reason, sizeof reason, "unauthorized: this hub has no token_secret");
+    } else if (lh_token_verify(token, server->secret, server->secret_size, (int64_t)time(NULL),
+                               server->opt.clock_skew_s, &claims, &err) != 0) {
+        bool expired = strncmp(err.text, "expired", 7) == 0;
+        code = expired ? WS_CLOSE_TOKEN_EXPIRED : WS_CLOSE_UNAUTHORIZED;
+        snprintf(reason, sizeof reason, "%s: %.100s", expired ? "token expired" : "unauthorized",
+                 err.text);
+    }
+    bool admin = code == 0 && strcmp(claims.role, "admin") == 0;
+    if (code == 0 && s_is_admin_namespace(self) && !admin) {
+        code = WS_CLOSE_FORBIDDEN;
+        snprintf(reason, sizeof reason, "forbidden: /ws/admin needs role admin");
+    }
+    char user[LH_CLAIM_MAX + 8], role[LH_CLAIM_MAX + 8];
+    if (code == 0) {
+        snprintf(user, sizeof user, "user:%s", claims.sub);
+        snprintf(role, sizeof role, "role:%s", claims.role);
+        const char *current = s_user_grant(self);
+        if (refresh && current && strcmp(current, user) != 0) {
+            code = WS_CLOSE_FORBIDDEN;
+            snprintf(reason, sizeof reason, "forbidden: a refreshed token must name the same sub");
+        }
+    }
+    if (code != 0) {
+        ws_session_close(self, code, reason);
+        return -1;
+    }
+    const char *names[WS_GRANTS_MAX] = {"public", role, user, "admin"};
+    if (s_grant(self, names, admin ? 4 : 3) != 0)
+        return -1;
+    self->expires = claims.exp;
+    self->authenticated = true;
+    ws_session_welcome(self, refresh);
+    return 0;
+}
+
+static int s_grant_anonymous(ws_session_t *self)
+{
+    const char *names[] = {"public"};
+    if (s_grant(self, names, 1) != 0)
+        return -1;
+    self->expires = 0;
+    self->authenticated = true;
+    ws_session_welcome(self, false);
+    return 0;
+}
+
+/* Strict unsigned decimal. */
+static int s_parse_id(const char *text, uint64_t *id)
+{
+    if (!isdigit((unsigned char)*text))
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long value = strtoull(text, &end, 10);
+    if (errno || *end)
+        return -1;
+    *id = value;
+    return 0;
+}
+
+/* The namespace in /ws/<namespace>, as an index into the stage's list; -1 when unknown. */
+static int s_namespace(ws_session_t *self)
+{
+    char path[128];
+    if (lws_hdr_copy(self->wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 4)
+        return -1;
+    const ws_options_t *opt = &self->server->opt;
+    for (size_t i = 0; i < opt->namespace_count; i++)
+        if (strcmp(path + 4, opt->namespaces[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* URL parameters: since/epoch (resume, applied after authentication) and types (subscribe). */
+static int s_url_parameters(ws_session_t *self)
+{
+    char value[1024];
+    const char *text = lws_get_urlarg_by_name(self->wsi, "since=", value, sizeof value);
+    if (text) {
+        if (s_parse_id(text, &self->url_since_id) != 0) {
+            ws_session_close(self, WS_CLOSE_BAD_REQUEST, "bad request: since must be an id");
+            return -1;
+        }
+        self->url_since = true;
+    }
+    if ((text = lws_get_urlarg_by_name(self->wsi, "epoch=", value, sizeof value)))
+        self->url_epoch_mismatch = strcmp(text, lh_io_epoch(self->server->io)) != 0;
+    if ((text = lws_get_urlarg_by_name(self->wsi, "types=", value, sizeof value))) {
+        for (const char *start = text, *end; *start; start = *end ? end + 1 : end) {
+            end = strchr(start, ',');
+            if (!end)
+                end = start + strlen(start);
+            if (end > start && ws_session_add_pattern(self, start, (size_t)(end - start)) != 0) {
+                ws_session_close(self, WS_CLOSE_BAD_REQUEST, "bad request: types");
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* The token from "Authorization: Bearer ..." or the access_token parameter; NULL when none. */
+static const char *s_request_token(struct lws *wsi, char *buffer, size_t size, bool *too_long)
+{
+    int length = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+    *too_long = false;
+    if (length > 0) {
+        if ((size_t)length >= size ||
+            lws_hdr_copy(wsi, buffer, (int)size, WSI_TOKEN_HTTP_AUTHORIZATION) < 0) {
+            *too_long = true;
+            return NULL;
+        }
+        if (strncasecmp(buffer, "Bearer ", 7) == 0) {
+            const char *token = buffer + 7;
+            while (*token == ' ')
+                token++;
+            return token;
+        }
+        return buffer; /* not a bearer token: verification says why */
+    }
+    return lws_get_urlarg_by_name(wsi, "access_token=", buffer, (int)size);
+}
+
+void ws_auth_open(ws_session_t *self)
+{
+    int ns = s_namespace(self);
+    if (ns < 0) {
+        ws_session_close(self, WS_CLOSE_UNKNOWN_NAMESPACE, "unknown namespace");
+        return;
+    }
+    self->ns = (uint8_t)ns;
+    if (s_url_parameters(self) != 0)
+        return;
+    char buffer[LH_TOKEN_MAX_SIZE + 64];
+    bool too_long;
+    const char *token = s_request_token(self->wsi, buffer, sizeof buffer, &too_long);
+    if (too_long)
+        ws_session_close(self, WS_CLOSE_UNAUTHORIZED, "unauthorized: token too long");
+    else if (token)
+        ws_auth_token(self, token);
+    else if (self->server->opt.anonymous && !s_is_admin_namespace(self))
+        s_grant_anonymous(self);
+    /* else: the first frame must be auth, within auth_timeout */
+}

@@ -1,0 +1,88 @@
+/* ws_frame: text frames rendered once and shared, by reference, by every connection sending them.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "ws_internal.h"
+
+ws_frame_t *ws_frame_new(size_t size)
+{
+    if (size > UINT32_MAX - LWS_PRE - 1)
+        return NULL;
+    ws_frame_t *self = malloc(sizeof *self + LWS_PRE + size + 1);
+    if (!self)
+        return NULL;
+    self->refs = 1;
+    self->event = false;
+    self->size = (uint32_t)size;
+    self->bytes[LWS_PRE + size] = '\0';
+    return self;
+}
+
+ws_frame_t *ws_frame_ref(ws_frame_t *self)
+{
+    self->refs++;
+    return self;
+}
+
+void ws_frame_unref(ws_frame_t **self_p)
+{
+    if (self_p && *self_p) {
+        if (--(*self_p)->refs == 0)
+            free(*self_p);
+        *self_p = NULL;
+    }
+}
+
+/* The event's data as compact JSON text (new string), null when the event has none. */
+static char *s_data_text(const lh_event_t *event, lh_error_t *err)
+{
+    json_t *data = lh_event_data_json(event, err);
+    if (!data)
+        return NULL;
+    char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(data);
+    if (!text)
+        lh_error_set(err, "cannot render the data as JSON");
+    return text;
+}
+
+ws_frame_t *ws_frame_event(const lh_event_t *event, lh_error_t *err)
+{
+    char *data = s_data_text(event, err);
+    if (!data)
+        return NULL;
+    json_t *type_json = json_string(lh_event_type(event));
+    char *type = type_json ? json_dumps(type_json, JSON_ENCODE_ANY) : NULL;
+    json_decref(type_json);
+    ws_frame_t *self = NULL;
+    if (type) {
+        static const char format[] =
+            "{\"op\":\"event\",\"id\":%" PRIu64 ",\"type\":%s,\"ts\":%" PRIu64 ",\"data\":%s}";
+        uint64_t id = lh_event_id(event), ts = lh_event_ts(event);
+        int size = snprintf(NULL, 0, format, id, type, ts, data);
+        if (size > 0 && (self = ws_frame_new((size_t)size))) {
+            self->event = true;
+            snprintf(ws_frame_text(self), (size_t)size + 1, format, id, type, ts, data);
+        }
+    }
+    if (!self)
+        lh_error_set(err, "out of memory rendering the event");
+    free(type);
+    free(data);
+    return self;
+}
+
+ws_frame_t *ws_frame_json(json_t *json)
+{
+    if (!json)
+        return NULL;
+    size_t size = json_dumpb(json, NULL, 0, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    ws_frame_t *self = size ? ws_frame_new(size) : NULL;
+    if (self &&
+        json_dumpb(json, ws_frame_text(self), size, JSON_COMPACT | JSON_PRESERVE_ORDER) != size)
+        ws_frame_unref(&self);
+    json_decref(json);
+    return self;
+}

@@ -1,0 +1,230 @@
+/* websocket sink internals: the server (one per plugin instance), its sessions (one per
+ * WebSocket connection), shared frames and the audience index. Everything here runs on the
+ * instance's thread, inside the libwebsockets service loop. */
+#ifndef WS_INTERNAL_H
+#define WS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <libwebsockets.h>
+#include <livehub/livehub.h>
+
+/* Audiences one connection can be granted: public, role:<role>, user:<sub>, admin. */
+#define WS_GRANTS_MAX 4
+/* Type patterns one connection may hold at once. */
+#define WS_PATTERNS_MAX 32
+/* Namespaces a stage may declare, and the longest name. */
+#define WS_NAMESPACES_MAX 16
+#define WS_NAMESPACE_MAX 32
+/* libwebsockets' per-connection receive buffer: browsers send small frames, and larger ones (up
+ * to max_frame) arrive in pieces that the session assembles. */
+#define WS_RX_BUFFER 1024
+
+/* Close codes (docs/WEBSOCKET.md has the table). */
+enum {
+    WS_CLOSE_NORMAL = 1000,
+    WS_CLOSE_GOING_AWAY = 1001,
+    WS_CLOSE_BINARY = 1003,
+    WS_CLOSE_TOO_BIG = 1009,
+    WS_CLOSE_INTERNAL = 1011,
+    WS_CLOSE_IDLE = 4000,
+    WS_CLOSE_UNAUTHORIZED = 4001,
+    WS_CLOSE_FORBIDDEN = 4003,
+    WS_CLOSE_UNKNOWN_NAMESPACE = 4004,
+    WS_CLOSE_TOO_SLOW = 4008,
+    WS_CLOSE_TOKEN_EXPIRED = 4009,
+    WS_CLOSE_BAD_REQUEST = 4400,
+};
+
+/* ---- frames: rendered once, shared by every connection that sends them --------------------- */
+
+/* A text frame's payload with LWS_PRE bytes of headroom in front, where lws_write() puts the
+ * WebSocket header. Server frames are never masked, so the header is the same for every
+ * connection and writing it into a shared buffer is harmless. Reference counted; single thread. */
+typedef struct ws_frame {
+    uint32_t refs;
+    uint32_t size;         /* payload bytes */
+    bool event;            /* an event frame (counted as a delivery), not a control frame */
+    unsigned char bytes[]; /* LWS_PRE headroom, payload, NUL */
+} ws_frame_t;
+
+ws_frame_t *ws_frame_new(size_t size);
+ws_frame_t *ws_frame_ref(ws_frame_t *self);
+void ws_frame_unref(ws_frame_t **self_p);
+static inline char *ws_frame_text(ws_frame_t *self)
+{
+    return (char *)self->bytes + LWS_PRE;
+}
+/* {"op":"event","id":..,"type":..,"ts":..,"data":..}; NULL with a reason. */
+ws_frame_t *ws_frame_event(const lh_event_t *event, lh_error_t *err);
+/* A control frame from a JSON object; takes the reference to json. NULL on failure. */
+ws_frame_t *ws_frame_json(json_t *json);
+
+/* ---- options ---------------------------------------------------------------------------- */
+
+typedef struct {
+    char host[256]; /* bind address; empty: every interface */
+    int port;
+    bool anonymous;
+    int64_t max_connections, max_queue, max_queue_bytes, max_frame, max_errors;
+    int64_t heartbeat_s, idle_timeout_s, auth_timeout_s, clock_skew_s, close_timeout_s;
+    const char *tls_cert, *tls_key; /* borrowed from the conf */
+    const char *stats_path;         /* NULL: no stats endpoint */
+    char *namespaces[WS_NAMESPACES_MAX];
+    size_t namespace_count;
+    char **origins; /* NULL: any origin */
+    size_t origin_count;
+} ws_options_t;
+
+/* ---- audience index: who holds which grant, so fan-out visits only recipients --------------- */
+
+typedef struct ws_audience ws_audience_t;
+typedef struct ws_audiences ws_audiences_t;
+typedef struct ws_session ws_session_t;
+
+/* One session's membership in one audience. */
+typedef struct {
+    lws_dll2_t node;
+    ws_audience_t *audience;
+    ws_session_t *session;
+} ws_member_t;
+
+ws_audiences_t *ws_audiences_new(void);
+void ws_audiences_destroy(ws_audiences_t **self_p);
+/* Adds the member to the named audience (created on first use); -1 when out of memory. */
+int ws_audiences_join(ws_audiences_t *self, const char *name, ws_member_t *member);
+/* Removes the member; an audience left empty is freed. */
+void ws_audiences_leave(ws_audiences_t *self, ws_member_t *member);
+/* The named audience's members (lws_dll2 of ws_member_t.node), or NULL when nobody holds it. */
+lws_dll2_owner_t *ws_audiences_members(ws_audiences_t *self, const char *name);
+const char *ws_audience_name(const ws_audience_t *audience);
+
+/* ---- the server ------------------------------------------------------------------------- */
+
+typedef struct {
+    lh_metric_t *connections;                         /* gauge: open sessions */
+    lh_metric_t *namespace_gauges[WS_NAMESPACES_MAX]; /* gauge per namespace */
+    lh_metric_t *accepted, *refused;                  /* counters */
+    lh_metric_t *events, *bytes, *drops, *queued;     /* counters; queued is a gauge */
+    lh_metric_t *errors;     /* protocol errors answered with an error frame */
+    lh_metric_t *closes[16]; /* per close reason, see ws_close_index() */
+} ws_metrics_t;
+
+typedef struct ws_server {
+    lh_io_t *io;
+    ws_options_t opt;
+    struct lws_context *context;
+    struct lws_vhost *vhost;
+    struct lws *input_wsi, *pipe_wsi; /* the adopted dup()s of the ZeroMQ sockets' ZMQ_FD */
+    lws_dll2_owner_t sessions;        /* every established WebSocket session */
+    ws_audiences_t *audiences;
+    const void *secret; /* the hub's token secret (borrowed) or NULL */
+    size_t secret_size;
+    char *www;                   /* realpath of the static folder, or NULL */
+    const char *const *prefixes; /* the stage's subscribe prefixes (borrowed) */
+    size_t prefix_count;
+    uint64_t stamp;         /* fan-out round, so a session in two audiences gets an event once */
+    uint64_t queued_frames; /* frames waiting in every session's queue */
+    uint32_t namespace_sessions[WS_NAMESPACES_MAX];
+    bool terminating; /* $TERM seen: accept nothing, flush, close with 1001 */
+    bool failed;      /* the loop cannot go on: run() returns -1 */
+    int64_t stop_deadline_us;
+    lws_sorted_usec_list_t sweep_timer, drain_timer;
+    ws_metrics_t metrics;
+} ws_server_t;
+
+int64_t ws_now_us(void);
+/* The newest id the hub has assigned (from history, so it counts events this sink has not yet
+ * received). */
+uint64_t ws_hub_last_id(ws_server_t *server);
+/* Counter slot for a close code. */
+size_t ws_close_index(int code);
+
+/* ---- sessions ----------------------------------------------------------------------------- */
+
+typedef enum {
+    WS_STREAM_HELD,     /* no subscription yet: position stays where the client left it */
+    WS_STREAM_CATCHING, /* replaying history from position, live events skipped */
+    WS_STREAM_LIVE,     /* live events with id > skip_until */
+} ws_stream_t;
+
+/* Per-connection state: libwebsockets allocates it zeroed as the wsi's user space (plain HTTP
+ * requests get one too and leave it unused). */
+struct ws_session {
+    ws_server_t *server;
+    struct lws *wsi;
+    lws_dll2_t link; /* in server->sessions */
+    ws_member_t members[WS_GRANTS_MAX];
+    uint8_t member_count;
+    uint8_t ns; /* index into opt.namespaces */
+    uint8_t pattern_count;
+    bool open;     /* in server->sessions, counted */
+    bool ns_known; /* ns is valid and counted in its gauge */
+    bool authenticated;
+    bool closing;
+    bool flush_then_close; /* 1001 at shutdown: send what is queued first */
+    bool ping_due;
+    bool peer_closed;
+    bool url_since, url_epoch_mismatch; /* resume requested in the URL, applied after auth */
+    ws_stream_t stream;
+    uint16_t errors;
+    uint16_t close_code;
+    char *close_reason;
+    uint64_t position;   /* HELD / CATCHING: every allowed event <= position is accounted for */
+    uint64_t skip_until; /* LIVE: live events up to this id were replayed from history */
+    uint64_t url_since_id;
+    uint64_t stamp;
+    int64_t expires; /* token exp (s since the Unix epoch); 0 when anonymous */
+    int64_t last_rx_us, last_ping_us, auth_deadline_us;
+    char **patterns;
+    /* outgoing queue: a ring of shared frames */
+    ws_frame_t **ring;
+    uint32_t ring_head, ring_count, ring_capacity;
+    size_t queued_bytes;
+    /* incoming message being assembled from fragments */
+    char *rx;
+    size_t rx_size;
+};
+
+/* libwebsockets callbacks for the WebSocket side (ws_session.c). */
+void ws_session_open(ws_server_t *server, ws_session_t *self, struct lws *wsi);
+void ws_session_receive(ws_session_t *self, const void *in, size_t len);
+int ws_session_writable(ws_session_t *self);
+void ws_session_closed(ws_session_t *self);
+/* Periodic checks: auth deadline, token expiry, idle peer, heartbeat. */
+void ws_session_tick(ws_session_t *self, int64_t now_us);
+/* Delivers a live event to every session that may and wants to see it. */
+void ws_sessions_fan_out(ws_server_t *server, const lh_event_t *event);
+/* The hub dropped events [from, to] for this sink: every live session catches up from history. */
+void ws_sessions_gap(ws_server_t *server, uint64_t from, uint64_t to);
+/* Closes the session with code and reason (frames not yet sent are dropped, except at
+ * shutdown). Safe to call more than once; the first reason wins. */
+void ws_session_close(ws_session_t *self, int code, const char *reason);
+/* Adds a type pattern (exact type, or a prefix ending in '*'); -1 when invalid or too many. */
+int ws_session_add_pattern(ws_session_t *self, const char *text, size_t size);
+
+/* ---- authentication and admission (ws_auth.c) --------------------------------------------- */
+
+/* Decides whether an upgrade request may become a session; 0, or answers the request with an
+ * HTTP status itself and returns 1. */
+int ws_auth_admit(ws_server_t *server, struct lws *wsi);
+/* Reads the namespace, URL token and resume parameters of a new session and authenticates it
+ * when it can (header or URL token, or anonymous access). */
+void ws_auth_open(ws_session_t *self);
+/* Verifies a token and grants its audiences (first time, or a refresh). Closes the session with
+ * the matching code on failure when not yet authenticated; returns 0 or -1. */
+int ws_auth_token(ws_session_t *self, const char *token);
+/* The session's granted audience names. */
+size_t ws_auth_grants(const ws_session_t *self, const char *granted[WS_GRANTS_MAX]);
+/* Called by ws_auth once a session is authenticated for the first time (ws_session.c). */
+void ws_session_welcome(ws_session_t *self, bool refreshed);
+
+/* ---- static files and stats (ws_static.c) ------------------------------------------------- */
+
+/* Answers a plain HTTP request; returns what the lws callback should return. */
+int ws_static_http(ws_server_t *server, struct lws *wsi, const char *uri);
+/* Finds the default www folder next to the plugin; NULL when there is none. New string. */
+char *ws_static_default_root(void);
+
+#endif
