@@ -254,12 +254,10 @@ lh_hub_conf_t *lh_hub_conf_load_checked(const char *path, lh_plugins_t **plugins
 
 /* ---- lh_io_t ---------------------------------------------------------------------------- */
 
-static char *s_stage_labels(const lh_conf_t *conf)
+char *lh_stage_metric_labels(const lh_conf_t *conf)
 {
     char *labels = NULL;
-    if (asprintf(&labels, "stage=\"%s\"", conf->name) < 0)
-        return NULL;
-    return labels;
+    return asprintf(&labels, "stage=\"%s\"", conf->name) < 0 ? NULL : labels;
 }
 
 struct lh_io *lh_io_new(const lh_services_t *services, const lh_plugin_t *plugin,
@@ -275,7 +273,7 @@ struct lh_io *lh_io_new(const lh_services_t *services, const lh_plugin_t *plugin
     self->pipe = pipe;
     self->input = input;
     self->output = output;
-    char *labels = s_stage_labels(conf);
+    char *labels = lh_stage_metric_labels(conf);
     self->emitted =
         lh_registry_metric(services->registry, LH_METRIC_COUNTER, "livehub_stage_emitted_total",
                            "Events a stage emitted into the hub", labels, NULL, 0);
@@ -494,37 +492,32 @@ lh_replay_result_t lh_io_replay(lh_io_t *io, const char *epoch, uint64_t since,
                             &visit, NULL, last_id);
 }
 
-static char *s_metric_labels(lh_io_t *io)
+
+/* Registers a metric of the instance's stage (labelled stage="NAME"). */
+static lh_metric_t *s_stage_metric(lh_io_t *io, lh_metric_kind_t kind, const char *name,
+                                   const char *help, const double *bounds, size_t bound_count)
 {
-    return s_stage_labels(io->conf);
+    char *labels = lh_stage_metric_labels(io->conf);
+    lh_metric_t *metric = lh_registry_metric(io->services->registry, kind, name, help, labels,
+                                             bounds, bound_count);
+    free(labels);
+    return metric;
 }
 
 lh_metric_t *lh_io_counter(lh_io_t *io, const char *name, const char *help)
 {
-    char *labels = s_metric_labels(io);
-    lh_metric_t *metric =
-        lh_registry_metric(io->services->registry, LH_METRIC_COUNTER, name, help, labels, NULL, 0);
-    free(labels);
-    return metric;
+    return s_stage_metric(io, LH_METRIC_COUNTER, name, help, NULL, 0);
 }
 
 lh_metric_t *lh_io_gauge(lh_io_t *io, const char *name, const char *help)
 {
-    char *labels = s_metric_labels(io);
-    lh_metric_t *metric =
-        lh_registry_metric(io->services->registry, LH_METRIC_GAUGE, name, help, labels, NULL, 0);
-    free(labels);
-    return metric;
+    return s_stage_metric(io, LH_METRIC_GAUGE, name, help, NULL, 0);
 }
 
 lh_metric_t *lh_io_histogram(lh_io_t *io, const char *name, const char *help, const double *bounds,
                              size_t bound_count)
 {
-    char *labels = s_metric_labels(io);
-    lh_metric_t *metric = lh_registry_metric(io->services->registry, LH_METRIC_HISTOGRAM, name,
-                                             help, labels, bounds, bound_count);
-    free(labels);
-    return metric;
+    return s_stage_metric(io, LH_METRIC_HISTOGRAM, name, help, bounds, bound_count);
 }
 
 void lh_io_metrics_each(lh_io_t *io, lh_metric_visit_fn *fn, void *arg)

@@ -31,6 +31,9 @@ const lh_plugin_t *lh_plugins_lookup(const char *name, void *arg, lh_error_t *er
 lh_hub_conf_t *lh_hub_conf_load_checked(const char *path, lh_plugins_t **plugins_p,
                                         lh_error_t *err);
 
+/* The label text every metric of a stage carries: stage="NAME" (new string, caller frees). */
+char *lh_stage_metric_labels(const lh_conf_t *conf);
+
 /* What the hub shares with every instance. */
 typedef struct lh_services {
     const char *hub_name;

@@ -80,12 +80,6 @@ static void *s_bind_tcp(lh_hub_t *self, int type, const char *endpoint, lh_error
 
 /* ---- stages ------------------------------------------------------------------------------- */
 
-static char *s_stage_labels(const lh_stage_conf_t *conf)
-{
-    char *labels = NULL;
-    return asprintf(&labels, "stage=\"%s\"", conf->name) < 0 ? NULL : labels;
-}
-
 static void s_worker_start(lh_hub_t *self, lh_worker_t *worker)
 {
     /* Forget anything a previous run left on either end of the pipe (a $TERM the old instance
@@ -197,7 +191,7 @@ static lh_stage_t *s_stage_new(lh_hub_t *self, lh_stage_conf_t *conf, lh_error_t
         if (s_worker_init(self, stage, &stage->workers[i], i, takes_input ? fanout_endpoint : NULL,
                           gives_output ? emit_endpoint : NULL) != 0)
             goto failed;
-    char *labels = s_stage_labels(conf);
+    char *labels = lh_stage_metric_labels(conf);
     stage->delivered =
         lh_registry_metric(self->registry, LH_METRIC_COUNTER, "livehub_stage_delivered_total",
                            "Events routed to a stage", labels, NULL, 0);
