@@ -1,0 +1,321 @@
+"""The airtable source end to end: a fake Airtable API (tests/fakes/airtable_fake.py, real HTTP
+both ways) changes records as a user would; the plugin in a real livehubd turns the webhook
+payloads into events that a subscriber receives once, with the right audience and data."""
+import json
+import os
+import stat
+import sys
+import tempfile
+import time
+import unittest
+
+from hubtest import HubTestCase, SOURCE_DIR, free_port
+
+sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "fakes"))
+import airtable_fake  # noqa: E402
+
+TABLES = {
+    "Startups": [("Name", "singleLineText")],
+    "Signals": [("Title", "singleLineText"), ("Visibility", "singleSelect", ["Public", "Private"]),
+                ("Status", "singleSelect", ["Draft", "Published", "Removed"]),
+                ("Notes", "multilineText")],
+    "Assignments": [("Name", "singleLineText"), ("Startup", "multipleRecordLinks"),
+                    ("Response", "singleSelect", ["Pending", "Viewed", "Interested", "Declined"])],
+    "Connections": [("Name", "singleLineText"), ("Startup", "multipleRecordLinks"),
+                    ("Status", "singleSelect", ["Requested", "Accepted", "Closed"])],
+}
+MAP = {"tables": {
+    "Signals": {"family": "signal", "fields": ["Title", "Visibility", "Status"],
+                "public_when": {"field": "Visibility", "equals": "Public"}, "to": ["admin"]},
+    "Assignments": {"family": "assignment", "changes": {"Response": "responseChanged"},
+                    "to": ["user:{Startup}", "admin"], "events": {"updated": False}},
+    "Connections": {"family": "connection", "changes": {"Status": "statusChanged"},
+                    "to": ["user:{Startup}", "admin"]},
+}}
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class AirtableCase(HubTestCase):
+    def setUp(self):
+        super().setUp()
+        self.fake = airtable_fake.FakeAirtable(penalty=1.5, ping_retry_base=0.2, ping_retries=2,
+                                               ping_timeout=5.0).start()
+        self.addCleanup(self.fake.stop)
+        self.base = self.fake.add_base(TABLES)
+        self.token = self.fake.add_token([self.base])
+        self.dir = tempfile.mkdtemp(prefix="livehub-airtable-")
+        self.map_path = os.path.join(self.dir, "map.json")
+        with open(self.map_path, "w") as out:
+            json.dump(MAP, out)
+        self.listen_port = free_port()
+        self.state_path = os.path.join(self.dir, "airtable-at.json")
+
+    def start_hub(self, hub_extra="", **options):
+        settings = {"base": self.base, "token": "env:AIRTABLE_TOKEN", "map": self.map_path,
+                    "state_dir": self.dir, "api_url": self.fake.url,
+                    "listen": "127.0.0.1:%d" % self.listen_port, "rate_limit_backoff": 1500,
+                    "retry_base": 200, "auth_retry": 1000, "poll_interval": 60,
+                    "lifecycle_interval": 60}
+        settings.update(options)
+        chains = "chain = airtable\n    source = at\n        plugin = airtable\n" + "".join(
+            "        %s = %s\n" % item for item in settings.items())
+        return self.hub(chains=chains, hub_extra=hub_extra,
+                        env={"AIRTABLE_TOKEN": self.token})
+
+    def wait_hook(self):
+        return wait_for(lambda: [h for h in self.fake.hooks(self.base) if h.active(time.time())],
+                        what="the plugin's webhook")[-1]
+
+    def state(self):
+        with open(self.state_path) as state:
+            return json.load(state)
+
+    def ping_url(self):
+        return "http://127.0.0.1:%d/airtable/webhook" % self.listen_port
+
+
+class FlowTest(AirtableCase):
+    def test_changes_become_events_once_with_audiences_and_plain_data(self):
+        hub = self.start_hub()
+        events = hub.subscriber("signal:", "assignment:", "connection:")
+        sync = hub.subscriber("sync:")
+        hook = self.wait_hook()
+        self.assertEqual(hook.url, self.ping_url())
+        self.assertTrue(hook.spec["options"]["includes"]["includePreviousCellValues"])
+
+        startup = self.fake.create_record(self.base, "Startups", {"Name": "Acme"})
+        signal = self.fake.create_record(self.base, "Signals", {
+            "Title": "Grant call", "Visibility": "Public", "Status": "Draft", "Notes": "x"})
+        created = events.recv()
+        self.assertEqual(created["type"], "signal:created")
+        self.assertEqual(created["to"], ["public"])
+        self.assertEqual(created["data"]["record"], signal)
+        self.assertEqual(created["data"]["table"], "Signals")
+        self.assertEqual(created["data"]["fields"],
+                         {"Title": "Grant call", "Visibility": "Public", "Status": "Draft"},
+                         "selects as names, unmapped fields left out")
+        self.assertEqual(created["data"]["actor"]["source"], "client")
+        self.assertEqual(created["data"]["actor"]["user"]["email"], "ops@example.org")
+        self.assertTrue(created["key"].startswith("airtable:%s:%s:" % (self.base, hook.id)))
+
+        self.fake.update_record(self.base, signal, {"Status": "Published"})
+        updated = events.recv()
+        self.assertEqual(updated["type"], "signal:updated")
+        self.assertEqual(updated["data"]["changed"], ["Status"])
+        self.assertEqual(updated["data"]["previous"], {"Status": "Draft"})
+        self.assertEqual(updated["data"]["fields"]["Status"], "Published")
+        self.assertEqual(updated["to"], ["public"], "Visibility came in `unchanged`")
+
+        assignment = self.fake.create_record(self.base, "Assignments", {
+            "Name": "A-1", "Startup": [startup], "Response": "Pending"})
+        event = events.recv()
+        self.assertEqual(event["type"], "assignment:created")
+        self.assertEqual(event["to"], ["user:%s" % startup, "admin"])
+        self.assertEqual(event["data"]["fields"]["Startup"], [{"id": startup, "name": "Acme"}])
+
+        self.fake.update_record(self.base, assignment, {"Response": "Interested"})
+        event = events.recv()
+        self.assertEqual(event["type"], "assignment:responseChanged")
+        self.assertEqual((event["data"]["previousValue"], event["data"]["value"]),
+                         ("Pending", "Interested"))
+        self.assertEqual(event["to"], ["user:%s" % startup, "admin"])
+
+        connection = self.fake.create_record(self.base, "Connections", {
+            "Name": "C-1", "Startup": [startup], "Status": "Requested"})
+        self.assertEqual(events.recv()["type"], "connection:created")
+        self.fake.update_record(self.base, connection, {"Status": "Accepted"})
+        got = events.recv_n(2)
+        self.assertEqual([e["type"] for e in got],
+                         ["connection:updated", "connection:statusChanged"])
+        self.fake.delete_record(self.base, connection)
+        deleted = events.recv()
+        self.assertEqual((deleted["type"], deleted["data"]["record"]),
+                         ("connection:deleted", connection))
+        self.assertIsNone(events.recv(0.5), "each change once, nothing else")
+
+        completed = wait_for(lambda: next((e for e in iter(lambda: sync.recv(0.2), None)
+                                           if e["type"] == "sync:completed"), None),
+                             what="sync:completed")
+        self.assertEqual(completed["to"], ["admin"])
+        self.assertGreaterEqual(completed["data"]["payloads"], 1)
+        state = wait_for(lambda: self.state()["cursor"] == hook.next_cursor and self.state(),
+                         what="the persisted cursor")
+        self.assertEqual(state["webhook"], hook.id)
+        self.assertEqual(stat.S_IMODE(os.stat(self.state_path).st_mode), 0o600)
+        self.assertNotIn(self.token, hub.log(), "the token is never logged")
+        self.assertNotIn(hook.secret, hub.log(), "nor the MAC secret")
+
+    def test_bad_pings_are_refused_counted_and_change_nothing(self):
+        hub = self.start_hub()
+        hook = self.wait_hook()
+        wait_for(lambda: self.fake.count("GET", "/payloads") >= 1, what="the first drain")
+        time.sleep(0.3)
+        fetches = self.fake.count("GET", "/payloads")
+        url, fake = self.ping_url(), self.fake
+        body = fake.ping_body(self.base, hook.id)
+        forged = airtable_fake.mac_header("c2VjcmV0LWtleQ==", body)
+        other = fake.ping_body(self.base, "achAAAAAAAAAAAAAA")
+        cases = [
+            (fake.send_ping(url, body, forged), 401),
+            (fake.send_ping(url, body, None), 401),
+            (fake.send_ping(url, body, airtable_fake.mac_header(hook.secret, body + b" ")), 401),
+            (fake.send_ping(url, b"{not json", airtable_fake.mac_header(hook.secret,
+                                                                         b"{not json")), 400),
+            (fake.send_ping(url, b"[1,2]", airtable_fake.mac_header(hook.secret, b"[1,2]")), 400),
+            (fake.send_ping(url, other, airtable_fake.mac_header(hook.secret, other)), 404),
+            (fake.send_ping(url + "x", body, airtable_fake.mac_header(hook.secret, body)), 404),
+            (fake.send_ping(url, b"x" * 20000, "hmac-sha256=" + "0" * 64), 413),
+        ]
+        self.assertEqual([got for got, _ in cases], [want for _, want in cases])
+        time.sleep(0.5)
+        self.assertEqual(self.fake.count("GET", "/payloads"), fetches, "no fetch for bad pings")
+        self.assertIn("bad X-Airtable-Content-MAC", hub.log())
+        # A valid ping replayed many times: answered, but no event appears twice.
+        events = hub.subscriber("signal:")
+        self.fake.create_record(self.base, "Signals", {"Title": "once", "Visibility": "Private"})
+        first = events.recv()
+        self.assertEqual((first["type"], first["to"]), ("signal:created", ["admin"]))
+        for _ in range(5):
+            self.assertEqual(fake.send_ping(url, body, airtable_fake.mac_header(hook.secret, body)),
+                             204)
+        self.assertIsNone(events.recv(0.7), "replayed pings raise nothing new")
+        self.assertEqual(hub.stage("at")["restarts"], 0)
+
+
+class FaultTest(AirtableCase):
+    def test_429_storm_and_5xx_back_off_and_recover_without_loss(self):
+        hub = self.start_hub()
+        self.wait_hook()
+        events, sync = hub.subscriber("signal:"), hub.subscriber("sync:")
+        self.fake.storm(self.base)
+        started = time.time()
+        record = self.fake.create_record(self.base, "Signals", {"Title": "late"})
+        event = events.recv(timeout=6)
+        self.assertEqual(event["data"]["record"], record)
+        self.assertGreaterEqual(time.time() - started, 1.4, "waited out the 429 window")
+        self.assertLessEqual(self.fake.count() and sum(
+            1 for _, _, s in self.fake.requests if s == 429), 3, "no hammering during 429")
+        kinds = [(e["type"], e["data"].get("error") or e["data"].get("after"))
+                 for e in sync.recv_n(2, timeout=3)]
+        self.assertIn(("sync:error", "rate_limited"), kinds)
+
+        self.fake.fail_next(3, 503)
+        record = self.fake.create_record(self.base, "Signals", {"Title": "after 503s"})
+        self.assertEqual(events.recv(timeout=6)["data"]["record"], record)
+        self.assertIsNone(events.recv(0.5), "once")
+        self.assertIn("HTTP 503", hub.log())
+
+    def test_token_losing_access_and_server_down_then_back(self):
+        hub = self.start_hub()
+        hook = self.wait_hook()
+        events, sync = hub.subscriber("signal:"), hub.subscriber("sync:")
+        self.fake.revoke(self.token, self.base)
+        record = self.fake.create_record(self.base, "Signals", {"Title": "while revoked"})
+        self.assertIsNone(events.recv(1.5))
+        error = sync.recv(2)
+        self.assertEqual((error["type"], error["data"]["error"]), ("sync:error", "auth"))
+        self.assertIn("INVALID_PERMISSIONS_OR_MODEL_NOT_FOUND", error["data"]["message"])
+        self.assertEqual(hub.log().count("auth: HTTP 403"), 1, "reported once, retried quietly")
+        self.fake.grant(self.token, self.base)
+        self.assertEqual(events.recv(4)["data"]["record"], record)
+
+        self.fake.down()
+        body = self.fake.ping_body(self.base, hook.id)
+        self.assertEqual(self.fake.send_ping(self.ping_url(), body,
+                                             airtable_fake.mac_header(hook.secret, body)), 204)
+        time.sleep(1.0)
+        self.fake.up()
+        record = self.fake.create_record(self.base, "Signals", {"Title": "after outage"})
+        self.assertEqual(events.recv(6)["data"]["record"], record)
+        self.assertIn("unreachable", hub.log())
+        self.assertEqual(hub.stage("at")["restarts"], 0)
+
+    def test_odd_payloads_are_skipped_and_error_payload_replaces_the_hook(self):
+        hub = self.start_hub()
+        hook = self.wait_hook()
+        events, sync = hub.subscriber("signal:"), hub.subscriber("sync:")
+        table = self.fake.table_id(self.base, "Signals")
+        self.fake.inject_payload(self.base, hook.id, {
+            "timestamp": 5, "newKey": {"x": 1}, "payloadFormat": "v9",
+            "changedTablesById": {table: {"createdRecordsById": [1, 2],
+                                          "changedRecordsById": {"recBAD": 3}}}})
+        record = self.fake.create_record(self.base, "Signals", {"Title": "good"})
+        event = events.recv(3)
+        self.assertEqual(event["data"]["record"], record)
+        self.assertIn("skipped", hub.log())
+
+        self.fake.break_hook(self.base, hook.id, "INVALID_HOOK")
+        replaced = wait_for(lambda: [h for h in self.fake.hooks(self.base) if h.id != hook.id
+                                     and h.active(time.time())], what="a new webhook")[0]
+        self.assertNotIn(hook.id, [h.id for h in self.fake.hooks(self.base)], "old one deleted")
+        wait_for(lambda: self.state()["webhook"] == replaced.id, what="state with the new hook")
+        seen = [e["type"] for e in sync.recv_n(4, timeout=3)]
+        self.assertIn("sync:error", seen)
+        self.assertIn("sync:recovered", seen)
+        record = self.fake.create_record(self.base, "Signals", {"Title": "through the new hook"})
+        event = events.recv(3)
+        self.assertEqual(event["data"]["record"], record)
+        self.assertEqual(event["data"]["webhook"], replaced.id)
+
+    def test_refresh_before_expiry_and_reenable_pings(self):
+        self.fake.hook_ttl = 30
+        hub = self.start_hub(refresh_margin=25, lifecycle_interval=1)
+        hook = self.wait_hook()
+        first_expiry = hook.expiration
+        wait_for(lambda: self.fake.count("POST", "/refresh") >= 1, what="a refresh")
+        self.assertGreater(hook.expiration, first_expiry)
+        hook.notifications = False  # as Airtable does after a day of failed pings
+        record = self.fake.create_record(self.base, "Signals", {"Title": "while muted"})
+        events = hub.subscriber("signal:")
+        wait_for(lambda: hook.notifications, timeout=5, what="enableNotifications")
+        self.assertEqual(self.fake.count("POST", "/enableNotifications"), 1)
+        self.assertEqual(events.recv(3)["data"]["record"], record, "caught up by polling")
+
+    def test_unknown_table_name_is_reported_with_candidates(self):
+        with open(self.map_path, "w") as out:
+            json.dump({"tables": {"Signalz": {"family": "signal"}}}, out)
+        hub = self.start_hub()
+        hub.wait_log("no table 'Signalz'; candidates: 'Startups', 'Signals'")
+        self.assertEqual(self.fake.hooks(self.base), [], "no webhook for a wrong map")
+        self.assertEqual(hub.stage("at")["restarts"], 0)
+
+
+class RestartTest(AirtableCase):
+    def test_sigkill_mid_drain_then_restart_loses_and_repeats_nothing(self):
+        journal = os.path.join(self.dir, "journal")
+        hub = self.start_hub(hub_extra="journal = %s" % journal, requests_per_second=3)
+        hook = self.wait_hook()
+        events = hub.subscriber("signal:")
+        records = set()
+        with self.fake.lock:
+            for n in range(130):
+                records.add(self.fake.create_record(self.base, "Signals", {"Title": "r%d" % n}))
+        wait_for(lambda: events.recv(0.05), what="the drain to start")
+        cursor_before = self.state()["cursor"] if os.path.exists(self.state_path) else 1
+        hub.process.kill()
+        hub.process.wait()
+        hub.log_file.close()
+        self.assertLess(cursor_before, hook.next_cursor, "killed before the drain ended")
+        hub.start()
+        wait_for(lambda: self.state()["cursor"] == hook.next_cursor, timeout=15,
+                 what="the drain to finish after the restart")
+        self.assertGreaterEqual(self.state()["cursor"], cursor_before, "never backwards")
+        self.assertEqual(self.state()["webhook"], hook.id, "same hook after the restart")
+        status, _, history = hub.replay(0, prefixes=["signal:"], batch=1000)
+        self.assertEqual(status, "OK")
+        seen = [e["data"]["record"] for e in history]
+        self.assertEqual(set(seen), records, "none lost")
+        self.assertEqual(len(seen), len(records), "none twice")
+
+
+if __name__ == "__main__":
+    unittest.main()
