@@ -349,7 +349,9 @@ static s_result_t s_lifecycle(airtable_t *self)
     bool enabled = json_is_true(json_object_get(hook, "isHookEnabled"));
     bool notifying = json_is_true(json_object_get(hook, "areNotificationsEnabled"));
     json_t *next = json_object_get(hook, "cursorForNextPayload");
-    const char *expiry = json_string_value(json_object_get(hook, "expirationTime"));
+    const char *expiration = json_string_value(json_object_get(hook, "expirationTime"));
+    char expiry[64] = "";
+    snprintf(expiry, sizeof expiry, "%s", expiration ? expiration : "");
     if (json_is_integer(next)) {
         self->next_payload = json_integer_value(next);
         lh_metric_set(self->metrics.lag,
@@ -379,7 +381,7 @@ static s_result_t s_lifecycle(airtable_t *self)
             return result == S_GONE ? S_RETRY : result;
         self->drain_pending = true; /* payloads kept coming while pings were off */
     }
-    time_t expires = s_parse_time(expiry);
+    time_t expires = s_parse_time(expiry); /* copied: the answer is freed above */
     if (self->manage && expires && expires - time(NULL) < self->refresh_margin_s) {
         result = s_post_hook(self, "refresh", NULL, &response);
         const char *renewed = json_string_value(json_object_get(response.body, "expirationTime"));
@@ -504,9 +506,11 @@ static void s_drain(airtable_t *self)
     int rc = 1;
     for (int page = 0; rc == 1 && page < AT_MAX_PAGES_PER_DRAIN; page++)
         rc = s_drain_page(self, totals);
-    if (rc == 1)
-        self->drain_pending = true; /* a long backlog: go on after a look at the pipes */
-    if (rc >= 0) {
+    /* A long backlog goes on after a look at the pipes; a failure is retried after its
+     * back-off (or at once for a gone hook, replaced below). */
+    if (rc != 0)
+        self->drain_pending = true;
+    if (rc >= 0 && !self->hook_invalid) {
         s_recovered(self);
         lh_metric_set(self->metrics.last_sync, (double)time(NULL));
         if (self->next_payload > 0)

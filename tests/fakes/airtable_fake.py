@@ -29,6 +29,7 @@ import http.server
 import json
 import random
 import secrets
+import socket
 import string
 import threading
 import time
@@ -119,6 +120,7 @@ class FakeAirtable:
         self.requests = []     # (method, path, status), for assertions
         self.pings = []        # (hook id, status or error text)
         self.server = None
+        self.connections = set()
         self.port = None
         self.running = False
         self.transaction = 0
@@ -132,6 +134,16 @@ class FakeAirtable:
 
             def log_message(self, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                with fake.lock:
+                    fake.connections.add(self.connection)
+
+            def finish(self):
+                super().finish()
+                with fake.lock:
+                    fake.connections.discard(self.connection)
 
             def _handle(self):
                 length = int(self.headers.get("Content-Length") or 0)
@@ -165,6 +177,13 @@ class FakeAirtable:
             self.server.shutdown()
             self.server.server_close()
             self.server = None
+        # Kept-alive connections would go on being served by their threads: cut them too.
+        with self.lock:
+            for connection in list(self.connections):
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
     def down(self):
         """The server goes away (connections refused); up() brings it back on the same port."""
