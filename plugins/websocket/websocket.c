@@ -17,7 +17,9 @@
 #include <zmq.h>
 #include "ws_internal.h"
 
-/* Events taken from the input per wake-up before the loop gets to write (and comes back). */
+/* Events taken from the input per wake-up before connections get to write (and the loop comes
+ * back for more): at most this, and at most a quarter of max_queue, so that a burst alone never
+ * fills the queue of a client that keeps up. */
 #define WS_DRAIN_BUDGET 256
 
 static const lh_option_t s_options[] = {
@@ -40,6 +42,8 @@ static const lh_option_t s_options[] = {
      "frames waiting per connection before it is closed as too slow (4008)"},
     {"max_queue_bytes", LH_OPTION_INT, "1048576", false, 1024, 1073741824,
      "bytes waiting per connection before it is closed as too slow (4008)"},
+    {"send_buffer", LH_OPTION_INT, "0", false, 0, 16777216,
+     "kernel send buffer per connection in bytes (SO_SNDBUF); 0: the system's autotuning"},
     {"max_frame", LH_OPTION_INT, "8192", false, 256, 1048576,
      "largest client message in bytes; larger ones close with 1009"},
     {"max_errors", LH_OPTION_INT, "10", false, 1, 10000,
@@ -172,6 +176,7 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
         {"max_errors", &opt->max_errors},           {"heartbeat", &opt->heartbeat_s},
         {"idle_timeout", &opt->idle_timeout_s},     {"auth_timeout", &opt->auth_timeout_s},
         {"clock_skew", &opt->clock_skew_s},         {"close_timeout", &opt->close_timeout_s},
+        {"send_buffer", &opt->send_buffer},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (lh_conf_get_int(conf, ints[i].key, ints[i].value, err) != 0)
@@ -320,12 +325,17 @@ static void s_take_event(ws_server_t *server, void *input)
         lh_event_t *event = lh_event_decode(zmq_msg_data(&topic), zmq_msg_size(&topic),
                                             zmq_msg_data(&body), zmq_msg_size(&body), &err);
         uint64_t from, to;
-        if (!event)
+        if (!event) {
             lh_log(server->io, LH_LOG_ERROR, "undecodable event from the hub: %s", err.text);
-        else if (strcmp(lh_event_type(event), "$gap") == 0 && s_gap_range(event, &from, &to))
+        } else if (strcmp(lh_event_type(event), "$gap") == 0 && s_gap_range(event, &from, &to)) {
             ws_sessions_gap(server, from, to);
-        else if (lh_event_type(event)[0] != '$')
+            if (to > server->live_id)
+                server->live_id = to;
+        } else if (lh_event_type(event)[0] != '$') {
             ws_sessions_fan_out(server, event);
+            if (lh_event_id(event) > server->live_id)
+                server->live_id = lh_event_id(event);
+        }
         lh_event_destroy(&event);
     }
     zmq_msg_close(&topic);
@@ -351,7 +361,7 @@ static void s_drain_input(ws_server_t *server, int budget)
 static void s_drain_input_later(lws_sorted_usec_list_t *sul)
 {
     ws_server_t *server = lws_container_of(sul, ws_server_t, drain_timer);
-    s_drain_input(server, WS_DRAIN_BUDGET);
+    s_drain_input(server, server->drain_budget);
 }
 
 static void s_sweep(lws_sorted_usec_list_t *sul);
@@ -394,7 +404,7 @@ static int s_zmq_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
     switch (reason) {
     case LWS_CALLBACK_RAW_RX_FILE:
         if (wsi == server->input_wsi)
-            s_drain_input(server, WS_DRAIN_BUDGET);
+            s_drain_input(server, server->drain_budget);
         else if (wsi == server->pipe_wsi)
             s_drain_pipe(server);
         return 0;
@@ -430,6 +440,43 @@ static struct lws *s_adopt(ws_server_t *server, void *socket)
 
 /* ---- the lws loop ------------------------------------------------------------------------- */
 
+static int s_first_id(const lh_event_t *event, void *arg)
+{
+    *(uint64_t *)arg = lh_event_id(event);
+    return 1;
+}
+
+/* The hub announces events it dropped for this sink ("$gap") only when it next delivers one, so
+ * a gap at the end of a burst would wait for the next event. Once a second: when the input is
+ * empty but history holds an event for us newer than the last one we took, and still does a
+ * second later, those events were dropped: replay them now. */
+static void s_check_tail(ws_server_t *server)
+{
+    if (s_readable(lh_io_input_socket(server->io))) {
+        server->suspect_id = 0;
+        s_drain_input(server, server->drain_budget); /* reading ZMQ_EVENTS may take the edge */
+        return;
+    }
+    uint64_t first = 0, newest = 0;
+    lh_replay_result_t result = lh_io_replay(server->io, NULL, server->live_id, server->prefixes,
+                                             server->prefix_count, s_first_id, &first, &newest);
+    if (result == LH_REPLAY_RESET)
+        first = server->live_id + 1;
+    if (result == LH_REPLAY_FUTURE) {
+        server->suspect_id = 0;
+    } else if (!first) {
+        /* nothing for us up to newest: keep live_id close so history never outruns it */
+        server->live_id = newest;
+        server->suspect_id = 0;
+    } else if (first != server->suspect_id) {
+        server->suspect_id = first;
+    } else {
+        ws_sessions_gap(server, first, newest);
+        server->live_id = newest;
+        server->suspect_id = 0;
+    }
+}
+
 static void s_sweep(lws_sorted_usec_list_t *sul)
 {
     ws_server_t *server = lws_container_of(sul, ws_server_t, sweep_timer);
@@ -440,6 +487,7 @@ static void s_sweep(lws_sorted_usec_list_t *sul)
             ws_session_tick(lws_container_of(node, ws_session_t, link), now);
         }
         lws_end_foreach_dll(node);
+        s_check_tail(server);
     }
     lws_sul_schedule(server->context, 0, &server->sweep_timer, s_sweep,
                      server->terminating ? 50 * LWS_US_PER_MS : LWS_US_PER_SEC);
@@ -454,11 +502,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
         return server->terminating ? 1 : 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-        if (!in || strcmp(in, "websocket") != 0) {
-            lws_return_http_status(wsi, HTTP_STATUS_BAD_REQUEST, "only WebSocket upgrades");
-            return 1;
-        }
-        return ws_auth_admit(server, wsi);
+        return ws_auth_admit(server, wsi, in);
     case LWS_CALLBACK_ESTABLISHED:
         ws_session_open(server, session, wsi);
         return 0;
@@ -543,6 +587,11 @@ static void *websocket_create(lh_io_t *io)
     if (!server->www)
         lh_log(io, LH_LOG_WARNING, "no www folder: every file request gets 404");
     server->prefix_count = lh_conf_subscribe(lh_io_conf(io), &server->prefixes);
+    server->drain_budget = (int)(server->opt.max_queue / 4);
+    if (server->drain_budget > WS_DRAIN_BUDGET)
+        server->drain_budget = WS_DRAIN_BUDGET;
+    if (server->drain_budget < 1)
+        server->drain_budget = 1;
     s_register_metrics(server);
     if (!(server->audiences = ws_audiences_new()))
         goto failed;
@@ -595,10 +644,11 @@ static int websocket_run(void *handle, lh_io_t *io)
 {
     ws_server_t *server = handle;
     lh_io_ready(io);
+    server->live_id = ws_hub_last_id(server);
     /* Sending on the pipe and anything routed before the loop watched the descriptors may have
      * consumed an edge: look once by hand. */
     s_drain_pipe(server);
-    s_drain_input(server, WS_DRAIN_BUDGET);
+    s_drain_input(server, server->drain_budget);
     while (!server->failed) {
         if (server->terminating &&
             (server->sessions.count == 0 || ws_now_us() > server->stop_deadline_us))

@@ -10,10 +10,21 @@
 #include <time.h>
 #include "ws_internal.h"
 
-static int s_refuse(ws_server_t *server, struct lws *wsi, unsigned status)
+/* Answers an upgrade request with a plain HTTP/1.1 status (lws's own helper would say HTTP/1.0
+ * at this stage, which WebSocket clients reject as a malformed answer). */
+static int s_refuse(ws_server_t *server, struct lws *wsi, unsigned status, const char *message)
 {
     lh_metric_add(server->metrics.refused, 1);
-    lws_return_http_status(wsi, status, NULL);
+    unsigned char buffer[LWS_PRE + 256];
+    char *text = (char *)buffer + LWS_PRE;
+    int size =
+        snprintf(text, 256,
+                 "HTTP/1.1 %u %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
+                 "%sconnection: close\r\n\r\n%s\n",
+                 status, message, strlen(message) + 1,
+                 status == HTTP_STATUS_SERVICE_UNAVAILABLE ? "retry-after: 5\r\n" : "", message);
+    if (size > 0 && size < 256)
+        lws_write(wsi, buffer + LWS_PRE, (size_t)size, LWS_WRITE_HTTP);
     return 1;
 }
 
@@ -32,17 +43,19 @@ static bool s_origin_allowed(ws_server_t *server, struct lws *wsi)
     return false;
 }
 
-int ws_auth_admit(ws_server_t *server, struct lws *wsi)
+int ws_auth_admit(ws_server_t *server, struct lws *wsi, const char *upgrade)
 {
     char path[128];
+    if (!upgrade || strcmp(upgrade, "websocket") != 0)
+        return s_refuse(server, wsi, HTTP_STATUS_BAD_REQUEST, "Bad Request");
     if (server->terminating)
-        return s_refuse(server, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE);
+        return s_refuse(server, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "Service Unavailable");
     if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 || strncmp(path, "/ws/", 4))
-        return s_refuse(server, wsi, HTTP_STATUS_NOT_FOUND);
+        return s_refuse(server, wsi, HTTP_STATUS_NOT_FOUND, "Not Found");
     if (!s_origin_allowed(server, wsi))
-        return s_refuse(server, wsi, HTTP_STATUS_FORBIDDEN);
+        return s_refuse(server, wsi, HTTP_STATUS_FORBIDDEN, "Forbidden");
     if ((int64_t)server->sessions.count >= server->opt.max_connections)
-        return s_refuse(server, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE);
+        return s_refuse(server, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "Service Unavailable");
     return 0;
 }
 

@@ -67,7 +67,7 @@ typedef struct {
     char host[256]; /* bind address; empty: every interface */
     int port;
     bool anonymous;
-    int64_t max_connections, max_queue, max_queue_bytes, max_frame, max_errors;
+    int64_t max_connections, max_queue, max_queue_bytes, max_frame, max_errors, send_buffer;
     int64_t heartbeat_s, idle_timeout_s, auth_timeout_s, clock_skew_s, close_timeout_s;
     const char *tls_cert, *tls_key; /* borrowed from the conf */
     const char *stats_path;         /* NULL: no stats endpoint */
@@ -124,6 +124,9 @@ typedef struct ws_server {
     char *www;                   /* realpath of the static folder, or NULL */
     const char *const *prefixes; /* the stage's subscribe prefixes (borrowed) */
     size_t prefix_count;
+    uint64_t live_id;       /* the newest event taken from the input (or replayed for a gap) */
+    uint64_t suspect_id;    /* an event history has for us that never came: a gap if it stays */
+    int drain_budget;       /* events taken per wake-up before connections get to write */
     uint64_t stamp;         /* fan-out round, so a session in two audiences gets an event once */
     uint64_t queued_frames; /* frames waiting in every session's queue */
     uint32_t namespace_sessions[WS_NAMESPACES_MAX];
@@ -206,9 +209,9 @@ int ws_session_add_pattern(ws_session_t *self, const char *text, size_t size);
 
 /* ---- authentication and admission (ws_auth.c) --------------------------------------------- */
 
-/* Decides whether an upgrade request may become a session; 0, or answers the request with an
- * HTTP status itself and returns 1. */
-int ws_auth_admit(ws_server_t *server, struct lws *wsi);
+/* Decides whether an upgrade request (to `upgrade`, the protocol the client asked for) may become
+ * a session; 0, or answers the request with an HTTP status itself and returns 1. */
+int ws_auth_admit(ws_server_t *server, struct lws *wsi, const char *upgrade);
 /* Reads the namespace, URL token and resume parameters of a new session and authenticates it
  * when it can (header or URL token, or anonymous access). */
 void ws_auth_open(ws_session_t *self);

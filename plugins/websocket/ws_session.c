@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 #include "ws_internal.h"
 
 /* Events one history replay call may look at, so the history lock is held only briefly. */
@@ -490,6 +492,11 @@ void ws_session_open(ws_server_t *server, ws_session_t *self, struct lws *wsi)
     self->auth_deadline_us = now + server->opt.auth_timeout_s * 1000000;
     lws_dll2_add_tail(&self->link, &server->sessions);
     self->open = true;
+    if (server->opt.send_buffer) {
+        /* bounds what the kernel holds for a slow reader, so 4008 comes sooner */
+        int size = (int)server->opt.send_buffer;
+        setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    }
     lh_metric_add(server->metrics.accepted, 1);
     lh_metric_set(server->metrics.connections, (double)server->sessions.count);
     ws_auth_open(self);
@@ -555,9 +562,11 @@ int ws_session_writable(ws_session_t *self)
         return -1;
     }
     if (self->ping_due) {
-        unsigned char ping[LWS_PRE + 1];
+        /* lws hands a pong to the callback only when it carries payload: send some */
+        unsigned char ping[LWS_PRE + 8];
+        memcpy(ping + LWS_PRE, "livehub!", 8);
         self->ping_due = false;
-        if (lws_write(self->wsi, ping + LWS_PRE, 0, LWS_WRITE_PING) < 0)
+        if (lws_write(self->wsi, ping + LWS_PRE, 8, LWS_WRITE_PING) < 0)
             return -1;
     }
     for (int n = 0; n < WS_WRITE_BURST && self->ring_count && !lws_send_pipe_choked(self->wsi);
@@ -622,7 +631,7 @@ void ws_session_tick(ws_session_t *self, int64_t now_us)
         return;
     if (!self->authenticated && now_us >= self->auth_deadline_us)
         ws_session_close(self, WS_CLOSE_UNAUTHORIZED, "unauthorized: no auth in time");
-    else if (self->expires && now_us / 1000000 >= self->expires + opt->clock_skew_s)
+    else if (self->expires && (int64_t)time(NULL) >= self->expires + opt->clock_skew_s)
         ws_session_close(self, WS_CLOSE_TOKEN_EXPIRED, "token expired");
     else if (now_us - self->last_rx_us >= opt->idle_timeout_s * 1000000)
         ws_session_close(self, WS_CLOSE_IDLE, "idle timeout");
