@@ -362,7 +362,7 @@ static s_result_t s_lifecycle(airtable_t *self)
     at_response_clear(&response);
     if (result != S_OK && result != S_GONE)
         return result;
-    if (!hook || !enabled || !self->state.secret) {
+    if (!hook || !enabled || (self->manage && !self->state.secret)) {
         if (!self->manage) {
             s_error(self, "webhook", hook ? "webhook_id is disabled" : "webhook_id not found",
                     self->auth_retry_ms);

@@ -289,6 +289,30 @@ class FaultTest(AirtableCase):
         self.assertEqual(hub.stage("at")["restarts"], 0)
 
 
+class UnmanagedTest(AirtableCase):
+    def test_existing_webhook_with_secret_from_file(self):
+        import urllib.request
+        request = urllib.request.Request(
+            self.fake.url + "/v0/bases/%s/webhooks" % self.base, method="POST",
+            headers={"Authorization": "Bearer " + self.token,
+                     "Content-Type": "application/json"},
+            data=json.dumps({"notificationUrl": self.ping_url(), "specification": {"options": {
+                "filters": {"dataTypes": ["tableData"]}}}}).encode())
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            created = json.load(answer)
+        secret_path = os.path.join(self.dir, "mac")
+        with open(secret_path, "w") as out:
+            out.write(created["macSecretBase64"] + "\n")
+        hub = self.start_hub(manage_webhook="no", webhook_id=created["id"],
+                             mac_secret="file:" + secret_path)
+        events = hub.subscriber("signal:")
+        wait_for(lambda: self.fake.count("GET", "/payloads") >= 1, what="the first drain")
+        record = self.fake.create_record(self.base, "Signals", {"Title": "unmanaged"})
+        self.assertEqual(events.recv(3)["data"]["record"], record)
+        self.assertEqual(self.fake.count("POST", "/webhooks"), 1, "the plugin created none")
+        self.assertEqual(self.state()["webhook"], created["id"])
+
+
 class RestartTest(AirtableCase):
     def test_sigkill_mid_drain_then_restart_loses_and_repeats_nothing(self):
         journal = os.path.join(self.dir, "journal")
