@@ -8,6 +8,7 @@
  * makes libzmq abort at shutdown. */
 #include <ctype.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -537,6 +538,17 @@ static const struct lws_protocols s_protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
+/* libwebsockets' own error lines, at most one a second: a peer sending garbage must not be able
+ * to flood the hub's log. lws logging is process-wide, hence the static state. */
+static void s_lws_log(int level, const char *line)
+{
+    static _Atomic int64_t s_last;
+    (void)level;
+    int64_t now = (int64_t)time(NULL), last = atomic_load(&s_last);
+    if (now != last && atomic_compare_exchange_strong(&s_last, &last, now))
+        fprintf(stderr, "libwebsockets: %s%s", line, strchr(line, '\n') ? "" : "\n");
+}
+
 static void s_register_metrics(ws_server_t *server)
 {
     lh_io_t *io = server->io;
@@ -596,7 +608,7 @@ static void *websocket_create(lh_io_t *io)
     if (!(server->audiences = ws_audiences_new()))
         goto failed;
 
-    lws_set_log_level(LLL_ERR, NULL);
+    lws_set_log_level(LLL_ERR, s_lws_log);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = server->opt.port;

@@ -175,8 +175,10 @@ int ws_session_add_pattern(ws_session_t *self, const char *text, size_t size)
         return 0;
     if (self->pattern_count == WS_PATTERNS_MAX)
         return -1;
-    if (!self->patterns && !(self->patterns = calloc(WS_PATTERNS_MAX, sizeof *self->patterns)))
+    char **grown = realloc(self->patterns, (self->pattern_count + 1u) * sizeof *grown);
+    if (!grown)
         return -1;
+    self->patterns = grown;
     if (!(self->patterns[self->pattern_count] = strndup(text, size)))
         return -1;
     self->pattern_count++;
