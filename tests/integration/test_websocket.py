@@ -398,7 +398,7 @@ class WebSocketTest(HubTestCase):
 
         run(scenario())
 
-    def test_oversized_and_binary_frames_close_the_connection(self):
+    def test_oversized_binary_and_non_utf8_frames_close_the_connection(self):
         hub, port = self.start("max_frame = 1024\nanonymous = true")
 
         async def scenario():
@@ -412,12 +412,22 @@ class WebSocketTest(HubTestCase):
                 await recv_json(ws)
                 await ws.send(b"\x00\x01binary")
                 self.assertEqual(await closed_with(ws), (1003, "binary frames are not supported"))
+            async with self.connect(port, types="a**") as ws:
+                self.assertEqual(await closed_with(ws), (4400, "bad request: types"))
             async with self.connect(port, types="*") as ws:  # others unaffected
                 await recv_json(ws)
                 event_id = hub.publish("signal:created", {})
                 self.assertEqual((await events_until(ws, 1))[0]["id"], event_id)
 
         run(scenario())
+        raw = RawClient(port, "/ws/client")
+        raw.frame()  # welcome
+        mask, payload = b"\x01\x02\x03\x04", b"\xff\xfe not UTF-8"
+        raw.sock.sendall(bytes([0x81, 0x80 | len(payload)]) + mask +
+                         bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+        opcode, data = raw.frame()
+        self.assertEqual((opcode, struct.unpack(">H", data[:2])[0]), (8, 1007))
+        raw.close()
         stats = self.stats(port)
         self.assertEqual((stats["livehub_ws_closes_too_big_total"],
                           stats["livehub_ws_closes_binary_total"]), (1, 1))
@@ -498,6 +508,11 @@ class WebSocketTest(HubTestCase):
                 await recv_op(ws, "subscribed")
                 want = [i for n, i in enumerate(ids) if n % 2 and n % 3 == 0 and i > ids[0]]
                 self.assertEqual([e["id"] for e in await events_until(ws, len(want))], want)
+                self.assertIsNone(await no_more_events(ws))
+                # on a started stream, resume rewinds: the events after since come again
+                await ws.send(json.dumps({"op": "resume", "since": want[-3]}))
+                self.assertEqual((await recv_json(ws))["op"], "resumed")
+                self.assertEqual([e["id"] for e in await events_until(ws, 2)], want[-2:])
                 self.assertIsNone(await no_more_events(ws))
                 # an id from the future is an error, and changes nothing
                 await ws.send(json.dumps({"op": "resume", "since": live + 1000}))
