@@ -53,8 +53,23 @@ static void s_reply(lh_hub_t *self, s_request_t *request, const char *status, co
         zmq_send(self->control, text, strlen(text), 0);
 }
 
+/* Adds one metric to the status document as "name{labels}": value (histograms: count, sum). */
+static void s_add_metric(const lh_metric_view_t *view, void *arg)
+{
+    char key[512];
+    snprintf(key, sizeof key, "%s%s%s%s", view->name, *view->labels ? "{" : "", view->labels,
+             *view->labels ? "}" : "");
+    json_t *value =
+        view->kind == LH_METRIC_HISTOGRAM
+            ? json_pack("{s:I, s:f}", "count", (json_int_t)view->count, "sum", view->value)
+            : json_real(view->value);
+    json_object_set_new(arg, key, value);
+}
+
 json_t *lh_hub_status(lh_hub_t *self)
 {
+    json_t *metrics = json_object();
+    lh_registry_each(self->registry, s_add_metric, metrics);
     json_t *stages = json_array();
     for (size_t i = 0; i < self->stage_count; i++) {
         lh_stage_t *stage = self->stages[i];
@@ -80,18 +95,18 @@ json_t *lh_hub_status(lh_hub_t *self)
                 (json_int_t)(stage->dropped ? lh_metric_value(stage->dropped) : 0), "restarts",
                 (json_int_t)(stage->restarts ? lh_metric_value(stage->restarts) : 0)));
     }
-    return json_pack("{s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I}, s:{s:I, s:I, s:{s:I, s:I, s:I}}, "
-                     "s:o}",
-                     "hub", self->conf->name, "version", LIVEHUB_VERSION, "epoch", self->epoch,
-                     "last_id", (json_int_t)self->last_id, "uptime_ms",
-                     (json_int_t)(zclock_mono() - self->started_at), "history", "events",
-                     (json_int_t)lh_history_count(self->history), "capacity",
-                     (json_int_t)self->conf->history, "counters", "accepted",
-                     (json_int_t)lh_metric_value(self->accepted), "duplicates",
-                     (json_int_t)lh_metric_value(self->duplicates), "rejected", "malformed",
-                     (json_int_t)lh_metric_value(self->rejected_malformed), "oversized",
-                     (json_int_t)lh_metric_value(self->rejected_oversized), "frames",
-                     (json_int_t)lh_metric_value(self->rejected_frames), "stages", stages);
+    return json_pack(
+        "{s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I}, s:{s:I, s:I, s:{s:I, s:I, s:I}}, "
+        "s:o, s:o}",
+        "hub", self->conf->name, "version", LIVEHUB_VERSION, "epoch", self->epoch, "last_id",
+        (json_int_t)self->last_id, "uptime_ms", (json_int_t)(zclock_mono() - self->started_at),
+        "history", "events", (json_int_t)lh_history_count(self->history), "capacity",
+        (json_int_t)self->conf->history, "counters", "accepted",
+        (json_int_t)lh_metric_value(self->accepted), "duplicates",
+        (json_int_t)lh_metric_value(self->duplicates), "rejected", "malformed",
+        (json_int_t)lh_metric_value(self->rejected_malformed), "oversized",
+        (json_int_t)lh_metric_value(self->rejected_oversized), "frames",
+        (json_int_t)lh_metric_value(self->rejected_frames), "stages", stages, "metrics", metrics);
 }
 
 static void s_status(lh_hub_t *self, s_request_t *request)

@@ -73,6 +73,9 @@ class CliTest(HubTestCase):
         status = json.loads(result.stdout)
         self.assertEqual(status["stages"][0]["plugin"], "log")
         self.assertEqual(status["stages"][0]["workers"][0]["state"], "running")
+        self.assertEqual(status["metrics"]['livehub_stage_restarts_total{stage="console"}'], 0)
+        self.assertIn('livehub_log_lines_total{stage="console"}', status["metrics"],
+                      "plugins' own metrics are in the status too")
 
     def test_no_hub_is_a_clear_error(self):
         result = self.cli(None, "--control", "ipc://@livehub-nobody-here", "status", timeout=60)
