@@ -215,12 +215,13 @@ int ws_auth_admit(ws_server_t *server, struct lws *wsi, const char *upgrade);
 /* Reads the namespace, URL token and resume parameters of a new session and authenticates it
  * when it can (header or URL token, or anonymous access). */
 void ws_auth_open(ws_session_t *self);
-/* Verifies a token and grants its audiences (first time, or a refresh). Closes the session with
- * the matching code on failure when not yet authenticated; returns 0 or -1. */
+/* Verifies a token and grants its audiences (the first time, or a refresh on an open session).
+ * On failure closes the session with the matching code (4001, 4003, 4009) and returns -1. */
 int ws_auth_token(ws_session_t *self, const char *token);
 /* The session's granted audience names. */
 size_t ws_auth_grants(const ws_session_t *self, const char *granted[WS_GRANTS_MAX]);
-/* Called by ws_auth once a session is authenticated for the first time (ws_session.c). */
+/* Called by ws_auth once a session is authenticated (again, when refreshed): sends the welcome,
+ * and the first time applies the URL's resume and subscription (ws_session.c). */
 void ws_session_welcome(ws_session_t *self, bool refreshed);
 
 /* ---- static files and stats (ws_static.c) ------------------------------------------------- */

@@ -51,7 +51,7 @@ static int s_grow_ring(ws_session_t *self)
 }
 
 /* Queues a frame (taking a new reference). A queue over its bounds closes the session with 4008:
- * one slow reader costs at most max_queue frames and max_queue_bytes, and never waits for. */
+ * one slow reader holds at most max_queue frames and max_queue_bytes, and nobody waits for it. */
 static int s_enqueue(ws_session_t *self, ws_frame_t *frame)
 {
     ws_server_t *server = self->server;

@@ -647,6 +647,11 @@ class WebSocketTest(HubTestCase):
             with open("/proc/%d/status" % hub.process.pid) as status:
                 return next(int(line.split()[1]) for line in status if line.startswith("VmRSS"))
 
+        def cpu_seconds():
+            with open("/proc/%d/stat" % hub.process.pid) as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
         async def scenario():
             before = rss_kib()
             connected = await asyncio.gather(*(client("u%d" % i, "startup")
@@ -654,6 +659,7 @@ class WebSocketTest(HubTestCase):
             connected.append(await client("boss", "admin", "/ws/admin"))
             print("\n  hub RSS %d KiB before, %d KiB with %d connections (%.1f KiB each)"
                   % (before, rss_kib(), users + 1, (rss_kib() - before) / (users + 1)), end="")
+            cpu = cpu_seconds()
             for n, type_, to in plan:
                 push.send_multipart([type_.encode(), pack_event(type_, {"n": n}, to=to)])
             started = time.monotonic()
@@ -666,8 +672,9 @@ class WebSocketTest(HubTestCase):
                 self.assertEqual(got, wanted(grants), grants)
                 leaks += len(set(got) - set(wanted(grants)))
             delivered = sum(len(got) for got, _ in results)
-            print("\n  %d users + 1 admin: %d events, %d deliveries in %.2f s, 0 leaks"
-                  % (users, len(plan), delivered, elapsed))
+            print("\n  %d users + 1 admin: %d events, %d deliveries in %.2f s, 0 leaks; hub CPU "
+                  "%.1f us per delivery (routing included)" % (users, len(plan), delivered, elapsed,
+                                                             (cpu_seconds() - cpu) * 1e6 / delivered))
             self.assertEqual(leaks, 0)
 
         run(scenario(), timeout=60)
