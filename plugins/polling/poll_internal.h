@@ -1,0 +1,172 @@
+/* polling sink internals: the server (one per plugin instance), the ring of rendered events that
+ * every poll shares, and the HTTP requests (short poll, long poll, SSE stream). Everything runs on
+ * the instance's thread, inside the libwebsockets service loop. */
+#ifndef POLL_INTERNAL_H
+#define POLL_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <libwebsockets.h>
+#include <livehub/livehub.h>
+
+/* Audiences one request can be granted: public, role:<role>, user:<sub>, admin. */
+#define POLL_GRANTS_MAX 4
+#define POLL_GRANT_SIZE (LH_CLAIM_MAX + 8)
+/* Type patterns one request may name. */
+#define POLL_PATTERNS_MAX 32
+
+/* ---- the ring: recent events, rendered once, shared by every request ---------------------- */
+
+typedef struct {
+    lh_event_t *event; /* decoded, for type and audience checks */
+    char *json;        /* {"id":..,"type":..,"ts":..,"data":..} */
+    size_t json_size;
+    char *sse; /* "id: ..\nevent: ..\ndata: <json>\n\n", built on first use */
+    size_t sse_size;
+} poll_entry_t;
+
+typedef struct {
+    poll_entry_t *slots;
+    size_t capacity, head, count; /* head: oldest */
+    /* Every event routed to this sink with floor < id <= newest is in the ring. */
+    uint64_t floor, newest;
+} poll_ring_t;
+
+int poll_ring_init(poll_ring_t *self, size_t capacity, uint64_t start_id);
+void poll_ring_free(poll_ring_t *self);
+/* Renders and appends an event (ids must grow); the oldest is evicted when full. Returns the new
+ * entry, or NULL when the event cannot be rendered (it is then skipped, logged by the caller). */
+poll_entry_t *poll_ring_push(poll_ring_t *self, lh_event_t *event, lh_error_t *err);
+/* Moves newest forward when nothing for this sink was routed up to id. */
+void poll_ring_advance(poll_ring_t *self, uint64_t id);
+/* Index (0 = oldest) of the first entry with id > since; count when none. */
+size_t poll_ring_after(const poll_ring_t *self, uint64_t since);
+poll_entry_t *poll_ring_at(poll_ring_t *self, size_t index);
+/* The SSE block of an entry (built and cached on first call); NULL when out of memory. */
+const char *poll_entry_sse(poll_entry_t *entry, size_t *size);
+/* The JSON of an event not in the ring (history replays). New string, free(). */
+char *poll_render_json(const lh_event_t *event, lh_error_t *err);
+char *poll_render_sse(const lh_event_t *event, const char *json, size_t json_size, size_t *size);
+
+/* ---- options ------------------------------------------------------------------------------ */
+
+typedef struct {
+    char host[256];
+    int port;
+    bool anonymous;
+    int64_t ring, max_limit, default_limit, max_wait_s, max_parked, max_streams;
+    int64_t heartbeat_s, clock_skew_s, rate, burst, stream_backlog;
+    const char *tls_cert, *tls_key, *stats_path; /* borrowed from the conf */
+    char **origins;                              /* NULL: no cross-origin access */
+    size_t origin_count;
+    bool any_origin;
+} poll_options_t;
+
+/* ---- the server --------------------------------------------------------------------------- */
+
+enum {
+    POLL_KIND_SHORT,
+    POLL_KIND_LONG,
+    POLL_KIND_STREAM,
+    POLL_KIND_PREFLIGHT,
+    POLL_KIND_OTHER,
+    POLL_KINDS
+};
+#define POLL_STATUSES 11
+
+typedef struct {
+    lh_metric_t *requests[POLL_KINDS];
+    lh_metric_t *statuses[POLL_STATUSES];
+    lh_metric_t *parked, *streams;                  /* gauges */
+    lh_metric_t *events, *rendered, *resets, *slow; /* counters */
+} poll_metrics_t;
+
+typedef struct poll_limiter poll_limiter_t;
+
+typedef struct poll_server {
+    lh_io_t *io;
+    poll_options_t opt;
+    struct lws_context *context;
+    struct lws_vhost *vhost;
+    struct lws *input_wsi, *pipe_wsi;
+    poll_ring_t ring;
+    lws_dll2_owner_t parked;  /* long polls waiting for an event (poll_request_t.link) */
+    lws_dll2_owner_t streams; /* open SSE streams */
+    poll_limiter_t *limiter;
+    const void *secret;
+    size_t secret_size;
+    char *epoch_json; /* the hub's epoch as a JSON string, quoted */
+    const char *const *prefixes;
+    size_t prefix_count;
+    bool terminating, failed;
+    int64_t stop_deadline_us;
+    lws_sorted_usec_list_t sweep_timer, drain_timer;
+    poll_metrics_t metrics;
+} poll_server_t;
+
+int64_t poll_now_us(void);
+uint64_t poll_hub_last_id(poll_server_t *server);
+/* Counter slot of an HTTP status in metrics.statuses. */
+size_t poll_status_index(unsigned code);
+int poll_options_load(const lh_conf_t *conf, poll_options_t *opt, lh_error_t *err);
+void poll_options_free(poll_options_t *opt);
+
+/* ---- requests (poll_request.c) ------------------------------------------------------------- */
+
+typedef enum {
+    POLL_IDLE,      /* between requests on a kept-alive connection */
+    POLL_ANSWERING, /* an answer is being written */
+    POLL_PARKED,    /* a long poll waiting */
+    POLL_STREAMING, /* an SSE stream */
+} poll_state_t;
+
+/* Per-connection state: libwebsockets allocates it zeroed as the wsi's user space. */
+typedef struct poll_request {
+    poll_server_t *server;
+    struct lws *wsi;
+    lws_dll2_t link; /* in server->parked or server->streams */
+    poll_state_t state;
+    int kind;
+    bool headers_sent, closing;
+    /* the answer: status, extra headers, body (LWS_PRE headroom in front) */
+    unsigned status;
+    char origin[256]; /* echoed in Access-Control-Allow-Origin when allowed; "" otherwise */
+    int retry_after;  /* seconds; 0: no Retry-After header */
+    unsigned char *body;
+    size_t body_size, body_sent;
+    /* what the caller may see */
+    char grants[POLL_GRANTS_MAX][POLL_GRANT_SIZE];
+    size_t grant_count;
+    char *patterns[POLL_PATTERNS_MAX];
+    size_t pattern_count;
+    int64_t expires; /* token exp, 0 when anonymous */
+    /* position */
+    uint64_t since;
+    int64_t limit;
+    int64_t deadline_us; /* long poll: answer empty then; stream: next heartbeat */
+    char *out;           /* stream: text waiting to be written (reset, replay, heartbeat) */
+    size_t out_size;
+} poll_request_t;
+
+/* libwebsockets callbacks of the HTTP protocol. */
+int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *wsi,
+                      const char *uri);
+int poll_request_writable(poll_request_t *self);
+void poll_request_closed(poll_request_t *self);
+/* A new event entered the ring: wake the long polls and streams that may see it. */
+void poll_requests_notify(poll_server_t *server, poll_entry_t *entry);
+/* Timeouts of long polls, stream heartbeats and token expiry; the stop at $TERM. */
+void poll_requests_tick(poll_server_t *server, int64_t now_us);
+void poll_requests_stop(poll_server_t *server);
+
+/* ---- per-token rate limit (poll_limit.c) --------------------------------------------------- */
+
+poll_limiter_t *poll_limiter_new(double rate, double burst);
+void poll_limiter_destroy(poll_limiter_t **self_p);
+/* Takes one request from key's bucket: 0 when allowed, else the seconds to wait (>= 1). */
+int poll_limiter_take(poll_limiter_t *self, const char *key, size_t key_size, int64_t now_us);
+/* Forgets buckets that have been full for a while. */
+void poll_limiter_sweep(poll_limiter_t *self, int64_t now_us);
+
+#endif
