@@ -616,7 +616,10 @@ static void *websocket_create(lh_io_t *io)
     info.protocols = s_protocols;
     info.user = server;
     info.vhost_name = "livehub";
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND;
+    /* SO_REUSEPORT: on reload the hub starts the new instance before it stops the old one, so
+     * both listen on the port for a moment. */
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_FAIL_UPON_UNABLE_TO_BIND |
+                   LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE;
     if (server->opt.host[0] && !strchr(server->opt.host, ':'))
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     if (server->opt.tls_cert) {

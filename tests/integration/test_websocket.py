@@ -871,6 +871,64 @@ class WebSocketTest(HubTestCase):
 
         run(scenario())
 
+    def test_reload_hands_over_without_losing_events(self):
+        hub, port = self.start("anonymous = true")
+        push = hub.pusher()
+        sent, done = [], threading.Event()
+
+        def publisher():
+            for n in range(400):
+                push.send_multipart([b"signal:created", pack_event("signal:created", {"n": n})])
+                sent.append(n)
+                time.sleep(0.002)
+            done.set()
+
+        async def scenario():
+            ws = await self.connect(port, types="*")
+            welcome = await recv_json(ws)
+            thread = threading.Thread(target=publisher)
+            thread.start()
+            got, last = [], None
+            while len(got) < 50:
+                frame = await recv_json(ws)
+                got.append(frame["data"]["n"])
+                last = frame["id"]
+            # a changed option restarts the stage; the new instance listens beside the old one
+            # (SO_REUSEPORT) until the old one has closed its connections with 1001
+            with open(hub.conf_path) as conf:
+                text = conf.read()
+            with open(hub.conf_path, "w") as conf:
+                conf.write(text.replace("anonymous = true", "anonymous = true\n"
+                                                            "        heartbeat = 20"))
+            self.assertEqual(hub.control(b"RELOAD")[0], b"OK")
+            try:
+                while True:
+                    frame = await recv_json(ws)
+                    got.append(frame["data"]["n"])
+                    last = frame["id"]
+            except websockets.ConnectionClosed:
+                self.assertEqual((ws.close_code, ws.close_reason), (1001, "going away"))
+            for attempt in range(50):  # a connection may land on the stopping instance
+                try:
+                    ws = await self.connect(port, types="*", since=last, epoch=welcome["epoch"])
+                    if (await recv_json(ws))["heartbeat"] == 20:
+                        break
+                except (websockets.InvalidStatusCode, websockets.ConnectionClosed, OSError):
+                    pass
+                await asyncio.sleep(0.05)
+            await loop_run(thread.join)
+            while len(got) < 400:
+                frame = await recv_json(ws)
+                if frame["op"] == "event":
+                    got.append(frame["data"]["n"])
+            self.assertEqual(got, list(range(400)))
+            await ws.close()
+
+        async def loop_run(fn):
+            await asyncio.get_running_loop().run_in_executor(None, fn)
+
+        run(scenario())
+
     # ---- stop ----------------------------------------------------------------------------------
 
     def test_stop_flushes_and_closes_every_websocket_with_1001(self):
