@@ -645,8 +645,9 @@ static void *websocket_create(lh_io_t *io)
         goto failed;
     }
     lws_sul_schedule(server->context, 0, &server->sweep_timer, s_sweep, LWS_US_PER_SEC);
-    lh_log(io, LH_LOG_INFO, "serving %s on %s", server->opt.tls_cert ? "https/wss" : "http/ws",
-           lh_conf_get(lh_io_conf(io), "listen"));
+    lh_log(io, LH_LOG_INFO, "serving %s on %s, files from %s",
+           server->opt.tls_cert ? "https/wss" : "http/ws", lh_conf_get(lh_io_conf(io), "listen"),
+           server->www ? server->www : "nowhere");
     return server;
 failed : {
     void *handle = server;
