@@ -20,7 +20,7 @@ import urllib.request
 
 import websockets
 
-from hubtest import HubTestCase, free_port, pack_event
+from hubtest import LIVEHUBD, HubTestCase, free_port, pack_event
 
 SECRET = "test-secret-0123456789abcdef"
 SECRET_ENV = {"LIVEHUB_WS_TEST_SECRET": SECRET}
@@ -187,6 +187,27 @@ class WebSocketTest(HubTestCase):
     def stats(self, port):
         with urllib.request.urlopen("http://127.0.0.1:%d/stats" % port, timeout=5) as reply:
             return json.loads(reply.read())
+
+    def test_conf_mistakes_are_refused_naming_the_key(self):
+        cases = [
+            ("listen = 10.1.2.3:8080", "listen: 10.1.2.3:8080 is not a loopback address"),
+            ("namespaces = client bad-name", "namespaces: 'bad-name'"),
+            ("namespaces = client client", "namespaces: 'client' must be unique"),
+            ("tls_cert = /etc/hostname", "tls_cert and tls_key go together"),
+            ("heartbeat = 30\nidle_timeout = 30", "idle_timeout: must be longer than heartbeat"),
+            ("stats = metrics", "stats: a URL path"),
+            ("www = /nonexistent/folder", "www: '/nonexistent/folder' is not a folder"),
+            ("max_queue = 0", "max_queue"),
+            ("colour = blue", "colour"),
+        ]
+        hub = self.hub(start=False)
+        for option, reason in cases:
+            hub.write_conf("chain = web\n    sink = ws\n        plugin = websocket\n" + "".join(
+                "        %s\n" % line for line in option.split("\n")))
+            check = subprocess.run([LIVEHUBD, "--check", hub.conf_path], capture_output=True,
+                                   text=True, timeout=30)
+            self.assertEqual(check.returncode, 1, option)
+            self.assertIn(reason, check.stderr, option)
 
     # ---- who sees what ---------------------------------------------------------------------
 
