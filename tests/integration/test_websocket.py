@@ -236,7 +236,8 @@ class WebSocketTest(HubTestCase):
                 got = await events_until(ws, 4)
                 self.assertEqual([e["id"] for e in got], [sent[0], sent[1], sent[4], sent[5]])
                 first = got[1]
-                self.assertEqual(set(first), {"op", "id", "type", "ts", "data"}, "no audiences leak")
+                self.assertEqual(set(first), {"op", "id", "type", "ts", "data"},
+                                 "no audiences leak")
                 self.assertEqual((first["type"], first["data"]),
                                  ("assignment:created", {"signalIdentifier": "S-7"}))
                 self.assertGreater(first["ts"], 1_600_000_000_000_000)
@@ -263,7 +264,8 @@ class WebSocketTest(HubTestCase):
                 self.assertIn("user:f", refreshed["audiences"])
             async with self.connect(port, path="/ws/admin") as waiting:
                 # no anonymous access to /admin: the first frame must be auth, in time
-                self.assertEqual(await closed_with(waiting), (4001, "unauthorized: no auth in time"))
+                self.assertEqual(await closed_with(waiting),
+                                 (4001, "unauthorized: no auth in time"))
 
         run(scenario())
 
@@ -336,7 +338,8 @@ class WebSocketTest(HubTestCase):
         async def scenario():
             async with self.connect(port, token=mint("1", "startup")) as ws:
                 code, reason = await closed_with(ws)
-                self.assertEqual((code, reason), (4001, "unauthorized: this hub has no token_secret"))
+                self.assertEqual((code, reason),
+                                 (4001, "unauthorized: this hub has no token_secret"))
 
         run(scenario())
 
@@ -693,9 +696,10 @@ class WebSocketTest(HubTestCase):
                 self.assertEqual(got, wanted(grants), grants)
                 leaks += len(set(got) - set(wanted(grants)))
             delivered = sum(len(got) for got, _ in results)
+            cpu_per_delivery = (cpu_seconds() - cpu) * 1e6 / delivered
             print("\n  %d users + 1 admin: %d events, %d deliveries in %.2f s, 0 leaks; hub CPU "
-                  "%.1f us per delivery (routing included)" % (users, len(plan), delivered, elapsed,
-                                                             (cpu_seconds() - cpu) * 1e6 / delivered))
+                  "%.1f us per delivery (routing included)"
+                  % (users, len(plan), delivered, elapsed, cpu_per_delivery))
             self.assertEqual(leaks, 0)
 
         run(scenario(), timeout=60)
