@@ -69,7 +69,7 @@ typedef struct {
     double router_cpu_s;  /* hub thread or relay thread, over the timed window */
     double process_cpu_s; /* every thread of the process, over the timed window */
     double rate;
-    double others; /* share of the machine's CPU used by other processes meanwhile */
+    double others; /* share of the machine's CPU busy with anything else meanwhile (0..1) */
 } s_result_t;
 
 /* What the producer, consumer and main thread share during one run. */
@@ -116,7 +116,8 @@ static double s_seconds(clockid_t clock)
     return (double)now.tv_sec + (double)now.tv_nsec / 1e9;
 }
 
-/* CPU seconds the whole machine spent busy (steal included), from /proc/stat; 0 if unknown. */
+/* CPU seconds the whole machine spent busy (steal included), from /proc/stat; 0 if unknown. Its
+ * ticks are folded in late on idle (tickless) CPUs: only trust it over a second or more. */
 static double s_machine_busy(void)
 {
     FILE *file = fopen("/proc/stat", "r");
@@ -583,7 +584,8 @@ static s_result_t s_run(s_kind_t kind, size_t data_size, const s_options_t *opti
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     if (result.seconds > 0 && cpus > 0 && run->machine_busy1 > 0) {
         double others = run->machine_busy1 - run->machine_busy0 - result.process_cpu_s;
-        result.others = others > 0 ? others / (result.seconds * (double)cpus) : 0;
+        others /= result.seconds * (double)cpus;
+        result.others = others < 0 ? 0 : others > 1 ? 1 : others;
     }
     if (options->verbose)
         printf("  %-5s %3zu B: sent %llu, received %llu in %.3f s = %.0f events/s, "
@@ -821,7 +823,7 @@ int main(int argc, char **argv)
                 s_result_t *result = &runs[k * options.runs + r];
                 *result = s_run((s_kind_t)k, sizes[s], &options, conf_path, plugins);
                 broken = broken || result->disorder || result->corrupt;
-                if (result->seconds >= 0.5 && result->others > busiest) /* ticks: 10 ms */
+                if (result->seconds >= 1.0 && result->others > busiest) /* see s_machine_busy */
                     busiest = result->others;
             }
         for (int k = 0; k < S_KINDS; k++)
@@ -873,8 +875,8 @@ int main(int argc, char **argv)
            "SUB consumer. Frames:\n[%zu][%zu] bytes at 64 B data, [%zu][%zu] at 256 B.\n",
            strlen(S_TOPIC), s_body_size(table[0]), strlen(S_TOPIC), s_body_size(table[1]));
     if (busiest > 0.10)
-        printf("NOTE: other processes (or the hypervisor: steal) used up to %.0f%% of the "
-               "machine's CPU during a run; figures are less reliable.\n",
+        printf("NOTE: other activity (other processes, kernel threads, hypervisor steal) took up "
+               "to %.0f%% of the\nmachine's CPU during a run: figures are less reliable.\n",
                busiest * 100);
     if (broken)
         printf("ERROR: events arrived corrupted or out of order (see --verbose)\n");
