@@ -127,7 +127,7 @@ static int s_check_audiences(lh_envelope_t *env, lh_error_t *err)
 lh_span_t lh_envelope_audience(const lh_envelope_t *env, uint32_t index)
 {
     const lh_span_t *value = &env->value[LH_FIELD_TO];
-    size_t pos;
+    size_t pos = 0;
     lh_span_t audience = {NULL, 0};
     s_read_array_header(value->ptr, &pos);
     for (uint32_t i = 0; i <= index; i++)

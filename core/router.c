@@ -291,16 +291,19 @@ static void s_fan_out(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, uint64_
     }
 }
 
-static void s_publish(void *xpub, zmq_msg_t *topic, zmq_msg_t *body)
+/* Publishes on an XPUB. The body is sent itself when `last` (no copy, no extra reference-count
+ * traffic on a buffer the subscriber is reading), else a copy; either way the caller closes it. */
+static void s_publish(void *xpub, zmq_msg_t *topic, zmq_msg_t *body, bool last)
 {
     zmq_msg_t topic_copy, body_copy;
     zmq_msg_init(&topic_copy);
     zmq_msg_init(&body_copy);
     zmq_msg_copy(&topic_copy, topic);
-    zmq_msg_copy(&body_copy, body);
+    if (!last)
+        zmq_msg_copy(&body_copy, body);
     /* XPUB never blocks: a subscriber over its high-water mark loses the event (and can resume). */
     if (zmq_msg_send(&topic_copy, xpub, ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
-        zmq_msg_send(&body_copy, xpub, ZMQ_DONTWAIT);
+        zmq_msg_send(last ? body : &body_copy, xpub, ZMQ_DONTWAIT);
     else
         zmq_msg_close(&topic_copy);
     zmq_msg_close(&body_copy);
@@ -322,8 +325,9 @@ static void s_log_reject(lh_hub_t *self, const char *src, const char *reason)
                 src, reason, S_REJECT_LOG_INTERVAL_MS / 1000);
 }
 
-int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
-                  lh_stage_t *from, uint64_t *id, lh_error_t *err)
+/* lh_hub_accept with the accept time given: a drained batch shares one clock reading. */
+static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
+                    lh_stage_t *from, uint64_t now, uint64_t *id, lh_error_t *err)
 {
     size_t topic_size = zmq_msg_size(topic), body_size = zmq_msg_size(body);
     lh_envelope_t env;
@@ -339,7 +343,6 @@ int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char 
         lh_metric_add(self->rejected_malformed, 1);
         goto rejected;
     }
-    uint64_t now = s_now_us();
     const lh_span_t *key = &env.value[LH_FIELD_KEY];
     if (env.has[LH_FIELD_KEY] &&
         lh_history_has_key(self->history, (const char *)key->ptr, key->size, now)) {
@@ -367,9 +370,9 @@ int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char 
         self->journal_dirty = true;
     }
     s_fan_out(self, topic, &stamped, *id, from);
-    s_publish(self->events_inproc, topic, &stamped);
+    s_publish(self->events_inproc, topic, &stamped, !self->events_tcp);
     if (self->events_tcp)
-        s_publish(self->events_tcp, topic, &stamped);
+        s_publish(self->events_tcp, topic, &stamped, true);
     zmq_msg_close(&stamped);
     lh_metric_add(self->accepted, 1);
     return 0;
@@ -380,9 +383,16 @@ rejected:
     return -1;
 }
 
+int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
+                  lh_stage_t *from, uint64_t *id, lh_error_t *err)
+{
+    return s_accept(self, topic, body, src, from, s_now_us(), id, err);
+}
+
 /* Receives whole messages from an ingest socket; each must be exactly [topic][body]. */
 static void s_drain_ingest(lh_hub_t *self, void *socket, const char *fixed_src, lh_stage_t *from)
 {
+    uint64_t now = s_now_us(); /* one accept time per batch: the clock costs as much as routing */
     for (int n = 0; n < S_DRAIN_BATCH; n++) {
         zmq_msg_t topic, body;
         zmq_msg_init(&topic);
@@ -392,12 +402,12 @@ static void s_drain_ingest(lh_hub_t *self, void *socket, const char *fixed_src, 
             zmq_msg_close(&body);
             return;
         }
-        char src[300];
-        if (fixed_src) {
-            snprintf(src, sizeof src, "%s", fixed_src);
-        } else {
+        char peer_src[300];
+        const char *src = fixed_src;
+        if (!src) {
             const char *peer = zmq_msg_gets(&topic, "Peer-Address");
-            snprintf(src, sizeof src, "ext:%s", peer ? peer : "unknown");
+            snprintf(peer_src, sizeof peer_src, "ext:%s", peer ? peer : "unknown");
+            src = peer_src;
         }
         int frames = 1;
         bool more = zmq_msg_more(&topic);
@@ -421,7 +431,7 @@ static void s_drain_ingest(lh_hub_t *self, void *socket, const char *fixed_src, 
             lh_metric_add(self->rejected_frames, 1);
             s_log_reject(self, src, reason);
         } else {
-            lh_hub_accept(self, &topic, &body, src, from, &id, NULL);
+            s_accept(self, &topic, &body, src, from, now, &id, NULL);
         }
         zmq_msg_close(&topic);
         zmq_msg_close(&body);
