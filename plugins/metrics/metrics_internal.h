@@ -1,0 +1,87 @@
+/* metrics plugin internals: the contracts between its modules (see metrics.c for the overview). */
+#ifndef LIVEHUB_METRICS_INTERNAL_H
+#define LIVEHUB_METRICS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include <zmq.h>
+#include <livehub/plugin.h>
+
+/* ---- metrics_buf.c: a growing byte buffer ------------------------------------------------- */
+
+typedef struct {
+    char *data;
+    size_t size, capacity;
+    bool failed; /* an allocation failed; the content is incomplete */
+} mx_buf_t;
+
+void mx_buf_reset(mx_buf_t *buf); /* empties, keeps the allocation for the next scrape */
+void mx_buf_free(mx_buf_t *buf);
+void mx_buf_append(mx_buf_t *buf, const char *bytes, size_t size);
+void mx_buf_puts(mx_buf_t *buf, const char *text);
+void mx_buf_printf(mx_buf_t *buf, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* A sample value as Prometheus writes it: integers exactly, else the shortest of %.15g/%.17g
+ * that reads back equal, +Inf, -Inf, NaN. Returns the length written into text. */
+#define MX_NUMBER_MAX 32
+size_t mx_format_number(char text[MX_NUMBER_MAX], double value);
+void mx_buf_number(mx_buf_t *buf, double value);
+
+/* ---- metrics_expo.c: the Prometheus text exposition (format 0.0.4) ------------------------ */
+
+#define MX_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* Process facts read once at start. */
+typedef struct {
+    double start_time; /* Unix seconds when the process started */
+    long page_size;
+} mx_process_t;
+
+int mx_process_init(mx_process_t *process);
+/* Appends the whole registry, then process metrics and livehub_build_info, to buf. */
+void mx_expo_render(lh_io_t *io, const mx_process_t *process, mx_buf_t *buf);
+
+/* ---- metrics_snapshot.c: the compact metrics:update payload ------------------------------- */
+
+#define MX_LATENCY_BUCKETS 17 /* the registry's 16 bounds at most, plus +Inf */
+
+typedef struct {
+    double at;          /* CLOCK_MONOTONIC seconds of this reading */
+    double accepted;    /* livehub_events_accepted_total */
+    bool have_latency;  /* a livehub_stage_latency_seconds histogram exists */
+    size_t bound_count; /* bounds of the first latency histogram; others must match */
+    double bounds[MX_LATENCY_BUCKETS];
+    uint64_t buckets[MX_LATENCY_BUCKETS]; /* cumulative over every sink; last one is +Inf */
+} mx_reading_t;
+
+/* Reads the registry into *reading and returns the data of a metrics:update event: rates and
+ * latency quantiles over the time since *previous, totals and gauges as they are now. A new
+ * reference, or NULL when out of memory. previous may be NULL (no rates then). */
+json_t *mx_snapshot(lh_io_t *io, const mx_reading_t *previous, mx_reading_t *reading);
+
+/* ---- metrics_http.c: a small non-blocking HTTP/1.1 server -------------------------------- */
+
+#define MX_HEADER_MAX 8192    /* request line + headers; more gets 431 */
+#define MX_CONNECTIONS_MAX 64 /* more concurrent connections get 503 */
+
+typedef struct mx_http mx_http_t;
+
+/* Answers one request: fills body and *content_type, returns the status. Only called for
+ * well-formed requests; *allow may name the allowed methods (for 405). */
+typedef int(mx_route_fn)(void *arg, const char *method, const char *path, mx_buf_t *body,
+                         const char **content_type, const char **allow);
+
+/* Listens on HOST:PORT (the hub has checked the form and the loopback rule). errors counts the
+ * answers with a 4xx/5xx status (may be NULL). NULL with a reason on failure. */
+mx_http_t *mx_http_new(const char *listen, mx_route_fn *route, void *arg, lh_metric_t *errors,
+                       lh_error_t *err);
+void mx_http_destroy(mx_http_t **self_p);
+/* Fills poll items (listener, then connections; at most 1 + MX_CONNECTIONS_MAX) and returns how
+ * many. */
+int mx_http_poll_items(mx_http_t *self, zmq_pollitem_t *items);
+/* Handles the events of the items the last mx_http_poll_items filled, then closes connections
+ * idle for too long. */
+void mx_http_handle(mx_http_t *self, const zmq_pollitem_t *items, int count);
+
+#endif
