@@ -312,6 +312,11 @@ int lh_io_worker(lh_io_t *io)
     return io->worker;
 }
 
+uint64_t lh_io_last_id(lh_io_t *io)
+{
+    return lh_history_last_id(io->services->history);
+}
+
 const char *lh_io_epoch(lh_io_t *io)
 {
     return io->services->epoch;
@@ -492,32 +497,41 @@ lh_replay_result_t lh_io_replay(lh_io_t *io, const char *epoch, uint64_t since,
                             &visit, NULL, last_id);
 }
 
-
-/* Registers a metric of the instance's stage (labelled stage="NAME"). */
+/* Registers a metric of the instance's stage (labelled stage="NAME", then any extra labels). */
 static lh_metric_t *s_stage_metric(lh_io_t *io, lh_metric_kind_t kind, const char *name,
-                                   const char *help, const double *bounds, size_t bound_count)
+                                   const char *help, const char *extra_labels, const double *bounds,
+                                   size_t bound_count)
 {
-    char *labels = lh_stage_metric_labels(io->conf);
-    lh_metric_t *metric = lh_registry_metric(io->services->registry, kind, name, help, labels,
-                                             bounds, bound_count);
+    char *labels = NULL;
+    if (asprintf(&labels, "stage=\"%s\"%s%s", io->conf->name,
+                 extra_labels && *extra_labels ? "," : "", extra_labels ? extra_labels : "") < 0)
+        return NULL;
+    lh_metric_t *metric =
+        lh_registry_metric(io->services->registry, kind, name, help, labels, bounds, bound_count);
     free(labels);
     return metric;
 }
 
+lh_metric_t *lh_io_metric(lh_io_t *io, lh_metric_kind_t kind, const char *name, const char *help,
+                          const char *labels, const double *bounds, size_t bound_count)
+{
+    return s_stage_metric(io, kind, name, help, labels, bounds, bound_count);
+}
+
 lh_metric_t *lh_io_counter(lh_io_t *io, const char *name, const char *help)
 {
-    return s_stage_metric(io, LH_METRIC_COUNTER, name, help, NULL, 0);
+    return s_stage_metric(io, LH_METRIC_COUNTER, name, help, NULL, NULL, 0);
 }
 
 lh_metric_t *lh_io_gauge(lh_io_t *io, const char *name, const char *help)
 {
-    return s_stage_metric(io, LH_METRIC_GAUGE, name, help, NULL, 0);
+    return s_stage_metric(io, LH_METRIC_GAUGE, name, help, NULL, NULL, 0);
 }
 
 lh_metric_t *lh_io_histogram(lh_io_t *io, const char *name, const char *help, const double *bounds,
                              size_t bound_count)
 {
-    return s_stage_metric(io, LH_METRIC_HISTOGRAM, name, help, bounds, bound_count);
+    return s_stage_metric(io, LH_METRIC_HISTOGRAM, name, help, NULL, bounds, bound_count);
 }
 
 void lh_io_metrics_each(lh_io_t *io, lh_metric_visit_fn *fn, void *arg)

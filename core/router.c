@@ -542,6 +542,9 @@ static void s_supervise(lh_hub_t *self, int64_t now)
 {
     for (size_t i = 0; i < self->stage_count; i++) {
         lh_stage_t *stage = self->stages[i];
+        /* Announce drops at the end of a burst too, not only before the stage's next event. */
+        if (stage->gap_from && s_send_gap(stage) == 0)
+            stage->gap_from = stage->gap_to = 0;
         for (int w = 0; w < stage->worker_count; w++) {
             lh_worker_t *worker = &stage->workers[w];
             if (worker->state == S_WORKER_BACKOFF && now >= worker->deadline) {
@@ -952,6 +955,11 @@ void lh_hub_destroy(lh_hub_t **self_p)
         free(self->stages);
     }
     s_close(&self->ingest_tcp);
+    /* Unbinding first frees the inproc names at once, for a next hub in the same process. */
+    if (self->ingest_inproc)
+        zmq_unbind(self->ingest_inproc, "inproc://livehub-ingest");
+    if (self->events_inproc)
+        zmq_unbind(self->events_inproc, "inproc://livehub-events");
     s_close(&self->ingest_inproc);
     s_close(&self->events_inproc);
     s_close(&self->events_tcp);

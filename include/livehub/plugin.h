@@ -205,6 +205,8 @@ lh_replay_result_t lh_io_replay(lh_io_t *io, const char *epoch, uint64_t since,
                                 void *arg, uint64_t *last_id);
 /* The hub's current epoch (borrowed, stable for the process lifetime). */
 const char *lh_io_epoch(lh_io_t *io);
+/* The newest id the hub has assigned (0 before the first event). Safe from any plugin thread. */
+uint64_t lh_io_last_id(lh_io_t *io);
 
 /* ---- metrics registry ---------------------------------------------------------------------
  * Counters, gauges and histograms that the metrics plugin exports. Names follow Prometheus rules
@@ -218,6 +220,11 @@ lh_metric_t *lh_io_gauge(lh_io_t *io, const char *name, const char *help);
 /* bounds: ascending upper bounds, at most 16; +Inf is implied. */
 lh_metric_t *lh_io_histogram(lh_io_t *io, const char *name, const char *help, const double *bounds,
                              size_t bound_count);
+/* Any kind with labels of its own besides stage: labels is Prometheus label text without braces,
+ * e.g. `namespace="admin",reason="too_slow"` (values escaped by the caller: \\, \" and \n).
+ * Each distinct label text is its own series of the same metric name. bounds as above. */
+lh_metric_t *lh_io_metric(lh_io_t *io, lh_metric_kind_t kind, const char *name, const char *help,
+                          const char *labels, const double *bounds, size_t bound_count);
 void lh_metric_add(lh_metric_t *metric, uint64_t amount);  /* counter */
 void lh_metric_set(lh_metric_t *metric, double value);     /* gauge */
 void lh_metric_observe(lh_metric_t *metric, double value); /* histogram */
