@@ -1,0 +1,356 @@
+"""The notify sink against real desktop components: a private dbus-daemon session bus with a small
+real org.freedesktop.Notifications server (python3-dbus) that records every Notify call, and a
+private PulseAudio daemon with a null sink whose monitor is recorded with parec to prove a sound
+was really played."""
+import array
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+from hubtest import HubTestCase, LIVEHUBD
+
+PYTHON = "/usr/bin/python3"
+
+# The notification server, run as its own process on the private bus. It records each call as a
+# JSON line, answers GetActive for org.freedesktop.ScreenSaver from a flag file, and "clicks" the
+# default action of a notification offering one when a click flag file exists.
+SERVER = r'''
+import json, os, sys
+import dbus, dbus.service, dbus.mainloop.glib
+from gi.repository import GLib
+
+record, flags = sys.argv[1], sys.argv[2]
+dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+bus = dbus.bus.BusConnection(os.environ["DBUS_SESSION_BUS_ADDRESS"])
+
+def hint(value):
+    if isinstance(value, dbus.Boolean):  # an int subclass in python3-dbus
+        return bool(value)
+    return int(value) if isinstance(value, int) else str(value)
+
+class Notifications(dbus.service.Object):
+    def __init__(self):
+        super().__init__(bus, "/org/freedesktop/Notifications")
+        self.last = 0
+
+    @dbus.service.method("org.freedesktop.Notifications", in_signature="susssasa{sv}i",
+                         out_signature="u")
+    def Notify(self, app, replaces, icon, summary, body, actions, hints, expire):
+        if replaces:
+            nid = int(replaces)
+        else:
+            self.last += 1
+            nid = self.last
+        with open(record, "a") as out:
+            out.write(json.dumps({"id": nid, "app": str(app), "replaces": int(replaces),
+                                  "icon": str(icon), "summary": str(summary), "body": str(body),
+                                  "actions": [str(a) for a in actions],
+                                  "hints": {str(k): hint(v) for k, v in hints.items()},
+                                  "expire": int(expire)}) + "\n")
+        if "default" in actions and os.path.exists(os.path.join(flags, "click")):
+            GLib.timeout_add(50, lambda: self.ActionInvoked(nid, "default") and False)
+        return nid
+
+    @dbus.service.signal("org.freedesktop.Notifications", signature="us")
+    def ActionInvoked(self, nid, key):
+        pass
+
+    @dbus.service.method("org.freedesktop.Notifications", out_signature="as")
+    def GetCapabilities(self):
+        return ["body", "body-markup", "actions"]
+
+    @dbus.service.method("org.freedesktop.Notifications", out_signature="ssss")
+    def GetServerInformation(self):
+        return ["livehub-test", "livehub", "1", "1.2"]
+
+class ScreenSaver(dbus.service.Object):
+    def __init__(self):
+        super().__init__(bus, "/org/freedesktop/ScreenSaver")
+
+    @dbus.service.method("org.freedesktop.ScreenSaver", out_signature="b")
+    def GetActive(self):
+        return os.path.exists(os.path.join(flags, "screensaver"))
+
+names = [dbus.service.BusName(n, bus) for n in
+         ("org.freedesktop.Notifications", "org.freedesktop.ScreenSaver")]
+objects = [Notifications(), ScreenSaver()]
+open(os.path.join(flags, "ready"), "w").close()
+GLib.MainLoop().run()
+'''
+
+
+def wait_for(predicate, timeout=10.0, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for " + what)
+
+
+class Desktop:
+    """A private session bus with the recording notification server, and a private PulseAudio
+    with a null sink. Either half can be started late (to test recovery) and everything stops in
+    stop()."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="livehub-notify-")
+        self.bus_path = os.path.join(self.dir, "bus")
+        self.bus_address = "unix:path=" + self.bus_path
+        self.pulse_path = os.path.join(self.dir, "pulse", "native")
+        self.record = os.path.join(self.dir, "notifications.jsonl")
+        self.processes = []
+        # libpulse must never spawn a daemon of its own for the hub.
+        self.client_conf = os.path.join(self.dir, "client.conf")
+        with open(self.client_conf, "w") as conf:
+            conf.write("autospawn = no\n")
+
+    def env(self):
+        return {"DBUS_SESSION_BUS_ADDRESS": self.bus_address,
+                "PULSE_SERVER": "unix:" + self.pulse_path,
+                "PULSE_CLIENTCONFIG": self.client_conf}
+
+    def _spawn(self, argv, env=None):
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   env=dict(os.environ, **(env or {})))
+        self.processes.append(process)
+        return process
+
+    def start_bus(self):
+        self._spawn(["dbus-daemon", "--session", "--nofork", "--nopidfile",
+                     "--address=" + self.bus_address])
+        wait_for(lambda: os.path.exists(self.bus_path), what="dbus-daemon socket")
+        self._spawn([PYTHON, "-c", SERVER, self.record, self.dir],
+                    env={"DBUS_SESSION_BUS_ADDRESS": self.bus_address})
+        wait_for(lambda: os.path.exists(os.path.join(self.dir, "ready")),
+                 what="the notification server")
+
+    def start_audio(self):
+        runtime = os.path.dirname(self.pulse_path)
+        os.makedirs(runtime, exist_ok=True)
+        self._spawn(["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "--system=false", "-n",
+                     "--load=module-null-sink sink_name=desk",
+                     "--load=module-native-protocol-unix auth-anonymous=1 socket=" + self.pulse_path],
+                    env={"HOME": self.dir, "XDG_RUNTIME_DIR": runtime,
+                         "XDG_CONFIG_HOME": self.dir, "DBUS_SESSION_BUS_ADDRESS": ""})
+        wait_for(lambda: subprocess.run(["pactl", "info"], env=dict(os.environ, **self.env()),
+                                        capture_output=True).returncode == 0,
+                 what="pulseaudio")
+        # Record the null sink's monitor: whatever the hub plays ends up here.
+        self.recording = os.path.join(self.dir, "monitor.raw")
+        self.recorder = open(self.recording, "wb")
+        process = subprocess.Popen(["parec", "-d", "desk.monitor", "--raw", "--format=s16le",
+                                    "--channels=1", "--rate=8000", "--latency-msec=50"], stdout=self.recorder,
+                                   stderr=subprocess.DEVNULL, env=dict(os.environ, **self.env()))
+        self.processes.append(process)
+
+    def notifications(self):
+        if not os.path.exists(self.record):
+            return []
+        with open(self.record) as record:
+            return [json.loads(line) for line in record if line.strip()]
+
+    def wait_notifications(self, count, timeout=10.0):
+        return wait_for(lambda: len(self.notifications()) >= count and self.notifications(),
+                        timeout, "%d notifications" % count)
+
+    def peak(self):
+        """The loudest sample recorded on the monitor so far."""
+        with open(self.recording, "rb") as raw:
+            data = raw.read()
+        samples = array.array("h", data[:len(data) // 2 * 2])
+        return max((abs(s) for s in samples), default=0)
+
+    def flag(self, name, on=True):
+        path = os.path.join(self.dir, name)
+        if on:
+            open(path, "w").close()
+        elif os.path.exists(path):
+            os.unlink(path)
+        return path
+
+    def stop(self):
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        if hasattr(self, "recorder"):
+            self.recorder.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def notify_chain(**options):
+    lines = ["chain = alerts", "    sink = desk", "        plugin = notify",
+             "        delivery = queue"]
+    options.setdefault("coalesce", 800)
+    lines += ["        %s = %s" % (key, value) for key, value in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+class NotifyTest(HubTestCase):
+    def setUp(self):
+        super().setUp()
+        self.desktop = Desktop()
+        self.addCleanup(self.desktop.stop)
+
+    def metric(self, hub, name):
+        return hub.status()["metrics"].get('livehub_notify_%s_total{stage="desk"}' % name)
+
+    def wait_metric(self, hub, name, value, timeout=10.0):
+        wait_for(lambda: (self.metric(hub, name) or 0) >= value, timeout,
+                 "%s >= %s (now %s)" % (name, value, self.metric(hub, name)))
+
+    def test_assignment_shows_template_and_plays_a_sound(self):
+        self.desktop.start_bus()
+        self.desktop.start_audio()
+        hub = self.hub(notify_chain(), env=self.desktop.env())
+        hub.wait_running("desk")
+        time.sleep(0.3)
+        self.assertLess(self.desktop.peak(), 20, "the monitor is silent before any event")
+        hub.publish("assignment:created", {"signalIdentifier": "S-7 <b>R&D</b>"}, to=["user:42"])
+        [shown] = self.desktop.wait_notifications(1)
+        self.assertEqual(shown["summary"], "New Signal Assignment")
+        self.assertEqual(shown["body"], "You've been assigned: S-7 &lt;b&gt;R&amp;D&lt;/b&gt;",
+                         "event data is escaped for the body markup")
+        self.assertEqual(shown["app"], "livehub")
+        self.assertEqual(shown["replaces"], 0)
+        self.assertEqual(shown["hints"]["urgency"], 1)
+        self.assertEqual(shown["hints"]["category"], "im.received")
+        self.assertIs(shown["hints"]["suppress-sound"], True, "we play the sound, not the server")
+        self.assertEqual(shown["expire"], -1)
+        wait_for(lambda: self.desktop.peak() > 100, 10, "message-new-instant on the null sink")
+        self.wait_metric(hub, "sent", 1)
+        self.assertEqual(self.metric(hub, "sounds"), 1)
+        hub.publish("metrics:update", {"x": 1})  # no rule covers it: silently ignored
+        hub.publish("connection:statusChanged", {"status": "active"})
+        second = self.desktop.wait_notifications(2)[1]
+        self.assertEqual((second["summary"], second["hints"]["urgency"]), ("Connection active", 0))
+        self.assertEqual(len(self.desktop.notifications()), 2)
+
+    def test_burst_becomes_one_updated_notification_and_one_sound(self):
+        self.desktop.start_bus()
+        self.desktop.start_audio()
+        hub = self.hub(notify_chain(coalesce=1500), env=self.desktop.env())
+        hub.wait_running("desk")
+        for n in range(20):
+            hub.publish("assignment:created", {"signalIdentifier": "S-%d" % n})
+        first, update = self.desktop.wait_notifications(2)
+        self.assertEqual(first["body"], "You've been assigned: S-0")
+        self.assertEqual(update["replaces"], first["id"], "the burst updates the first toast")
+        self.assertEqual(update["summary"], "20 new assignments")
+        self.assertEqual(update["body"], "Latest: S-19")
+        self.assertIs(update["hints"]["suppress-sound"], True)
+        time.sleep(2.0)
+        self.assertEqual(len(self.desktop.notifications()), 2, "nothing more after the burst")
+        self.assertEqual(self.metric(hub, "coalesced"), 19)
+        self.assertEqual(self.metric(hub, "sounds"), 1, "one sound for the whole burst")
+        # After the window a new event is a new notification again.
+        hub.publish("assignment:created", {"signalIdentifier": "S-new"})
+        third = self.desktop.wait_notifications(3)[2]
+        self.assertEqual((third["replaces"], third["body"]), (0, "You've been assigned: S-new"))
+
+    def test_rules_file_urgency_action_opener_and_disabled_type(self):
+        self.desktop.start_bus()
+        opened = os.path.join(self.desktop.dir, "opened")
+        opener = os.path.join(self.desktop.dir, "opener.sh")
+        with open(opener, "w") as script:
+            script.write('#!/bin/sh\nprintf "%%s\\n" "$1" >> %s\n' % opened)
+        os.chmod(opener, 0o755)
+        rules = os.path.join(self.desktop.dir, "rules.json")
+        with open(rules, "w") as out:
+            json.dump({"signal:assigned": {"summary": "Signal {data.signal.name}",
+                                           "body": "<b>{who}</b> took it",
+                                           "urgency": "critical", "icon": "dialog-warning",
+                                           "url": "https://app.example/signals/{data.signal.id}",
+                                           "expire": 0, "sound": ""},
+                       "signal:*": {"enabled": False}}, out)
+        self.desktop.flag("click")
+        hub = self.hub(notify_chain(rules=rules, opener=opener), env=self.desktop.env())
+        hub.wait_running("desk")
+        hub.publish("signal:updated", {"n": 1})
+        hub.publish("signal:assigned", {"signal": {"name": "Grant 9", "id": "rec 1/2"},
+                                        "who": "Ada & Bo"})
+        [shown] = self.desktop.wait_notifications(1)
+        self.assertEqual(shown["summary"], "Signal Grant 9")
+        self.assertEqual(shown["body"], "<b>Ada &amp; Bo</b> took it", "template markup kept")
+        self.assertEqual((shown["hints"]["urgency"], shown["icon"], shown["expire"]),
+                         (2, "dialog-warning", 0))
+        self.assertEqual(shown["actions"], ["default", "Open"])
+        wait_for(lambda: os.path.exists(opened) and os.path.getsize(opened), 10, "the opener")
+        with open(opened) as urls:
+            url = urls.read()
+        self.assertEqual(url, "https://app.example/signals/rec%201%2F2\n")
+        self.wait_metric(hub, "actions", 1)
+        self.assertEqual(self.metric(hub, "suppressed_disabled"), 1)
+        self.assertEqual(self.metric(hub, "sounds"), 0, "the rule's sound is empty")
+
+    def test_bad_rules_are_refused_with_the_rule_named(self):
+        bad = os.path.join(self.desktop.dir, "bad.json")
+        with open(bad, "w") as out:
+            json.dump({"assignment:created": {"summary": "Hi {name"}}, out)
+        hub = self.hub(notify_chain(rules=bad), start=False)
+        check = subprocess.run([LIVEHUBD, "--check", hub.conf_path], capture_output=True,
+                               text=True, timeout=20)
+        self.assertNotEqual(check.returncode, 0)
+        self.assertIn("rule 'assignment:created': summary", check.stderr + check.stdout)
+        self.assertIn("has no '}'", check.stderr + check.stdout)
+
+    def test_quiet_hours_idle_and_do_not_disturb_suppress(self):
+        self.desktop.start_bus()
+        dnd = self.desktop.flag("dnd", on=False)
+        hub = self.hub(notify_chain(quiet_when_idle="yes", dnd_file=dnd, coalesce=0),
+                       env=self.desktop.env())
+        quiet = self.hub(notify_chain(quiet_hours="00:00-24:00", coalesce=0),
+                         env=self.desktop.env())
+        hub.wait_running("desk")
+        quiet.wait_running("desk")
+        quiet.publish("assignment:created", {"signalIdentifier": "Q"})
+        self.wait_metric(quiet, "suppressed_quiet", 1)
+        self.desktop.flag("dnd")
+        hub.publish("assignment:created", {"signalIdentifier": "D"})
+        self.wait_metric(hub, "suppressed_dnd", 1)
+        self.desktop.flag("dnd", on=False)
+        self.desktop.flag("screensaver")
+        hub.publish("assignment:created", {"signalIdentifier": "I"})
+        self.wait_metric(hub, "suppressed_quiet", 1)
+        self.desktop.flag("screensaver", on=False)
+        hub.publish("assignment:created", {"signalIdentifier": "back"})
+        [shown] = self.desktop.wait_notifications(1)
+        self.assertEqual(shown["body"], "You've been assigned: back", "only the last one shows")
+        time.sleep(0.3)
+        self.assertEqual(len(self.desktop.notifications()), 1)
+
+    def test_missing_bus_and_audio_degrade_then_recover(self):
+        hub = self.hub(notify_chain(retry=300, coalesce=0), env=self.desktop.env())
+        hub.wait_running("desk")
+        hub.publish("assignment:created", {"signalIdentifier": "lost"})
+        self.wait_metric(hub, "failures_bus", 1)
+        self.wait_metric(hub, "failures_audio", 1)
+        hub.wait_log("session bus unavailable, carrying on without it")
+        hub.wait_log("audio unavailable, carrying on without it")
+        self.assertEqual(hub.log().count("session bus unavailable"), 1, "logged once")
+        self.desktop.start_bus()
+        self.desktop.start_audio()
+        time.sleep(0.4)  # past the retry interval
+        hub.publish("assignment:created", {"signalIdentifier": "found"})
+        [shown] = self.desktop.wait_notifications(1)
+        self.assertEqual(shown["body"], "You've been assigned: found")
+        wait_for(lambda: self.desktop.peak() > 100, 10, "a sound after audio came back")
+        hub.wait_log("session bus available again")
+        hub.wait_log("audio available again")
+        self.assertEqual(hub.stage("desk")["workers"][0]["state"], "running")
+
+
+if __name__ == "__main__":
+    unittest.main()
