@@ -99,7 +99,7 @@ static void *metrics_create(lh_io_t *io)
     self->interval_ms = interval * 1000;
     self->audience = lh_conf_get(conf, "audience");
     if (mx_process_init(&self->process) != 0)
-        lh_log(io, LH_LOG_WARNING, "cannot read the process start time from /proc");
+        lh_log(io, LH_LOG_WARNING, "some process metrics are missing: /proc is not readable");
     self->scrapes = lh_io_counter(io, "livehub_metrics_scrapes_total", "GET /metrics answered");
     self->scrape_seconds =
         lh_io_histogram(io, "livehub_metrics_scrape_seconds", "Time to render one scrape",
@@ -111,6 +111,7 @@ static void *metrics_create(lh_io_t *io)
     if (!(self->http = mx_http_new(listen_on, s_route, self, self->http_errors, &err))) {
         /* workers > 1 lands here too: only one instance can own the listener */
         lh_log(io, LH_LOG_ERROR, "%s", err.text);
+        mx_process_close(&self->process);
         free(self);
         return NULL;
     }
@@ -175,6 +176,7 @@ static void metrics_destroy(void **handle_p)
     if (!self)
         return;
     mx_http_destroy(&self->http);
+    mx_process_close(&self->process);
     free(self);
     *handle_p = NULL;
 }

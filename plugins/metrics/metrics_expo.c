@@ -1,6 +1,7 @@
 /* The Prometheus text exposition (format 0.0.4) of the hub's registry plus process metrics.
  * The registry visits metrics sorted by name, so one HELP/TYPE pair per name is enough. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -108,6 +109,10 @@ int mx_process_init(mx_process_t *process)
 {
     process->page_size = sysconf(_SC_PAGESIZE);
     process->start_time = 0;
+    process->statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    process->fd_dir = opendir("/proc/self/fd");
+    if (process->statm_fd < 0 || !process->fd_dir)
+        return -1;
     char line[1024];
     FILE *file = fopen("/proc/self/stat", "r");
     if (!file)
@@ -139,17 +144,39 @@ int mx_process_init(mx_process_t *process)
     return 0;
 }
 
-static int s_open_fds(void)
+void mx_process_close(mx_process_t *process)
 {
-    DIR *dir = opendir("/proc/self/fd");
+    if (process->statm_fd >= 0)
+        close(process->statm_fd);
+    if (process->fd_dir)
+        closedir(process->fd_dir);
+    process->statm_fd = -1;
+    process->fd_dir = NULL;
+}
+
+static int s_open_fds(const mx_process_t *process)
+{
+    DIR *dir = process->fd_dir;
     if (!dir)
         return -1;
+    rewinddir(dir); /* a /proc directory is listed afresh from the start */
     int count = 0;
     for (struct dirent *entry; (entry = readdir(dir));)
         if (entry->d_name[0] != '.')
             count++;
-    closedir(dir);
     return count - 1; /* the directory stream's own descriptor */
+}
+
+/* Virtual and resident size in pages from /proc/self/statm; -1 when unreadable. */
+static int s_statm(const mx_process_t *process, unsigned long long *pages_virtual,
+                   unsigned long long *pages_resident)
+{
+    char text[256];
+    ssize_t size = process->statm_fd >= 0 ? pread(process->statm_fd, text, sizeof text - 1, 0) : -1;
+    if (size <= 0)
+        return -1;
+    text[size] = '\0';
+    return sscanf(text, "%llu %llu", pages_virtual, pages_resident) == 2 ? 0 : -1;
 }
 
 static void s_process(const mx_process_t *process, mx_buf_t *buf)
@@ -163,19 +190,15 @@ static void s_process(const mx_process_t *process, mx_buf_t *buf)
         s_sample(buf, "process_cpu_seconds_total", "", "", NULL, cpu);
     }
     unsigned long long pages_virtual, pages_resident;
-    FILE *file = fopen("/proc/self/statm", "r");
-    if (file) {
-        if (fscanf(file, "%llu %llu", &pages_virtual, &pages_resident) == 2) {
-            s_help(buf, "process_resident_memory_bytes", "Resident memory size in bytes.", "gauge");
-            s_sample(buf, "process_resident_memory_bytes", "", "", NULL,
-                     (double)pages_resident * (double)process->page_size);
-            s_help(buf, "process_virtual_memory_bytes", "Virtual memory size in bytes.", "gauge");
-            s_sample(buf, "process_virtual_memory_bytes", "", "", NULL,
-                     (double)pages_virtual * (double)process->page_size);
-        }
-        fclose(file);
+    if (s_statm(process, &pages_virtual, &pages_resident) == 0) {
+        s_help(buf, "process_resident_memory_bytes", "Resident memory size in bytes.", "gauge");
+        s_sample(buf, "process_resident_memory_bytes", "", "", NULL,
+                 (double)pages_resident * (double)process->page_size);
+        s_help(buf, "process_virtual_memory_bytes", "Virtual memory size in bytes.", "gauge");
+        s_sample(buf, "process_virtual_memory_bytes", "", "", NULL,
+                 (double)pages_virtual * (double)process->page_size);
     }
-    int fds = s_open_fds();
+    int fds = s_open_fds(process);
     if (fds >= 0) {
         s_help(buf, "process_open_fds", "Number of open file descriptors.", "gauge");
         s_sample(buf, "process_open_fds", "", "", NULL, fds);

@@ -32,13 +32,18 @@ void mx_buf_number(mx_buf_t *buf, double value);
 
 #define MX_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
-/* Process facts read once at start. */
+/* Process facts read once at start, and /proc files kept open: re-reading an open /proc file
+ * from offset 0 regenerates it, which saves a path lookup, an open and a close per scrape. */
 typedef struct {
-    double start_time; /* Unix seconds when the process started */
+    double start_time; /* Unix seconds when the process started; 0: unknown */
     long page_size;
+    int statm_fd; /* /proc/self/statm, or -1 */
+    void *fd_dir; /* DIR * of /proc/self/fd, or NULL */
 } mx_process_t;
 
+/* Returns 0, or -1 when some process metric will be missing (the others still work). */
 int mx_process_init(mx_process_t *process);
+void mx_process_close(mx_process_t *process);
 /* Appends the whole registry, then process metrics and livehub_build_info, to buf. */
 void mx_expo_render(lh_io_t *io, const mx_process_t *process, mx_buf_t *buf);
 
