@@ -1,6 +1,7 @@
 """metrics plugin: the registry in the Prometheus text exposition on GET /metrics (checked by
 promtool and scraped by a real Prometheus server), metrics:update events on schedule with values
 that match the traffic, clear status codes for bad HTTP input, and the cost of a scrape."""
+import base64
 import http.client
 import json
 import os
@@ -267,6 +268,40 @@ class MetricsTest(HubTestCase):
         self.assertTrue(latencies, data)
         for latency in latencies:
             self.assertTrue(0 < latency["p50"] <= latency["p99"] < 1000, latency)
+
+    def test_updates_count_connections_by_transport(self):
+        port, ws_port = free_port(), free_port()
+        hub = self.hub(chains(port, 1) + "    sink = ws\n        plugin = websocket\n"
+                       "        listen = 127.0.0.1:%d\n        anonymous = true\n" % ws_port)
+        sub = hub.subscriber("metrics:update")
+        clients = []
+        for _ in range(3):
+            client = socket.create_connection(("127.0.0.1", ws_port), timeout=5)
+            key = base64.b64encode(os.urandom(16)).decode()
+            client.sendall(("GET /ws/client HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                            "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                            "Sec-WebSocket-Version: 13\r\n\r\n" % key).encode())
+            self.assertTrue(client.recv(4096).startswith(b"HTTP/1.1 101"))
+            clients.append(client)
+        self.addCleanup(lambda: [client.close() for client in clients])
+
+        def wait_connections(expected):
+            seen = []
+            for _ in range(5):
+                update = sub.recv(3)
+                self.assertIsNotNone(update)
+                seen.append(update["data"]["connections"])
+                if seen[-1].get("websocket") == expected:
+                    return seen[-1]
+            self.fail("connections never reached %d: %s" % (expected, seen))
+
+        connections = wait_connections(3)
+        self.assertEqual(connections["namespaces"].get("client"), 3, connections)
+        samples, _ = parse(scrape(port)[2])
+        self.assertEqual(samples[("livehub_ws_connections", 'stage="ws"')], 3)
+        for client in clients:
+            client.close()
+        self.assertEqual(wait_connections(0)["namespaces"].get("client"), 0)
 
     def test_bad_requests_get_clear_status_codes_and_change_nothing(self):
         hub, port = self.metrics_hub()
