@@ -172,7 +172,8 @@ class MetricsTest(HubTestCase):
         # The per-sink latency histogram: cumulative buckets, +Inf equal to _count.
         buckets = sorted((float(re.search(r'le="([^"]+)"', labels).group(1)), value)
                          for (name, labels), value in samples.items()
-                         if name == "livehub_stage_latency_seconds_bucket" and 'stage="rec"' in labels)
+                         if name == "livehub_stage_latency_seconds_bucket"
+                         and 'stage="rec"' in labels)
         self.assertGreaterEqual(len(buckets), 2)
         self.assertEqual(buckets[-1], (float("inf"), 25))
         self.assertEqual([v for _, v in buckets], sorted(v for _, v in buckets), "cumulative")
@@ -185,7 +186,8 @@ class MetricsTest(HubTestCase):
         self.assertGreater(samples[("process_open_fds", "")], 3)
         start = samples[("process_start_time_seconds", "")]
         self.assertTrue(before - 2 <= start <= time.time() + 1, (before, start))
-        self.assertEqual(samples[("livehub_build_info", 'version="%s",abi="1.0"' % project_version())], 1)
+        build = 'version="%s",abi="1.0"' % project_version()
+        self.assertEqual(samples[("livehub_build_info", build)], 1)
 
         # HEAD: the same headers without a body; keep-alive serves several scrapes.
         status, headers, body = scrape(port, "HEAD")
