@@ -89,10 +89,45 @@ static void s_histogram(mx_buf_t *buf, const lh_metric_view_t *view)
     s_sample(buf, view->name, "_count", view->labels, NULL, (double)count);
 }
 
+/* True when labels is `name="value"` pairs separated by commas with escaped values (the
+ * registry takes plugins' label text as it is). One bad series would make Prometheus refuse the
+ * whole scrape, so such a series is left out instead. Histograms may not use `le`. */
+static bool s_valid_labels(const char *labels, bool histogram)
+{
+    const char *c = labels;
+    while (*c) {
+        const char *name = c;
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || *c == '_'))
+            return false;
+        while ((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+               *c == '_')
+            c++;
+        if (histogram && c - name == 2 && strncmp(name, "le", 2) == 0)
+            return false;
+        if (*c++ != '=' || *c++ != '"')
+            return false;
+        for (; *c != '"'; c++) {
+            if (!*c || *c == '\n')
+                return false;
+            if (*c == '\\' && (c[1] == '\\' || c[1] == '"' || c[1] == 'n'))
+                c++;
+            else if (*c == '\\')
+                return false;
+        }
+        c++;
+        if (*c == ',' && c[1])
+            c++;
+        else if (*c)
+            return false;
+    }
+    return true;
+}
+
 static void s_visit(const lh_metric_view_t *view, void *arg)
 {
     s_render_t *render = arg;
-    if ((unsigned)view->kind > LH_METRIC_HISTOGRAM)
+    if ((unsigned)view->kind > LH_METRIC_HISTOGRAM ||
+        !s_valid_labels(view->labels, view->kind == LH_METRIC_HISTOGRAM))
         return;
     if (!render->last_name || strcmp(render->last_name, view->name) != 0) {
         s_help(render->buf, view->name, view->help, s_kind_names[view->kind]);

@@ -9,8 +9,8 @@ typedef struct {
     mx_reading_t *reading;
     double rejected, duplicates, dropped, ws_dropped, restarts, history, last_id;
     bool have_history;
-    double ws, sse, long_poll;
-    bool have_ws, have_sse, have_long_poll;
+    double ws, ws_namespaced, sse, long_poll;
+    bool have_ws, have_ws_namespaced, have_sse, have_long_poll;
     json_t *namespaces;
     double last_sync, cursor_lag;
     bool have_sync;
@@ -39,6 +39,32 @@ static void s_add_latency(mx_reading_t *reading, const lh_metric_view_t *view)
     reading->buckets[view->bucket_count] += view->count;
 }
 
+static void s_count_namespace(s_sums_t *sums, const char *ns, double value)
+{
+    json_t *old = json_object_get(sums->namespaces, ns);
+    json_object_set_new(sums->namespaces, ns,
+                        json_integer((json_int_t)(value + (old ? json_number_value(old) : 0))));
+}
+
+/* livehub_ws_connections: a series labelled namespace="NS" counts for that namespace, one
+ * without counts for the whole stage. */
+static void s_add_ws(s_sums_t *sums, const lh_metric_view_t *view)
+{
+    const char *label = strstr(view->labels, "namespace=\"");
+    const char *end = label ? strchr(label + 11, '"') : NULL;
+    char ns[128];
+    if (!end || (size_t)(end - label - 11) >= sizeof ns) {
+        sums->ws += view->value;
+        sums->have_ws = true;
+        return;
+    }
+    memcpy(ns, label + 11, (size_t)(end - label - 11));
+    ns[end - label - 11] = '\0';
+    s_count_namespace(sums, ns, view->value);
+    sums->ws_namespaced += view->value;
+    sums->have_ws_namespaced = true;
+}
+
 /* "livehub_ws_ns_<namespace>_connections" gauges, one per WebSocket namespace. */
 static void s_add_namespace(s_sums_t *sums, const lh_metric_view_t *view)
 {
@@ -53,10 +79,7 @@ static void s_add_namespace(s_sums_t *sums, const lh_metric_view_t *view)
         return;
     memcpy(ns, view->name + strlen(prefix), ns_size);
     ns[ns_size] = '\0';
-    json_t *old = json_object_get(sums->namespaces, ns);
-    json_object_set_new(
-        sums->namespaces, ns,
-        json_integer((json_int_t)(view->value + (old ? json_number_value(old) : 0))));
+    s_count_namespace(sums, ns, view->value);
 }
 
 static void s_visit(const lh_metric_view_t *view, void *arg)
@@ -79,7 +102,7 @@ static void s_visit(const lh_metric_view_t *view, void *arg)
     else if (s_is(view, "livehub_last_event_id"))
         sums->last_id = view->value;
     else if (s_is(view, "livehub_ws_connections"))
-        sums->ws += view->value, sums->have_ws = true;
+        s_add_ws(sums, view);
     else if (s_is(view, "livehub_poll_streams"))
         sums->sse += view->value, sums->have_sse = true;
     else if (s_is(view, "livehub_poll_parked"))
@@ -153,8 +176,10 @@ json_t *mx_snapshot(lh_io_t *io, const mx_reading_t *previous, mx_reading_t *rea
         json_object_set_new(data, "history_events", json_integer((json_int_t)sums.history));
         json_object_set_new(data, "last_id", json_integer((json_int_t)sums.last_id));
     }
-    if (sums.have_ws)
-        json_object_set_new(connections, "websocket", json_integer((json_int_t)sums.ws));
+    if (sums.have_ws || sums.have_ws_namespaced)
+        json_object_set_new(
+            connections, "websocket",
+            json_integer((json_int_t)(sums.have_ws ? sums.ws : sums.ws_namespaced)));
     if (sums.have_sse)
         json_object_set_new(connections, "sse", json_integer((json_int_t)sums.sse));
     if (sums.have_long_poll)
