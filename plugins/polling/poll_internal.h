@@ -156,8 +156,9 @@ int poll_request_writable(poll_request_t *self);
 void poll_request_closed(poll_request_t *self);
 /* A new event entered the ring: wake the long polls and streams that may see it. */
 void poll_requests_notify(poll_server_t *server, poll_entry_t *entry);
-/* Timeouts of long polls, stream heartbeats and token expiry; the stop at $TERM. */
-void poll_requests_tick(poll_server_t *server, int64_t now_us);
+/* Timeouts of long polls, stream heartbeats and token expiry (and, when check_peers, clients that
+ * went away); the stop at $TERM. */
+void poll_requests_tick(poll_server_t *server, int64_t now_us, bool check_peers);
 void poll_requests_stop(poll_server_t *server);
 
 /* ---- per-token rate limit (poll_limit.c) --------------------------------------------------- */

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <sys/socket.h>
 #include "poll_internal.h"
 
 /* Body bytes written per writable callback, and events per stream catch-up from history. */
@@ -657,7 +658,7 @@ static int s_write_headers(poll_request_t *self)
         return -1;
     self->headers_sent = true;
     if (stream)
-        lws_http_mark_sse(wsi);
+        lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0); /* (lws_http_mark_sse is for h2 only) */
     return 0;
 }
 
@@ -673,6 +674,8 @@ static int s_complete(poll_request_t *self)
 
 int poll_request_writable(poll_request_t *self)
 {
+    if (self->closing && self->state == POLL_PARKED)
+        return -1;
     if (!self->server || self->state == POLL_IDLE || self->state == POLL_PARKED)
         return 0;
     if (!self->headers_sent) {
@@ -828,13 +831,46 @@ void poll_requests_notify(poll_server_t *server, poll_entry_t *entry)
     lws_end_foreach_dll(node);
 }
 
-void poll_requests_tick(poll_server_t *server, int64_t now_us)
+/* lws does not read a connection whose answer is pending, so a client that went away while
+ * parked or streaming would only be noticed at the next write: look for the end of file. */
+static bool s_peer_gone(poll_request_t *self)
 {
+    char byte;
+    int fd = lws_get_socket_fd(self->wsi);
+    return fd >= 0 && recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/* Ends a parked or streaming request. Never closes at once: the caller may be walking the list
+ * this request is in. The writable callback closes it, or the timeout when the peer is stuck. */
+static void s_kill(poll_request_t *self)
+{
+    self->closing = true;
+    lws_set_timeout(self->wsi, PENDING_TIMEOUT_CLOSE_SEND, 1);
+    lws_callback_on_writable(self->wsi);
+}
+
+static void s_check_peers(lws_dll2_owner_t *owner)
+{
+    lws_start_foreach_dll(struct lws_dll2 *, node, owner->head)
+    {
+        poll_request_t *request = lws_container_of(node, poll_request_t, link);
+        if (!request->closing && s_peer_gone(request))
+            s_kill(request);
+    }
+    lws_end_foreach_dll(node);
+}
+
+void poll_requests_tick(poll_server_t *server, int64_t now_us, bool check_peers)
+{
+    if (check_peers) {
+        s_check_peers(&server->parked);
+        s_check_peers(&server->streams);
+    }
     static const char s_expired[] = "event: expired\ndata: {\"error\":\"token_expired\"}\n\n";
     lws_start_foreach_dll_safe(struct lws_dll2 *, node, next, server->parked.head)
     {
         poll_request_t *request = lws_container_of(node, poll_request_t, link);
-        if (now_us >= request->deadline_us)
+        if (now_us >= request->deadline_us && !request->closing)
             s_answer_events(request, false); /* empty, with where to go on from */
     }
     lws_end_foreach_dll_safe(node, next);
@@ -845,13 +881,12 @@ void poll_requests_tick(poll_server_t *server, int64_t now_us)
         poll_ring_t *ring = &server->ring;
         size_t behind = ring->count - poll_ring_after(ring, request->since);
         if (request->closing) {
-            continue;
+            /* being closed (no continue here: the list macro advances at its end) */
         } else if (behind > (size_t)server->opt.stream_backlog &&
                    lws_send_pipe_choked(request->wsi)) {
             /* it stopped reading: end the stream, it resumes with Last-Event-ID */
-            request->closing = true;
             lh_metric_add(server->metrics.slow, 1);
-            lws_set_timeout(request->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+            s_kill(request);
         } else if (request->expires && now_s > request->expires + server->opt.clock_skew_s) {
             s_stream_add(request, s_expired, strlen(s_expired));
             request->closing = true;
@@ -877,9 +912,7 @@ void poll_requests_stop(poll_server_t *server)
     lws_end_foreach_dll_safe(node, next);
     lws_start_foreach_dll(struct lws_dll2 *, node, server->streams.head)
     {
-        poll_request_t *request = lws_container_of(node, poll_request_t, link);
-        request->closing = true;
-        lws_set_timeout(request->wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
+        s_kill(lws_container_of(node, poll_request_t, link));
     }
     lws_end_foreach_dll(node);
 }

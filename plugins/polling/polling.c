@@ -400,7 +400,7 @@ static void s_sweep(lws_sorted_usec_list_t *sul)
         /* reading ZMQ_EVENTS may take an edge the descriptor would have signalled */
         if (s_readable(lh_io_input_socket(server->io)))
             s_drain_input(server, POLL_DRAIN_BUDGET);
-        poll_requests_tick(server, now);
+        poll_requests_tick(server, now, now / 500000 != (now - period_us) / 500000);
         if (now / 10000000 != (now - period_us) / 10000000)
             poll_limiter_sweep(server->limiter, now);
     }
