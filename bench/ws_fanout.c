@@ -3,6 +3,7 @@
  * has each broadcast, the hub's CPU per delivered frame, its RSS per connection, and the
  * ingress -> client latency of one subscriber at 1,000 events/s. See docs/BENCHMARKS.md. */
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -138,6 +139,71 @@ static uint64_t proc_cpu_ticks(pid_t pid)
         sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
         return 0;
     return utime + stime;
+}
+
+/* Per-thread CPU of the hub: tells the router (main thread), the websocket stage and libzmq's I/O
+ * thread apart. Threads are matched by tid between two snapshots. */
+#define MAX_THREADS 32
+struct threads {
+    int n, pid;
+    int tid[MAX_THREADS];
+    char name[MAX_THREADS][20];
+    uint64_t ticks[MAX_THREADS];
+};
+
+static void proc_threads(pid_t pid, struct threads *t)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *dir = opendir(path);
+    t->n = 0;
+    t->pid = (int)pid;
+    if (!dir)
+        return;
+    for (struct dirent *d; (d = readdir(dir)) && t->n < MAX_THREADS;) {
+        int tid = atoi(d->d_name);
+        if (tid <= 0)
+            continue;
+        char file[96], text[1024];
+        snprintf(file, sizeof file, "/proc/%d/task/%d/stat", (int)pid, tid);
+        FILE *f = fopen(file, "r");
+        if (!f)
+            continue;
+        size_t n = fread(text, 1, sizeof text - 1, f);
+        fclose(f);
+        text[n] = '\0';
+        char *open = strchr(text, '('), *close = strrchr(text, ')');
+        unsigned long long utime = 0, stime = 0;
+        if (!open || !close ||
+            sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                   &stime) != 2)
+            continue;
+        int len = (int)(close - open - 1);
+        snprintf(t->name[t->n], sizeof t->name[0], "%.*s", len < 19 ? len : 19, open + 1);
+        if (tid == pid)
+            snprintf(t->name[t->n], sizeof t->name[0], "main");
+        t->tid[t->n] = tid;
+        t->ticks[t->n++] = utime + stime;
+    }
+    closedir(dir);
+}
+
+static double ticks_to_us(uint64_t ticks);
+
+static void print_threads(const struct threads *a, const struct threads *b, uint64_t per)
+{
+    /* named by tid - pid: stages start in conf order, after libzmq's threads */
+    printf("  by thread (us each)    ");
+    for (int i = 0; i < b->n; i++) {
+        uint64_t before = 0;
+        for (int j = 0; j < a->n; j++)
+            if (a->tid[j] == b->tid[i])
+                before = a->ticks[j];
+        if (b->ticks[i] > before)
+            printf(" %s+%d %.2f", b->name[i], b->tid[i] - b->pid,
+                   ticks_to_us(b->ticks[i] - before) / (double)per);
+    }
+    printf("\n");
 }
 
 static double ticks_to_us(uint64_t ticks)
@@ -615,6 +681,8 @@ static bool fanout_case(void *ctx, int count)
         await_broadcast((uint64_t)s, hub.ws_port, 10000000000u);
     }
     uint64_t *complete = calloc((size_t)rounds, sizeof *complete);
+    struct threads th0, th1;
+    proc_threads(hub.pid, &th0);
     uint64_t cpu0 = proc_cpu_ticks(hub.pid), wall0 = now_ns();
     int expected_each = B.ready;
     for (int r = 0; r < rounds; r++) {
@@ -625,6 +693,7 @@ static bool fanout_case(void *ctx, int count)
         complete[r] = B.last_arrival[seq] > sent ? B.last_arrival[seq] - sent : 0;
     }
     uint64_t cpu1 = proc_cpu_ticks(hub.pid), wall1 = now_ns();
+    proc_threads(hub.pid, &th1);
     uint64_t delivered = 0;
     for (int r = 0; r < rounds; r++)
         delivered += B.arrivals[warm + r];
@@ -645,6 +714,8 @@ static bool fanout_case(void *ctx, int count)
     printf("  server CPU              %.2f us per delivered frame (%.0f ms CPU over %.2f s)\n",
            delivered ? cpu_us / (double)delivered : 0.0, cpu_us / 1000.0,
            (double)(wall1 - wall0) / 1e9);
+    if (delivered)
+        print_threads(&th0, &th1, delivered);
     printf("  server RSS              %ld KiB -> %ld KiB: %.2f KiB per connection\n", rss_before,
            rss_after, connected ? (double)(rss_after - rss_before) / connected : 0.0);
     if (B.nclose_codes)
@@ -682,10 +753,13 @@ static bool latency_case(void *ctx, int seconds)
     B.clients[0].next_seq = 0;
     B.bad_order = 0;
     uint64_t sent = 0, cpu0 = 0, deadline = 0;
+    struct threads th0 = {0}, th1;
     while (sent < total || (B.nlatency < total && now_ns() < deadline)) {
         if (pump(100, hub.ws_port, tfd) && sent < total) {
-            if (sent == warm)
+            if (sent == warm) {
                 cpu0 = proc_cpu_ticks(hub.pid);
+                proc_threads(hub.pid, &th0);
+            }
             publish(push, "bench:lat", sent++);
             if (sent == total)
                 deadline = now_ns() + 2000000000u;
@@ -694,6 +768,7 @@ static bool latency_case(void *ctx, int seconds)
             break;
     }
     uint64_t cpu1 = proc_cpu_ticks(hub.pid);
+    proc_threads(hub.pid, &th1);
     size_t got = B.nlatency > warm ? B.nlatency - warm : 0;
     uint64_t *lat = B.latency + warm;
     qsort(lat, got, sizeof *lat, cmp_u64);
@@ -707,6 +782,8 @@ static bool latency_case(void *ctx, int seconds)
            pct_us(lat, got, 0.999), pct_us(lat, got, 1.0));
     printf("  server CPU              %.1f us per event (whole livehubd, 1 subscriber)\n",
            got ? ticks_to_us(cpu1 - cpu0) / (double)got : 0.0);
+    if (got)
+        print_threads(&th0, &th1, got);
     bool ok = got == total - warm;
     B.latency_mode = false;
     epoll_ctl(B.epfd, EPOLL_CTL_DEL, tfd, NULL);
