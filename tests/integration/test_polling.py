@@ -1,0 +1,419 @@
+"""The polling sink, driven by real HTTP clients (curl, http.client, raw sockets): short poll,
+long poll, Server-Sent Events with resume, audiences, resets, CORS, rate limit, caps, slow
+readers and counters. Protocol: docs/POLLING.md."""
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import socket
+import subprocess
+import threading
+import time
+import unittest
+
+from hubtest import HubTestCase, free_port
+
+SECRET = "polling-test-secret-42"
+ENV = {"LIVEHUB_POLL_TEST_SECRET": SECRET}
+
+
+def _b64(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def token(sub, role, ttl=3600, secret=SECRET):
+    """An HS256 JWT, as the team's backend mints them."""
+    now = int(time.time())
+    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = _b64(json.dumps({"sub": sub, "role": role, "iat": now - 5, "exp": now + ttl}).encode())
+    mac = hmac.new(secret.encode(), ("%s.%s" % (head, body)).encode(), hashlib.sha256).digest()
+    return "%s.%s.%s" % (head, body, _b64(mac))
+
+
+class SSE:
+    """A Server-Sent Events client on a plain socket: reads the head, then parses blocks."""
+
+    def __init__(self, port, path, headers=None, rcvbuf=None, timeout=5.0):
+        self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        lines = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1", "Accept: text/event-stream"]
+        lines += ["%s: %s" % item for item in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.buffer = b""
+        self.comments = []
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        self.status = int(head.split(b" ", 2)[1]) if head else 0
+        self.head = head.decode(errors="replace").lower()
+
+    def next(self, timeout=5.0):
+        """The next event block as a dict (id, event, data), or None on timeout or close."""
+        deadline = time.time() + timeout
+        while True:
+            while b"\n\n" in self.buffer:
+                block, _, self.buffer = self.buffer.partition(b"\n\n")
+                fields = {}
+                for line in block.decode().split("\n"):
+                    if line.startswith(":"):
+                        self.comments.append(line)
+                        continue
+                    name, _, value = line.partition(": ")
+                    fields[name] = value
+                if "data" in fields:
+                    return fields
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return None
+            self.sock.settimeout(remaining)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            if not chunk:
+                return None
+            self.buffer += chunk
+
+    def events(self, count, timeout=10.0):
+        got, deadline = [], time.time() + timeout
+        while len(got) < count:
+            block = self.next(max(0.01, deadline - time.time()))
+            if block is None:
+                break
+            got.append(block)
+        return got
+
+    def close(self):
+        self.sock.close()
+
+
+class PollingTest(HubTestCase):
+    def start(self, extra="", secret=True, hub_extra=""):
+        self.port = free_port()
+        conf = ("chain = web\n    sink = poll\n        plugin = polling\n"
+                "        listen = 127.0.0.1:%d\n        stats = /v1/stats\n" % self.port)
+        conf += "".join("        %s\n" % line.strip() for line in extra.strip().splitlines())
+        hub_lines = ("token_secret = env:LIVEHUB_POLL_TEST_SECRET\n" if secret else "") + hub_extra
+        self.hub_ = self.hub(chains=conf, hub_extra=hub_lines, env=ENV)
+        self.hub_.wait_running("poll")
+        return self.hub_
+
+    def get(self, path, token_=None, headers=None, method="GET", timeout=10):
+        """(status, headers dict, parsed JSON body or raw text)."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        all_headers = dict(headers or {})
+        if token_:
+            all_headers["Authorization"] = "Bearer " + token_
+        connection.request(method, path, headers=all_headers)
+        response = connection.getresponse()
+        raw = response.read().decode()
+        head = {k.lower(): v for k, v in response.getheaders()}
+        connection.close()
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = raw
+        return response.status, head, body
+
+    def stats(self):
+        return self.get("/v1/stats")[2]
+
+    def curl(self, *args):
+        result = subprocess.run(["curl", "-s", "-m", "10"] + list(args), capture_output=True,
+                                text=True, timeout=20)
+        return result.stdout
+
+    def wait_stat(self, name, value, timeout=5.0):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.stats()[name] == value:
+                return
+            time.sleep(0.05)
+        self.fail("%s never became %s: %s" % (name, value, self.stats()))
+
+    # ---- short poll ----------------------------------------------------------------------------
+
+    def test_short_poll_with_curl_pages_through_everything_in_order(self):
+        hub = self.start("anonymous = true\nrate = 0")
+        start = json.loads(self.curl("http://127.0.0.1:%d/v1/events" % self.port))
+        self.assertEqual(start["events"], [])
+        self.assertEqual(start["epoch"], hub.subscriber().hello["epoch"])
+        ids = [hub.publish("signal:created", {"n": n}) for n in range(25)]
+        time.sleep(0.2)
+        since, got = start["next"], []
+        for _ in range(10):
+            page = json.loads(self.curl("http://127.0.0.1:%d/v1/events?since=%d&limit=10"
+                                        % (self.port, since)))
+            self.assertLessEqual(len(page["events"]), 10)
+            got += page["events"]
+            since = page["next"]
+            if not page["events"]:
+                break
+        self.assertEqual([e["id"] for e in got], ids, "every event once, in order")
+        self.assertEqual([e["data"]["n"] for e in got], list(range(25)))
+        self.assertEqual(got[0]["type"], "signal:created")
+        self.assertEqual(since, ids[-1])
+        # types= filters; a poll with nothing new is empty and keeps the position
+        hub.publish("assignment:created", {"a": 1})
+        hub.publish("signal:updated", {"s": 1})
+        time.sleep(0.2)
+        page = self.get("/v1/events?since=%d&types=assignment:*,connection:created" % since)[2]
+        self.assertEqual([e["type"] for e in page["events"]], ["assignment:created"])
+        empty = self.get("/v1/events?since=%d" % (since + 2))[2]
+        self.assertEqual((empty["events"], empty["next"]), ([], since + 2))
+        stats = self.stats()
+        self.assertEqual(stats["livehub_poll_rendered_total"], 27, "each event rendered once")
+
+    def test_bad_input_gets_clear_errors_and_changes_nothing(self):
+        hub = self.start("anonymous = true\nrate = 0\nmax_limit = 500")
+        first = hub.publish("signal:created", {"n": 1})
+        time.sleep(0.1)
+        cases = [
+            ("/v1/events?since=abc", 400, "since"), ("/v1/events?since=-1", 400, "since"),
+            ("/v1/events?since=", 400, "since"), ("/v1/events?since=1e3", 400, "since"),
+            ("/v1/events?limit=501", 400, "limit"), ("/v1/events?limit=0", 400, "limit"),
+            ("/v1/events?limit=99999999999999999999999", 400, "limit"),
+            ("/v1/events?types=sig*nal", 400, "types"), ("/v1/events?types=$gap", 400, "types"),
+            ("/v1/events?types=a,,b", 400, "types"), ("/v1/events?wait=soon", 400, "wait"),
+            ("/v1/nothing", 404, "endpoint"), ("/", 404, "endpoint"),
+        ]
+        for path, status, word in cases:
+            code, _, body = self.get(path)
+            self.assertEqual(code, status, path)
+            self.assertIn(word, body["message"], path)
+            self.assertIn("error", body)
+        code, head, body = self.get("/v1/events", method="POST")
+        self.assertEqual((code, body["error"]), (405, "method_not_allowed"))
+        self.assertIn("GET", head["allow"])
+        self.assertEqual(self.get("/v1/events", method="DELETE")[0], 405)
+        page = self.get("/v1/events?since=0")[2]
+        self.assertEqual([e["id"] for e in page["events"]], [first], "the hub serves on")
+        self.assertGreaterEqual(self.stats()["livehub_poll_status_400_total"], 11)
+
+    # ---- audiences and tokens ---------------------------------------------------------------------
+
+    def test_audiences_are_enforced_with_tokens(self):
+        hub = self.start("rate = 0")
+        audiences = [["public"], ["user:1"], ["user:2"], ["role:startup"], ["admin"],
+                     ["user:2", "admin"]]
+        ids = [hub.publish("assignment:created", {"i": i}, to=to) for i, to in enumerate(audiences)]
+        time.sleep(0.2)
+        expect = {
+            token("1", "startup"): [0, 1, 3],
+            token("2", "startup"): [0, 2, 3, 5],
+            token("9", "admin"): [0, 4, 5],
+            token("3", "mentor"): [0],
+        }
+        for tok, want in expect.items():
+            page = self.get("/v1/events?since=0", tok)[2]
+            self.assertEqual([e["data"]["i"] for e in page["events"]], want)
+            self.assertEqual(page["next"], ids[-1], "invisible events are skipped, not retried")
+            stream = SSE(self.port, "/v1/stream?since=0&access_token=" + tok)
+            self.assertEqual([json.loads(b["data"])["data"]["i"] for b in stream.events(len(want))],
+                             want)
+            self.assertIsNone(stream.next(0.3), "nothing else")
+            stream.close()
+        # refusals: no token (anonymous off), forged, expired, other secret
+        for tok, error in [(None, "unauthorized"), ("abc.def.ghi", "unauthorized"),
+                           (token("1", "startup", ttl=-120), "token_expired"),
+                           (token("1", "admin", secret="nope"), "unauthorized")]:
+            code, head, body = self.get("/v1/events?since=0", tok)
+            self.assertEqual((code, body["error"]), (401, error))
+            self.assertIn("bearer", head["www-authenticate"].lower())
+            self.assertEqual(SSE(self.port, "/v1/stream?access_token=%s" % tok).status, 401)
+
+    def test_anonymous_sees_public_only_and_no_secret_means_401(self):
+        hub = self.start("anonymous = true\nrate = 0", secret=False)
+        hub.publish("signal:created", {"p": 1})
+        hub.publish("signal:created", {"p": 2}, to=["admin"])
+        time.sleep(0.2)
+        page = self.get("/v1/events?since=0")[2]
+        self.assertEqual([e["data"]["p"] for e in page["events"]], [1])
+        code, _, body = self.get("/v1/events?since=0", token("9", "admin"))
+        self.assertEqual(code, 401)
+        self.assertIn("token_secret", body["message"])
+
+    # ---- long poll ---------------------------------------------------------------------------------
+
+    def test_long_poll_wakes_at_once_and_times_out_empty(self):
+        hub = self.start("rate = 0\nmax_wait = 2")
+        tok = token("1", "startup")
+        since = self.get("/v1/events", tok)[2]["next"]
+        result = {}
+
+        def poll():
+            result["answer"] = self.get("/v1/events?since=%d&wait=20" % since, tok)
+            result["at"] = time.monotonic()
+
+        waiter = threading.Thread(target=poll)
+        waiter.start()
+        self.wait_stat("livehub_poll_parked", 1)
+        hub.publish("signal:created", {"x": "hidden"}, to=["user:2"])  # not for this caller
+        time.sleep(0.3)
+        self.assertTrue(waiter.is_alive(), "an invisible event does not wake the poll")
+        published = time.monotonic()
+        event_id = hub.publish("signal:created", {"x": "mine"}, to=["user:1"])
+        waiter.join(10)
+        delay = result["at"] - published
+        code, _, body = result["answer"]
+        self.assertEqual(code, 200)
+        self.assertEqual([e["id"] for e in body["events"]], [event_id])
+        print("\nlong poll answered %.2f ms after publish returned" % (delay * 1000))
+        self.assertLess(delay, 0.5, "generous bound; the figure is printed above")
+        # wait is capped by max_wait (2 s): an empty answer with the position moved on
+        started = time.monotonic()
+        code, _, body = self.get("/v1/events?since=%d&wait=600" % event_id, tok)
+        self.assertEqual((code, body["events"], body["next"]), (200, [], event_id))
+        self.assertGreater(time.monotonic() - started, 1.5)
+        self.assertEqual(self.stats()["livehub_poll_parked"], 0)
+
+    def test_parked_long_polls_are_capped(self):
+        hub = self.start("anonymous = true\nrate = 0\nmax_parked = 3")
+        socks = []
+        for _ in range(3):
+            sock = socket.create_connection(("127.0.0.1", self.port))
+            sock.sendall(b"GET /v1/events?wait=30 HTTP/1.1\r\nHost: x\r\n\r\n")
+            socks.append(sock)
+        self.wait_stat("livehub_poll_parked", 3)
+        code, head, body = self.get("/v1/events?wait=30")
+        self.assertEqual((code, body["error"]), (503, "too_many_waiting"))
+        self.assertEqual(head["retry-after"], "1")
+        self.assertEqual(self.get("/v1/events")[0], 200, "short polls still served")
+        socks.pop().close()  # a client that goes away frees its place
+        self.wait_stat("livehub_poll_parked", 2)
+        event_id = hub.publish("signal:created", {})
+        for sock in socks:
+            sock.settimeout(5)
+            data = b""
+            while b"}" not in data.partition(b"\r\n\r\n")[2]:
+                chunk = sock.recv(4096)
+                self.assertTrue(chunk)
+                data += chunk
+            self.assertIn(b'"id":%d' % event_id, data)
+            sock.close()
+
+    # ---- SSE -----------------------------------------------------------------------------------
+
+    def test_sse_streams_in_order_and_resumes_with_last_event_id(self):
+        hub = self.start("rate = 0\nheartbeat = 1")
+        tok = token("1", "startup")
+        stream = SSE(self.port, "/v1/stream", {"Authorization": "Bearer " + tok})
+        self.assertEqual(stream.status, 200)
+        self.assertIn("text/event-stream", stream.head)
+        self.wait_stat("livehub_poll_streams", 1)
+        ids = [hub.publish("signal:created", {"n": n}, to=["user:1"] if n % 2 else None)
+               for n in range(40)]
+        first = stream.events(15)
+        self.assertEqual([int(b["id"]) for b in first], ids[:15])
+        self.assertEqual({b["event"] for b in first}, {"signal:created"})
+        self.assertEqual([json.loads(b["data"])["id"] for b in first], ids[:15])
+        stream.close()
+        ids += [hub.publish("assignment:created", {"n": n}) for n in range(40, 60)]
+        resumed = SSE(self.port, "/v1/stream?since=1", {"Authorization": "Bearer " + tok,
+                                                        "Last-Event-ID": first[-1]["id"]})
+        rest = resumed.events(45)
+        self.assertEqual([int(b["id"]) for b in rest], ids[15:], "no loss, no duplicate")
+        self.assertIsNone(resumed.next(1.5))
+        self.assertTrue(resumed.comments, "comment heartbeats keep the stream alive")
+        resumed.close()
+        # curl as an SSE client
+        out = subprocess.run(["curl", "-s", "-N", "-m", "1.5", "-H", "Last-Event-ID: %d" % ids[-3],
+                              "http://127.0.0.1:%d/v1/stream?access_token=%s" % (self.port, tok)],
+                             capture_output=True, text=True, timeout=10).stdout
+        self.assertEqual([int(line[4:]) for line in out.splitlines() if line.startswith("id: ")],
+                         ids[-2:])
+        self.assertEqual(SSE(self.port, "/v1/stream", {"Authorization": "Bearer " + tok,
+                                                       "Last-Event-ID": "x1"}).status, 400)
+
+    def test_streams_are_capped_and_slow_readers_are_cut(self):
+        hub = self.start("anonymous = true\nrate = 0\nmax_streams = 2\nstream_backlog = 50\n"
+                         "ring = 200", hub_extra="history = 400")
+        slow = SSE(self.port, "/v1/stream", rcvbuf=4096)
+        good = SSE(self.port, "/v1/stream")
+        self.assertEqual(SSE(self.port, "/v1/stream").status, 503)
+        self.wait_stat("livehub_poll_streams", 2)
+        blob = "x" * 4000
+        ids = []
+        for n in range(300):
+            ids.append(hub.publish("signal:updated", {"n": n, "blob": blob}))
+            if n % 50 == 49:
+                self.assertEqual([int(b["id"]) for b in good.events(50)], ids[-50:])
+        self.wait_stat("livehub_poll_slow_streams_total", 1, timeout=10)
+        self.wait_stat("livehub_poll_streams", 1)
+        self.assertIsNotNone(slow.next(1), "what was sent before the cut still arrives")
+        good.close()
+        slow.close()
+
+    # ---- resets ----------------------------------------------------------------------------------
+
+    def test_stale_ids_and_other_epochs_get_a_reset(self):
+        hub = self.start("anonymous = true\nrate = 0\nring = 16", hub_extra="history = 20")
+        ids = [hub.publish("signal:created", {"n": n}) for n in range(40)]
+        time.sleep(0.2)
+        for query, reason in [("since=1", "history"), ("since=%d" % (ids[-1] + 100), "future"),
+                              ("since=%d&epoch=someotherepoch" % ids[-2], "epoch")]:
+            code, _, body = self.get("/v1/events?" + query)
+            self.assertEqual(code, 200)
+            self.assertEqual((body["reset"], body["reason"], body["events"], body["next"]),
+                             (True, reason, [], ids[-1]), query)
+        # from history (older than the ring of 16, still in the hub's 20): a full answer
+        page = self.get("/v1/events?since=%d&limit=100" % ids[-19])[2]
+        self.assertEqual([e["id"] for e in page["events"]], ids[-18:])
+        self.assertNotIn("reset", page)
+        stream = SSE(self.port, "/v1/stream", {"Last-Event-ID": "2"})
+        block = stream.next()
+        self.assertEqual((block["event"], int(block["id"])), ("reset", ids[-1]))
+        self.assertEqual(json.loads(block["data"])["reason"], "history")
+        new = hub.publish("signal:created", {})
+        self.assertEqual(int(stream.next()["id"]), new, "live after the reset")
+        stream.close()
+        self.assertGreaterEqual(self.stats()["livehub_poll_resets_total"], 4)
+
+    # ---- CORS and rate limit -----------------------------------------------------------------------
+
+    def test_cors_preflight_and_origins(self):
+        self.start("anonymous = true\nrate = 0\norigins = https://app.example http://localhost:3000")
+        code, head, _ = self.get("/v1/events", method="OPTIONS", headers={
+            "Origin": "https://app.example", "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization"})
+        self.assertEqual(code, 204)
+        self.assertEqual(head["access-control-allow-origin"], "https://app.example")
+        self.assertIn("GET", head["access-control-allow-methods"])
+        self.assertIn("authorization", head["access-control-allow-headers"].lower())
+        self.assertIn("last-event-id", head["access-control-allow-headers"].lower())
+        code, head, _ = self.get("/v1/events", headers={"Origin": "http://localhost:3000"})
+        self.assertEqual((code, head["access-control-allow-origin"]), (200, "http://localhost:3000"))
+        self.assertIn("Origin", head["vary"])
+        code, head, body = self.get("/v1/events", headers={"Origin": "https://evil.example"})
+        self.assertEqual((code, body["error"]), (403, "forbidden_origin"))
+        self.assertNotIn("access-control-allow-origin", head)
+        code, head, _ = self.get("/v1/events", method="OPTIONS",
+                                 headers={"Origin": "https://evil.example"})
+        self.assertEqual(code, 403)
+        self.assertNotIn("access-control-allow-origin", self.get("/v1/events")[1], "no Origin")
+
+    def test_rate_limit_per_token_with_retry_after(self):
+        self.start("rate = 1\nburst = 3")
+        alice, bob = token("a", "startup"), token("b", "startup")
+        codes = [self.get("/v1/events", alice)[0] for _ in range(3)]
+        self.assertEqual(codes, [200, 200, 200])
+        code, head, body = self.get("/v1/events", alice)
+        self.assertEqual((code, body["error"]), (429, "rate_limited"))
+        self.assertGreaterEqual(int(head["retry-after"]), 1)
+        self.assertEqual(self.get("/v1/events", bob)[0], 200, "another token is not affected")
+        time.sleep(1.2)
+        self.assertEqual(self.get("/v1/events", alice)[0], 200, "the bucket refills")
+        stats = self.stats()
+        self.assertEqual(stats["livehub_poll_status_429_total"], 1)
+        self.assertGreaterEqual(stats["livehub_poll_requests_short_total"], 6)
+
+
+if __name__ == "__main__":
+    unittest.main()
