@@ -329,6 +329,7 @@ typedef struct {
     s_buf_t *buf;
     bool sse; /* SSE blocks, else JSON array elements */
     int64_t count, max;
+    size_t max_bytes; /* 0: no cap; else stop once the text is this long */
     uint64_t last;    /* the last event added */
     uint64_t scanned; /* the last event looked at */
 } s_collect_t;
@@ -342,10 +343,15 @@ static void s_collect_one(s_collect_t *c, const char *text, size_t size, uint64_
     c->last = id;
 }
 
+static bool s_full(const s_collect_t *c)
+{
+    return c->count >= c->max || (c->max_bytes && c->buf->size >= c->max_bytes);
+}
+
 static int s_history_visit(const lh_event_t *event, void *arg)
 {
     s_collect_t *c = arg;
-    if (c->count >= c->max)
+    if (s_full(c))
         return 1;
     c->scanned = lh_event_id(event);
     if (!s_matches(c->request, event))
@@ -382,7 +388,7 @@ static s_collected_t s_collect(s_collect_t *c, uint64_t since, uint64_t *next)
     poll_ring_t *ring = &server->ring;
     c->scanned = since;
     if (since >= ring->floor) {
-        for (size_t i = poll_ring_after(ring, since); i < ring->count && c->count < c->max; i++) {
+        for (size_t i = poll_ring_after(ring, since); i < ring->count && !s_full(c); i++) {
             poll_entry_t *entry = poll_ring_at(ring, i);
             c->scanned = lh_event_id(entry->event);
             if (!s_matches(c->request, entry->event))
@@ -397,7 +403,7 @@ static s_collected_t s_collect(s_collect_t *c, uint64_t since, uint64_t *next)
         }
         if (since > ring->newest && since > poll_hub_last_id(server))
             return S_RESET_FUTURE;
-        *next = c->count >= c->max ? c->last : (since > ring->newest ? since : ring->newest);
+        *next = s_full(c) ? c->last : (since > ring->newest ? since : ring->newest);
         return S_OK;
     }
     uint64_t newest = 0;
@@ -407,7 +413,7 @@ static s_collected_t s_collect(s_collect_t *c, uint64_t since, uint64_t *next)
         return S_RESET_HISTORY;
     if (result == LH_REPLAY_FUTURE)
         return S_RESET_FUTURE;
-    *next = c->count >= c->max ? c->last : newest;
+    *next = s_full(c) ? c->last : newest;
     return S_OK;
 }
 
@@ -566,7 +572,13 @@ static void s_stream_fill(poll_request_t *self)
 {
     poll_server_t *server = self->server;
     s_buf_t buf = {0};
-    s_collect_t c = {.request = self, .buf = &buf, .sse = true, .max = POLL_REPLAY_BATCH};
+    /* bounded, so that a client that stops reading falls behind in the ring (and is found out)
+     * instead of piling its backlog up in lws's output buffer */
+    s_collect_t c = {.request = self,
+                     .buf = &buf,
+                     .sse = true,
+                     .max = POLL_REPLAY_BATCH,
+                     .max_bytes = POLL_CHUNK};
     uint64_t next = self->since;
     s_collected_t result = s_collect(&c, self->since, &next);
     if (result == S_RESET_HISTORY) {

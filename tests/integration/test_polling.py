@@ -122,6 +122,11 @@ class PollingTest(HubTestCase):
             body = raw
         return response.status, head, body
 
+    def sse_status(self, path, headers=None):
+        stream = SSE(self.port, path, headers)
+        stream.close()
+        return stream.status
+
     def stats(self):
         return self.get("/v1/stats")[2]
 
@@ -227,7 +232,7 @@ class PollingTest(HubTestCase):
             code, head, body = self.get("/v1/events?since=0", tok)
             self.assertEqual((code, body["error"]), (401, error))
             self.assertIn("bearer", head["www-authenticate"].lower())
-            self.assertEqual(SSE(self.port, "/v1/stream?access_token=%s" % tok).status, 401)
+            self.assertEqual(self.sse_status("/v1/stream?access_token=%s" % tok), 401)
 
     def test_anonymous_sees_public_only_and_no_secret_means_401(self):
         hub = self.start("anonymous = true\nrate = 0", secret=False)
@@ -329,17 +334,17 @@ class PollingTest(HubTestCase):
                              capture_output=True, text=True, timeout=10).stdout
         self.assertEqual([int(line[4:]) for line in out.splitlines() if line.startswith("id: ")],
                          ids[-2:])
-        self.assertEqual(SSE(self.port, "/v1/stream", {"Authorization": "Bearer " + tok,
-                                                       "Last-Event-ID": "x1"}).status, 400)
+        self.assertEqual(self.sse_status("/v1/stream", {"Authorization": "Bearer " + tok,
+                                                        "Last-Event-ID": "x1"}), 400)
 
     def test_streams_are_capped_and_slow_readers_are_cut(self):
         hub = self.start("anonymous = true\nrate = 0\nmax_streams = 2\nstream_backlog = 50\n"
                          "ring = 200", hub_extra="history = 400")
         slow = SSE(self.port, "/v1/stream", rcvbuf=4096)
         good = SSE(self.port, "/v1/stream")
-        self.assertEqual(SSE(self.port, "/v1/stream").status, 503)
+        self.assertEqual(self.sse_status("/v1/stream"), 503)
         self.wait_stat("livehub_poll_streams", 2)
-        blob = "x" * 4000
+        blob = "x" * 30000  # beyond what the kernel buffers (4 MB on loopback)
         ids = []
         for n in range(300):
             ids.append(hub.publish("signal:updated", {"n": n, "blob": blob}))
