@@ -1,0 +1,477 @@
+// livehub.js: the browser client of livehub (docs/CLIENT.md). A plain ES module, no dependencies.
+//
+//   import {connect} from "/livehub.js";
+//   const hub = connect({url: "ws://127.0.0.1:8080", pollUrl: "http://127.0.0.1:8081",
+//                        namespace: "client", getToken: async () => fetchMyToken()});
+//   hub.on("assignment:*", (data, event) => ...);
+//   hub.on("$state", (state) => ...);           // "live" | "polling" | "offline"
+//   hub.on("$reset", (info) => refetchEverything());
+//
+// WebSocket first (docs/WEBSOCKET.md); while it cannot connect, the polling sink (long polls on
+// /v1/events, docs/POLLING.md) carries the stream and the WebSocket is retried with exponential
+// back-off and jitter. Every switch resumes from lastId, and events are delivered only when their
+// id is above lastId, so the page sees each event it may see once, in order. Tabs of one origin
+// that use the same hub, namespace and identity share one connection: the tab holding a Web Lock
+// leads, the others get its events through a BroadcastChannel.
+
+const STATES = ["live", "polling", "offline"];
+
+/** True when an event type matches a pattern: exact, a prefix ending in "*", or "*". */
+export function matches(pattern, type) {
+  if (pattern === "*") return true;
+  if (pattern.endsWith("*")) return type.startsWith(pattern.slice(0, -1));
+  return pattern === type;
+}
+
+/** The claims of a JWT, unverified (identity for tab sharing only), or null. */
+export function tokenClaims(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const text = (typeof atob === "function") ? atob(part) : Buffer.from(part, "base64").toString();
+    return JSON.parse(text);
+  } catch (error) {
+    return null;
+  }
+}
+
+/** Back-off delay (ms) of attempt n (0-based): min·2^n capped at max, with "equal jitter". */
+export function backoff(attempt, min = 500, max = 30000, random = Math.random) {
+  const ceiling = Math.min(max, min * Math.pow(2, Math.min(attempt, 30)));
+  return Math.round(ceiling / 2 + random() * ceiling / 2);
+}
+
+function trimSlash(text) {
+  return String(text || "").replace(/\/+$/, "");
+}
+
+class Client {
+  constructor(options) {
+    const g = globalThis;
+    this.options = options;
+    this.namespace = options.namespace || "client";
+    this.types = (options.types && options.types.length) ? options.types.slice() : ["*"];
+    this.wsBase = trimSlash(options.url || (g.location ?
+      (g.location.protocol === "https:" ? "wss://" : "ws://") + g.location.host : ""));
+    this.pollBase = options.pollUrl === undefined ? null : trimSlash(options.pollUrl);
+    this.WebSocket = options.WebSocket || g.WebSocket;
+    this.fetch = options.fetch || (g.fetch ? g.fetch.bind(g) : null);
+    this.timers = options.timers || {setTimeout: g.setTimeout.bind(g),
+      clearTimeout: g.clearTimeout.bind(g)};
+    this.random = options.random || Math.random;
+    this.backoffMin = options.backoffMin ?? 500;
+    this.backoffMax = options.backoffMax ?? 30000;
+    this.pollWait = options.pollWait ?? 25;          // long poll seconds; 0: interval polling
+    this.pollInterval = options.pollInterval ?? 30;  // seconds between short polls (pollWait 0)
+    this.token = options.token || null;
+    this.getToken = options.getToken || null;
+    this.listeners = new Map();
+    this.state = "offline";
+    this.role = "connecting";  // leader | follower | connecting | closed
+    this.lastId = options.lastId || 0;
+    this.epoch = options.epoch || null;
+    this.ws = null;
+    this.wsAttempt = 0;
+    this.wsTimer = null;
+    this.pollGen = 0;
+    this.pollAttempt = 0;
+    this.pollTimer = null;
+    this.pollAbort = null;
+    this.pollOk = false;
+    this.refreshTimer = null;
+    this.pingTimer = null;
+    this.closed = false;
+    this.channel = null;
+    this.stats = {wsOpened: 0, polls: 0, delivered: 0, duplicates: 0};
+    this._start();
+  }
+
+  // ---- public API -------------------------------------------------------------------------
+
+  on(pattern, handler) {
+    if (!this.listeners.has(pattern)) this.listeners.set(pattern, new Set());
+    this.listeners.get(pattern).add(handler);
+    return () => this.off(pattern, handler);
+  }
+
+  off(pattern, handler) {
+    const set = this.listeners.get(pattern);
+    if (set) {
+      set.delete(handler);
+      if (!set.size) this.listeners.delete(pattern);
+    }
+  }
+
+  /** Replaces the token (the next connection and an open WebSocket use it). */
+  setToken(token) {
+    this.token = token;
+    if (this.ws && this.ws.readyState === 1 && token) this._wsSend({op: "auth", token});
+  }
+
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this._stopTransports();
+    if (this.channel) {
+      try { this.channel.close(); } catch (error) { /* ignore */ }
+    }
+    if (this.releaseLock) this.releaseLock();
+    this.role = "closed";
+    this._setState("offline");
+  }
+
+  // ---- start: lead alone, or share through a lock and a BroadcastChannel -------------------
+
+  _start() {
+    const g = globalThis;
+    const share = this.options.share ?? true;
+    const Channel = this.options.BroadcastChannel || g.BroadcastChannel;
+    const locks = this.options.locks || (g.navigator && g.navigator.locks);
+    if (!share || !Channel || !locks) {
+      this._lead();
+      return;
+    }
+    const claims = this.token ? tokenClaims(this.token) : null;
+    const who = claims ? `${claims.sub}|${claims.role}` : (this.token || this.getToken ? "token" : "anon");
+    this.key = `livehub|${this.wsBase}|${this.pollBase}|${this.namespace}|${who}`;
+    this.channel = new Channel(this.key);
+    this.channel.onmessage = (message) => this._onChannel(message.data);
+    this.role = "follower";
+    this.channel.postMessage({t: "join", types: this.types});
+    locks.request(this.key, () => new Promise((resolve) => {
+      this.releaseLock = resolve;
+      if (this.closed) {
+        resolve();
+        return;
+      }
+      this._lead();
+    }));
+  }
+
+  _lead() {
+    if (this.closed) return;
+    this.role = "leader";
+    this._connectWs();
+  }
+
+  _onChannel(message) {
+    if (!message || this.closed) return;
+    if (this.role === "leader") {
+      if (message.t === "join") {
+        const added = (message.types || []).filter((type) => !this.types.includes(type));
+        if (added.length) {
+          this.types.push(...added);
+          if (this.state === "live") this._wsSend({op: "subscribe", types: added});
+        }
+        this.channel.postMessage({t: "state", state: this.state, lastId: this.lastId,
+          epoch: this.epoch});
+      }
+      return;
+    }
+    // follower
+    if (message.t === "event") {
+      this._deliver(message.event);
+    } else if (message.t === "state") {
+      if (message.epoch && this.epoch && message.epoch !== this.epoch) {
+        this.epoch = message.epoch;
+      }
+      if (!this.lastId || message.lastId > this.lastId) {
+        if (!this.lastId) this.lastId = message.lastId;
+      }
+      if (!this.epoch) this.epoch = message.epoch;
+      this._setState(message.state);
+    } else if (message.t === "position") {
+      if (message.lastId > this.lastId) this.lastId = message.lastId;
+      this.epoch = message.epoch;
+    } else if (message.t === "reset") {
+      this._reset(message.info, false);
+    }
+  }
+
+  _broadcast(message) {
+    if (this.channel && this.role === "leader") this.channel.postMessage(message);
+  }
+
+  // ---- delivery ---------------------------------------------------------------------------
+
+  _emit(name, ...args) {
+    const set = this.listeners.get(name);
+    if (!set) return;
+    for (const handler of Array.from(set)) {
+      try {
+        handler(...args);
+      } catch (error) {
+        if (globalThis.console) console.error("livehub handler", error);
+      }
+    }
+  }
+
+  _deliver(event) {
+    if (event.id <= this.lastId) {
+      this.stats.duplicates++;
+      return;
+    }
+    this.lastId = event.id;
+    this.stats.delivered++;
+    this._broadcast({t: "event", event});
+    for (const [pattern, set] of this.listeners) {
+      if (pattern.startsWith("$") || !matches(pattern, event.type)) continue;
+      for (const handler of Array.from(set)) {
+        try {
+          handler(event.data, event);
+        } catch (error) {
+          if (globalThis.console) console.error("livehub handler", error);
+        }
+      }
+    }
+    this._emit("$event", event);
+  }
+
+  _position(lastId, epoch) {
+    if (epoch) this.epoch = epoch;
+    if (lastId > this.lastId) this.lastId = lastId;
+    this._broadcast({t: "position", lastId: this.lastId, epoch: this.epoch});
+  }
+
+  _reset(info, broadcast = true) {
+    this.epoch = info.epoch || this.epoch;
+    this.lastId = info.last_id ?? info.next ?? this.lastId;
+    if (broadcast) this._broadcast({t: "reset", info});
+    this._emit("$reset", info);
+  }
+
+  _setState(state) {
+    if (!STATES.includes(state) || state === this.state) return;
+    this.state = state;
+    this._broadcast({t: "state", state, lastId: this.lastId, epoch: this.epoch});
+    this._emit("$state", state);
+  }
+
+  async _token(fresh) {
+    if (this.getToken && (fresh || !this.token)) {
+      try {
+        this.token = await this.getToken();
+      } catch (error) {
+        this._emit("$error", {code: "token", message: String(error)});
+      }
+    }
+    return this.token;
+  }
+
+  // ---- WebSocket ----------------------------------------------------------------------------
+
+  _stopTransports() {
+    this.timers.clearTimeout(this.wsTimer);
+    this.timers.clearTimeout(this.refreshTimer);
+    this.timers.clearTimeout(this.pingTimer);
+    this._stopPolling();
+    if (this.ws) {
+      const ws = this.ws;
+      this.ws = null;
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try { ws.close(1000); } catch (error) { /* ignore */ }
+    }
+  }
+
+  _wsSend(frame) {
+    if (this.ws && this.ws.readyState === 1) this.ws.send(JSON.stringify(frame));
+  }
+
+  async _connectWs(freshToken = false) {
+    if (this.closed || !this.WebSocket) {
+      if (!this.WebSocket) this._startPolling();
+      return;
+    }
+    const token = await this._token(freshToken);
+    if (this.closed) return;
+    const ws = new this.WebSocket(`${this.wsBase}/ws/${this.namespace}`);
+    this.ws = ws;
+    this.stats.wsOpened++;
+    let welcomed = false;
+    let lastFrame = Date.now();
+    ws.onopen = () => {
+      if (token) ws.send(JSON.stringify({op: "auth", token}));
+    };
+    ws.onmessage = (message) => {
+      if (this.ws !== ws) return;
+      lastFrame = Date.now();
+      let frame;
+      try {
+        frame = JSON.parse(message.data);
+      } catch (error) {
+        return;
+      }
+      switch (frame.op) {
+      case "welcome":
+        if (frame.refreshed) {
+          this._scheduleRefresh(frame.expires);
+          break;
+        }
+        welcomed = true;
+        this.wsAttempt = 0;
+        this._stopPolling();  // the WebSocket takes over from lastId
+        if (this.lastId && this.epoch) {
+          ws.send(JSON.stringify({op: "resume", since: this.lastId, epoch: this.epoch}));
+        } else {
+          this._position(frame.last_id, frame.epoch);
+        }
+        this.epoch = this.epoch || frame.epoch;
+        ws.send(JSON.stringify({op: "subscribe", types: this.types}));
+        this._scheduleRefresh(frame.expires);
+        this._schedulePing(ws, (frame.heartbeat || 25) * 1000, () => lastFrame);
+        this._setState("live");
+        break;
+      case "event":
+        this._deliver({id: frame.id, type: frame.type, ts: frame.ts, data: frame.data});
+        break;
+      case "resumed":
+        this._position(0, this.epoch);
+        break;
+      case "reset":
+        this._reset(frame);
+        break;
+      case "error":
+        if (frame.code === "resume_future") {
+          // our lastId is from somewhere else: start from the hub's newest instead
+          this._reset({epoch: this.epoch, last_id: 0, reason: "future"});
+        }
+        this._emit("$error", frame);
+        break;
+      default:
+        break;
+      }
+    };
+    ws.onerror = () => {};
+    ws.onclose = (event) => {
+      if (this.ws !== ws) return;
+      this.ws = null;
+      this.timers.clearTimeout(this.pingTimer);
+      this.timers.clearTimeout(this.refreshTimer);
+      if (this.closed) return;
+      const code = event ? event.code : 1006;
+      this._emit("$close", {code, reason: event ? event.reason : ""});
+      let delay = backoff(this.wsAttempt++, this.backoffMin, this.backoffMax, this.random);
+      let fresh = false;
+      if (code === 4009 || ((code === 4001 || code === 4003) && this.getToken)) {
+        fresh = true;  // expired or refused: ask for a new token first
+        if (code === 4009) delay = 0;
+      }
+      if (!this.pollActive) this._startPolling();
+      this.wsTimer = this.timers.setTimeout(() => this._connectWs(fresh), delay);
+    };
+  }
+
+  _schedulePing(ws, interval, lastFrame) {
+    this.timers.clearTimeout(this.pingTimer);
+    const tick = () => {
+      if (this.ws !== ws) return;
+      if (Date.now() - lastFrame() > 2 * interval + 1000) {
+        try { ws.close(4000); } catch (error) { /* ignore */ }
+        ws.onclose({code: 1006, reason: "no pong"});
+        return;
+      }
+      this._wsSend({op: "ping"});
+      this.pingTimer = this.timers.setTimeout(tick, interval);
+    };
+    this.pingTimer = this.timers.setTimeout(tick, interval);
+  }
+
+  _scheduleRefresh(expires) {
+    this.timers.clearTimeout(this.refreshTimer);
+    if (!expires || !this.getToken) return;
+    const delay = Math.max(1000, (expires - 60) * 1000 - Date.now());
+    this.refreshTimer = this.timers.setTimeout(async () => {
+      const token = await this._token(true);
+      if (token) this._wsSend({op: "auth", token});
+    }, Math.min(delay, 2147483647));
+  }
+
+  // ---- polling --------------------------------------------------------------------------------
+
+  _stopPolling() {
+    this.pollGen++;
+    this.pollActive = false;
+    this.timers.clearTimeout(this.pollTimer);
+    this.pollTimer = null;
+    if (this.pollAbort) {
+      try { this.pollAbort.abort(); } catch (error) { /* ignore */ }
+      this.pollAbort = null;
+    }
+  }
+
+  _startPolling() {
+    this._stopPolling();
+    if (this.closed || this.pollBase === null || !this.fetch) {
+      this._setState("offline");
+      return;
+    }
+    const gen = this.pollGen;
+    this.pollActive = true;
+    if (this.state === "live") this._setState(this.pollOk ? "polling" : "offline");
+    this._pollOnce(gen, false);
+  }
+
+  async _pollOnce(gen, freshToken) {
+    if (gen !== this.pollGen || this.closed) return;
+    const token = await this._token(freshToken);
+    if (gen !== this.pollGen || this.closed) return;
+    const params = new URLSearchParams();
+    if (this.lastId) params.set("since", String(this.lastId));
+    if (this.epoch) params.set("epoch", this.epoch);
+    params.set("types", this.types.join(","));
+    if (this.pollWait > 0 && this.lastId) params.set("wait", String(this.pollWait));
+    const headers = {};
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const Abort = globalThis.AbortController;
+    const abort = Abort ? new Abort() : null;
+    this.pollAbort = abort;
+    let retryIn = 0;
+    let refresh = false;
+    this.stats.polls++;
+    try {
+      const response = await this.fetch(`${this.pollBase}/v1/events?${params}`,
+        {headers, signal: abort ? abort.signal : undefined, cache: "no-store"});
+      if (gen !== this.pollGen) return;
+      if (response.status === 401 && this.getToken) {
+        refresh = true;
+        throw new Error("unauthorized");
+      }
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const body = await response.json();
+      if (gen !== this.pollGen) return;
+      this.pollOk = true;
+      this.pollAttempt = 0;
+      this._setState("polling");
+      if (body.reset) {
+        this._reset({epoch: body.epoch, last_id: body.next, reason: body.reason});
+      } else {
+        if (this.epoch && body.epoch !== this.epoch) {
+          this._reset({epoch: body.epoch, last_id: body.next, reason: "epoch"});
+        } else {
+          for (const event of body.events || []) this._deliver(event);
+          this._position(body.next, body.epoch);
+        }
+      }
+      retryIn = this.pollWait > 0 ? 0 : this.pollInterval * 1000;
+    } catch (error) {
+      if (gen !== this.pollGen) return;
+      this.pollOk = false;
+      this._setState("offline");
+      retryIn = backoff(this.pollAttempt++, this.backoffMin, this.backoffMax, this.random);
+    }
+    if (gen !== this.pollGen || this.closed) return;
+    this.pollTimer = this.timers.setTimeout(() => this._pollOnce(gen, refresh), retryIn);
+  }
+}
+
+/**
+ * Opens a client. Options: url (ws[s]://host:port, default the page's origin), pollUrl
+ * (http[s]://host:port of the polling sink; leave out for no fallback), namespace ("client"),
+ * token or getToken (async, called again when the server says the token expired), types (["*"]),
+ * share (true), pollWait (25 s long polls; 0 for interval polling every pollInterval s),
+ * backoffMin / backoffMax (ms), lastId / epoch (resume a stored position).
+ */
+export function connect(options = {}) {
+  return new Client(options);
+}
+
+export default {connect, matches, backoff, tokenClaims};
