@@ -61,6 +61,14 @@ static const lh_option_t s_options[] = {
      "seconds a closing connection has to take its close frame before it is dropped"},
     {"stats", LH_OPTION_STRING, NULL, false, 0, 0,
      "URL path serving this stage's counters as JSON, e.g. /stats (default: none)"},
+    {"socketio_path", LH_OPTION_STRING, "/socket.io/", false, 0, 0,
+     "URL path of the Socket.IO (Engine.IO v4) endpoint; off: none (docs/SOCKETIO.md)"},
+    {"socketio_ping_interval", LH_OPTION_INT, "25", false, 1, 3600,
+     "seconds between Engine.IO pings (the open packet's pingInterval)"},
+    {"socketio_ping_timeout", LH_OPTION_INT, "20", false, 1, 3600,
+     "seconds the client has to answer a ping (pingTimeout)"},
+    {"socketio_recovery", LH_OPTION_INT, "120", false, 0, 86400,
+     "seconds a dropped Socket.IO socket can be recovered (0: never)"},
     {NULL, 0, NULL, false, 0, 0, NULL},
 };
 
@@ -178,6 +186,9 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
         {"idle_timeout", &opt->idle_timeout_s},     {"auth_timeout", &opt->auth_timeout_s},
         {"clock_skew", &opt->clock_skew_s},         {"close_timeout", &opt->close_timeout_s},
         {"send_buffer", &opt->send_buffer},
+        {"socketio_ping_interval", &opt->sio_ping_interval_s},
+        {"socketio_ping_timeout", &opt->sio_ping_timeout_s},
+        {"socketio_recovery", &opt->sio_recovery_s},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (lh_conf_get_int(conf, ints[i].key, ints[i].value, err) != 0)
@@ -210,6 +221,16 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
         (opt->stats_path[0] != '/' || strncmp(opt->stats_path, "/ws/", 4) == 0)) {
         lh_error_set(err, "stats: a URL path starting with / (and not under /ws/)");
         goto failed;
+    }
+    const char *sio = lh_conf_get(conf, "socketio_path");
+    if (sio && strcmp(sio, "off") != 0) {
+        size_t size = strlen(sio);
+        if (sio[0] != '/' || size < 2 || size + 2 > sizeof opt->sio_path ||
+            strncmp(sio, "/ws/", 4) == 0) {
+            lh_error_set(err, "socketio_path: a URL path like /socket.io/ (not under /ws/), or off");
+            goto failed;
+        }
+        snprintf(opt->sio_path, sizeof opt->sio_path, "%s%s", sio, sio[size - 1] == '/' ? "" : "/");
     }
     const char *www = lh_conf_get(conf, "www");
     struct stat st;
@@ -377,6 +398,7 @@ static void s_begin_stop(ws_server_t *server)
            (unsigned)server->sessions.count);
     s_drain_input(server, -1);
     server->terminating = true;
+    ws_eio_shutdown(server);
     lws_start_foreach_dll(struct lws_dll2 *, node, server->sessions.head)
     {
         ws_session_close(lws_container_of(node, ws_session_t, link), WS_CLOSE_GOING_AWAY,
@@ -488,10 +510,18 @@ static void s_sweep(lws_sorted_usec_list_t *sul)
             ws_session_tick(lws_container_of(node, ws_session_t, link), now);
         }
         lws_end_foreach_dll(node);
+        ws_eio_tick(server, now);
         s_check_tail(server);
     }
     lws_sul_schedule(server->context, 0, &server->sweep_timer, s_sweep,
                      server->terminating ? 50 * LWS_US_PER_MS : LWS_US_PER_SEC);
+}
+
+/* A WebSocket opened at the Socket.IO path. */
+static bool s_eio_upgrade(ws_server_t *server, struct lws *wsi)
+{
+    char path[128];
+    return lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) > 0 && ws_eio_path(server, path);
 }
 
 static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -499,6 +529,28 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
 {
     ws_server_t *server = lws_context_user(lws_get_context(wsi));
     ws_session_t *session = user;
+    /* Engine.IO transports go to ws_engineio.c */
+    if (session && session->eio_role != WS_EIO_NONE) {
+        switch (reason) {
+        case LWS_CALLBACK_RECEIVE:
+        case LWS_CALLBACK_SERVER_WRITEABLE:
+        case LWS_CALLBACK_CLOSED:
+        case LWS_CALLBACK_HTTP_BODY:
+        case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        case LWS_CALLBACK_HTTP_WRITEABLE:
+        case LWS_CALLBACK_CLOSED_HTTP:
+            return ws_eio_callback(session, wsi, reason, in, len);
+        case LWS_CALLBACK_RECEIVE_PONG:
+        case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+            return 0;
+        default:
+            break;
+        }
+    }
+    if (reason == LWS_CALLBACK_ESTABLISHED && s_eio_upgrade(server, wsi))
+        return ws_eio_callback(session, wsi, reason, in, len);
+    if (reason == LWS_CALLBACK_HTTP && in && ws_eio_path(server, in))
+        return ws_eio_http(server, session, wsi, in);
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
         return server->terminating ? 1 : 0;
@@ -568,6 +620,7 @@ static void s_register_metrics(ws_server_t *server)
                              "Frames dropped when a too slow connection was closed");
     m->queued = lh_io_gauge(io, "livehub_ws_queued_frames", "Frames waiting in send queues");
     m->errors = lh_io_counter(io, "livehub_ws_errors_total", "Error frames sent to clients");
+    server->sio_gauge = lh_io_gauge(io, "livehub_ws_socketio_sessions", "Open Engine.IO sessions");
     for (size_t i = 0; i < sizeof s_close_names / sizeof s_close_names[0]; i++) {
         char name[96];
         snprintf(name, sizeof name, "livehub_ws_closes_%s_total", s_close_names[i].name);
@@ -684,8 +737,10 @@ static void websocket_destroy(void **handle_p)
     if (server->context) {
         lws_sul_cancel(&server->sweep_timer);
         lws_sul_cancel(&server->drain_timer);
+        ws_eio_shutdown(server); /* before lws closes the wsis that point to the sessions */
         lws_context_destroy(server->context); /* closes every session: CLOSED cleans each up */
     }
+    ws_sio_destroy_saved(server);
     ws_audiences_destroy(&server->audiences);
     free(server->www);
     s_options_free(&server->opt);

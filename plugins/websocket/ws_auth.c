@@ -50,11 +50,17 @@ int ws_auth_admit(ws_server_t *server, struct lws *wsi, const char *upgrade)
         return s_refuse(server, wsi, HTTP_STATUS_BAD_REQUEST, "Bad Request");
     if (server->terminating)
         return s_refuse(server, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "Service Unavailable");
-    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 || strncmp(path, "/ws/", 4))
+    if (lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) <= 0 ||
+        (strncmp(path, "/ws/", 4) && !ws_eio_path(server, path)))
         return s_refuse(server, wsi, HTTP_STATUS_NOT_FOUND, "Not Found");
     if (!s_origin_allowed(server, wsi))
         return s_refuse(server, wsi, HTTP_STATUS_FORBIDDEN, "Forbidden");
-    if ((int64_t)server->sessions.count >= server->opt.max_connections)
+    if (ws_eio_path(server, path)) {
+        unsigned status = ws_eio_admit(server, wsi);
+        return status ? s_refuse(server, wsi, status, "Bad Request") : 0;
+    }
+    if ((int64_t)(server->sessions.count + server->eio_sessions.count) >=
+        server->opt.max_connections)
         return s_refuse(server, wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "Service Unavailable");
     return 0;
 }
@@ -100,33 +106,49 @@ static bool s_is_admin_namespace(const ws_session_t *self)
     return strcmp(self->server->opt.namespaces[self->ns], "admin") == 0;
 }
 
-int ws_auth_token(ws_session_t *self, const char *token)
+int ws_auth_verify(ws_server_t *server, size_t ns, const char *token, lh_claims_t *claims,
+                   char reason[128])
 {
-    ws_server_t *server = self->server;
-    bool refresh = self->authenticated;
-    lh_claims_t claims;
     lh_error_t err;
-    int code = 0;
-    char reason[128];
     if (!server->secret) {
-        code = WS_CLOSE_UNAUTHORIZED;
-        snprintf(reason, sizeof reason, "unauthorized: this hub has no token_secret");
-    } else if (lh_token_verify(token, server->secret, server->secret_size, (int64_t)time(NULL),
-                               server->opt.clock_skew_s, &claims, &err) != 0) {
-        bool expired = strncmp(err.text, "expired", 7) == 0;
-        code = expired ? WS_CLOSE_TOKEN_EXPIRED : WS_CLOSE_UNAUTHORIZED;
-        snprintf(reason, sizeof reason, "%s: %.100s", expired ? "token expired" : "unauthorized",
-                 err.text);
+        snprintf(reason, 128, "unauthorized: this hub has no token_secret");
+        return WS_CLOSE_UNAUTHORIZED;
     }
-    bool admin = code == 0 && strcmp(claims.role, "admin") == 0;
-    if (code == 0 && s_is_admin_namespace(self) && !admin) {
-        code = WS_CLOSE_FORBIDDEN;
-        snprintf(reason, sizeof reason, "forbidden: /ws/admin needs role admin");
+    if (lh_token_verify(token, server->secret, server->secret_size, (int64_t)time(NULL),
+                        server->opt.clock_skew_s, claims, &err) != 0) {
+        bool expired = strncmp(err.text, "expired", 7) == 0;
+        snprintf(reason, 128, "%s: %.100s", expired ? "token expired" : "unauthorized", err.text);
+        return expired ? WS_CLOSE_TOKEN_EXPIRED : WS_CLOSE_UNAUTHORIZED;
+    }
+    if (strcmp(server->opt.namespaces[ns], "admin") == 0 && strcmp(claims->role, "admin") != 0) {
+        snprintf(reason, 128, "forbidden: /ws/admin needs role admin");
+        return WS_CLOSE_FORBIDDEN;
+    }
+    return 0;
+}
+
+int ws_auth_grant_claims(ws_session_t *self, const lh_claims_t *claims)
+{
+    if (!claims) {
+        const char *names[] = {"public"};
+        return s_grant(self, names, 1);
     }
     char user[LH_CLAIM_MAX + 8], role[LH_CLAIM_MAX + 8];
+    snprintf(user, sizeof user, "user:%s", claims->sub);
+    snprintf(role, sizeof role, "role:%s", claims->role);
+    const char *names[WS_GRANTS_MAX] = {"public", role, user, "admin"};
+    return s_grant(self, names, strcmp(claims->role, "admin") == 0 ? 4 : 3);
+}
+
+int ws_auth_token(ws_session_t *self, const char *token)
+{
+    bool refresh = self->authenticated;
+    lh_claims_t claims;
+    char reason[128];
+    int code = ws_auth_verify(self->server, self->ns, token, &claims, reason);
     if (code == 0) {
+        char user[LH_CLAIM_MAX + 8];
         snprintf(user, sizeof user, "user:%s", claims.sub);
-        snprintf(role, sizeof role, "role:%s", claims.role);
         const char *current = s_user_grant(self);
         if (refresh && current && strcmp(current, user) != 0) {
             code = WS_CLOSE_FORBIDDEN;
@@ -137,8 +159,7 @@ int ws_auth_token(ws_session_t *self, const char *token)
         ws_session_close(self, code, reason);
         return -1;
     }
-    const char *names[WS_GRANTS_MAX] = {"public", role, user, "admin"};
-    if (s_grant(self, names, admin ? 4 : 3) != 0)
+    if (ws_auth_grant_claims(self, &claims) != 0)
         return -1;
     self->expires = claims.exp;
     self->authenticated = true;
@@ -148,8 +169,7 @@ int ws_auth_token(ws_session_t *self, const char *token)
 
 static int s_grant_anonymous(ws_session_t *self)
 {
-    const char *names[] = {"public"};
-    if (s_grant(self, names, 1) != 0)
+    if (ws_auth_grant_claims(self, NULL) != 0)
         return -1;
     self->expires = 0;
     self->authenticated = true;

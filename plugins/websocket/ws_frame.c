@@ -36,7 +36,7 @@ void ws_frame_unref(ws_frame_t **self_p)
 }
 
 /* The event's data as compact JSON text (new string), null when the event has none. */
-static char *s_data_text(const lh_event_t *event, lh_error_t *err)
+char *ws_frame_data_text(const lh_event_t *event, lh_error_t *err)
 {
     json_t *data = lh_event_data_json(event, err);
     if (!data)
@@ -50,7 +50,7 @@ static char *s_data_text(const lh_event_t *event, lh_error_t *err)
 
 ws_frame_t *ws_frame_event(const lh_event_t *event, lh_error_t *err)
 {
-    char *data = s_data_text(event, err);
+    char *data = ws_frame_data_text(event, err);
     if (!data)
         return NULL;
     json_t *type_json = json_string(lh_event_type(event));
@@ -84,5 +84,13 @@ ws_frame_t *ws_frame_json(json_t *json)
         json_dumpb(json, ws_frame_text(self), size, JSON_COMPACT | JSON_PRESERVE_ORDER) != size)
         ws_frame_unref(&self);
     json_decref(json);
+    return self;
+}
+
+ws_frame_t *ws_frame_text_copy(const char *text, size_t size)
+{
+    ws_frame_t *self = ws_frame_new(size);
+    if (self)
+        memcpy(ws_frame_text(self), text, size);
     return self;
 }

@@ -60,6 +60,10 @@ static inline char *ws_frame_text(ws_frame_t *self)
 ws_frame_t *ws_frame_event(const lh_event_t *event, lh_error_t *err);
 /* A control frame from a JSON object; takes the reference to json. NULL on failure. */
 ws_frame_t *ws_frame_json(json_t *json);
+/* A frame holding a copy of text. NULL when out of memory. */
+ws_frame_t *ws_frame_text_copy(const char *text, size_t size);
+/* The event's data as compact JSON text (new string); NULL with a reason. */
+char *ws_frame_data_text(const lh_event_t *event, lh_error_t *err);
 
 /* ---- options ---------------------------------------------------------------------------- */
 
@@ -75,11 +79,15 @@ typedef struct {
     size_t namespace_count;
     char **origins; /* NULL: any origin */
     size_t origin_count;
+    /* Socket.IO (ws_engineio.c, ws_socketio.c) */
+    char sio_path[64]; /* e.g. "/socket.io/"; empty: off */
+    int64_t sio_ping_interval_s, sio_ping_timeout_s, sio_recovery_s;
 } ws_options_t;
 
 /* ---- audience index: who holds which grant, so fan-out visits only recipients --------------- */
 
 typedef struct ws_audience ws_audience_t;
+typedef struct ws_eio ws_eio_t;
 typedef struct ws_audiences ws_audiences_t;
 typedef struct ws_session ws_session_t;
 
@@ -135,6 +143,10 @@ typedef struct ws_server {
     int64_t stop_deadline_us;
     lws_sorted_usec_list_t sweep_timer, drain_timer;
     ws_metrics_t metrics;
+    lws_dll2_owner_t eio_sessions; /* Engine.IO sessions (ws_eio_t.link) */
+    lws_dll2_owner_t sio_sockets;  /* Socket.IO namespace sockets (ws_session_t.link) */
+    lws_dll2_owner_t sio_saved;    /* disconnected sockets kept for connection state recovery */
+    lh_metric_t *sio_gauge;        /* open Engine.IO sessions */
 } ws_server_t;
 
 int64_t ws_now_us(void);
@@ -185,10 +197,21 @@ struct ws_session {
     ws_frame_t **ring;
     uint32_t ring_head, ring_count, ring_capacity;
     size_t queued_bytes;
-    /* incoming message being assembled from fragments */
+    /* incoming message being assembled from fragments (or an Engine.IO POST body) */
     char *rx;
     size_t rx_size;
+    /* Socket.IO: a namespace socket lives in its Engine.IO session, not on a wsi of its own */
+    ws_eio_t *eio;
+    lws_dll2_t eio_link;               /* in eio's sockets */
+    char sio_sid[24], sio_pid[24];     /* socket id and private (recovery) id */
+    bool sio_connect_pending;          /* recovered: the CONNECT reply follows the replay */
+    /* Socket.IO: this wsi carries a transport of an Engine.IO session (WS_EIO_*) */
+    uint8_t eio_role;
+    bool eio_too_big;
+    ws_eio_t *transport_of;
 };
+
+enum { WS_EIO_NONE, WS_EIO_GET, WS_EIO_POST, WS_EIO_WS };
 
 /* libwebsockets callbacks for the WebSocket side (ws_session.c). */
 void ws_session_open(ws_server_t *server, ws_session_t *self, struct lws *wsi);
@@ -207,7 +230,59 @@ void ws_session_close(ws_session_t *self, int code, const char *reason);
 /* Adds a type pattern (exact type, or a prefix ending in '*'); -1 when invalid or too many. */
 int ws_session_add_pattern(ws_session_t *self, const char *text, size_t size);
 
+/* Pieces of the stream that the Socket.IO sockets reuse (ws_session.c). */
+int ws_session_enqueue(ws_session_t *self, ws_frame_t *frame);
+/* The next queued frame (the caller takes the reference), NULL when empty; refills from history
+ * while catching up. */
+ws_frame_t *ws_session_pop(ws_session_t *self);
+/* Starts the stream (patterns, grants set) from position: history after it, then live. */
+void ws_session_stream_from(ws_session_t *self, uint64_t position);
+void ws_session_remove_pattern(ws_session_t *self, const char *text);
+/* Frees what a session holds (grants, queue, patterns, buffers). */
+void ws_session_free_state(ws_session_t *self);
+
+/* ---- Engine.IO v4 (ws_engineio.c) and Socket.IO v5 (ws_socketio.c) ------------------------- */
+
+bool ws_eio_path(const ws_server_t *server, const char *uri);
+/* An upgrade to the Socket.IO path: 0, or an HTTP status to refuse with. */
+unsigned ws_eio_admit(ws_server_t *server, struct lws *wsi);
+/* lws callbacks of the Socket.IO HTTP requests and WebSockets; what the callback returns. */
+int ws_eio_http(ws_server_t *server, ws_session_t *user, struct lws *wsi, const char *uri);
+int ws_eio_callback(ws_session_t *user, struct lws *wsi, enum lws_callback_reasons reason,
+                    void *in, size_t len);
+void ws_eio_tick(ws_server_t *server, int64_t now_us);
+/* Stopping: closes every Engine.IO session. */
+void ws_eio_shutdown(ws_server_t *server);
+/* Queues an Engine.IO packet (a frame holding the whole packet text) on the session. */
+void ws_eio_send(ws_eio_t *eio, ws_frame_t *frame);
+/* A namespace socket has frames to send. */
+void ws_eio_wake(ws_eio_t *eio);
+/* Closes the session (deferred to the loop); recoverable says whether its namespace sockets are
+ * kept for connection state recovery. */
+void ws_eio_close(ws_eio_t *eio, const char *reason, bool recoverable);
+lws_dll2_owner_t *ws_eio_sockets(ws_eio_t *eio);
+ws_server_t *ws_eio_server(ws_eio_t *eio);
+
+/* A Socket.IO packet (the payload of an Engine.IO message). */
+void ws_sio_receive(ws_eio_t *eio, const char *text, size_t size);
+/* 42/<ns>,["<type>",<data>,"<id>"] */
+ws_frame_t *ws_sio_frame_event(const lh_event_t *event, const char *ns, lh_error_t *err);
+/* The stream of a recovered socket caught up: the CONNECT reply goes out now. */
+void ws_sio_caught_up(ws_session_t *self);
+/* ws_session_close() of a namespace socket. */
+void ws_sio_close(ws_session_t *self, int code, const char *reason);
+/* Frees a namespace socket, keeping it for recovery when asked. */
+void ws_sio_release(ws_session_t *self, bool save);
+void ws_sio_tick(ws_server_t *server, int64_t now_us);
+void ws_sio_destroy_saved(ws_server_t *server);
+
 /* ---- authentication and admission (ws_auth.c) --------------------------------------------- */
+
+/* Verifies a token for namespace ns: 0 and the claims, or a close code and reason. */
+int ws_auth_verify(ws_server_t *server, size_t ns, const char *token, lh_claims_t *claims,
+                   char reason[128]);
+/* Grants the audiences of claims (NULL: anonymous, public only); -1 when out of memory. */
+int ws_auth_grant_claims(ws_session_t *self, const lh_claims_t *claims);
 
 /* Decides whether an upgrade request (to `upgrade`, the protocol the client asked for) may become
  * a session; 0, or answers the request with an HTTP status itself and returns 1. */

@@ -50,6 +50,16 @@ static int s_grow_ring(ws_session_t *self)
     return 0;
 }
 
+/* Asks for a chance to write: on the session's own WebSocket, or on the transport of the
+ * Engine.IO session a Socket.IO socket lives in. */
+static void s_wake(ws_session_t *self)
+{
+    if (self->eio)
+        ws_eio_wake(self->eio);
+    else
+        lws_callback_on_writable(self->wsi);
+}
+
 /* Queues a frame (taking a new reference). A queue over its bounds closes the session with 4008:
  * one slow reader holds at most max_queue frames and max_queue_bytes, and nobody waits for it. */
 static int s_enqueue(ws_session_t *self, ws_frame_t *frame)
@@ -73,8 +83,13 @@ static int s_enqueue(ws_session_t *self, ws_frame_t *frame)
     self->queued_bytes += frame->size;
     server->queued_frames++;
     if (self->ring_count == 1)
-        lws_callback_on_writable(self->wsi);
+        s_wake(self);
     return 0;
+}
+
+int ws_session_enqueue(ws_session_t *self, ws_frame_t *frame)
+{
+    return s_enqueue(self, frame);
 }
 
 /* Queues a control frame built from json (reference taken). */
@@ -112,6 +127,10 @@ void ws_session_close(ws_session_t *self, int code, const char *reason)
 {
     if (self->closing)
         return;
+    if (self->eio) {
+        ws_sio_close(self, code, reason); /* a Socket.IO socket: its own way of closing */
+        return;
+    }
     self->closing = true;
     self->close_code = (uint16_t)code;
     self->close_reason = strndup(reason, 123); /* a close frame carries at most 123 bytes */
@@ -185,7 +204,7 @@ int ws_session_add_pattern(ws_session_t *self, const char *text, size_t size)
     return 0;
 }
 
-static void s_remove_pattern(ws_session_t *self, const char *text)
+void ws_session_remove_pattern(ws_session_t *self, const char *text)
 {
     int index = s_find_pattern(self, text, strlen(text));
     if (index < 0)
@@ -227,7 +246,9 @@ static int s_replay_one(const lh_event_t *event, void *arg)
     if (type[0] != '$' && s_stage_wants(self->server, type) && s_wants(self, type) &&
         lh_event_visible_to(event, replay->granted, replay->granted_count)) {
         lh_error_t err;
-        ws_frame_t *frame = ws_frame_event(event, &err);
+        ws_frame_t *frame =
+            self->eio ? ws_sio_frame_event(event, self->server->opt.namespaces[self->ns], &err)
+                      : ws_frame_event(event, &err);
         if (!frame) {
             lh_log(self->server->io, LH_LOG_WARNING, "event %" PRIu64 ": %s", lh_event_id(event),
                    err.text);
@@ -275,6 +296,11 @@ static void s_free_prefixes(char **prefixes)
 
 static void s_send_reset(ws_session_t *self, uint64_t newest, const char *reason)
 {
+    if (self->eio) {
+        /* Socket.IO has no reset: end the transport, the client's recovery then fails cleanly */
+        ws_session_close(self, WS_CLOSE_GOING_AWAY, "history reset");
+        return;
+    }
     s_send(self,
            json_pack("{s:s, s:s, s:I, s:s}", "op", "reset", "epoch", lh_io_epoch(self->server->io),
                      "last_id", (json_int_t)newest, "reason", reason));
@@ -284,6 +310,8 @@ static void s_go_live(ws_session_t *self, uint64_t skip_until)
 {
     self->stream = WS_STREAM_LIVE;
     self->skip_until = skip_until;
+    if (self->eio && self->sio_connect_pending)
+        ws_sio_caught_up(self);
 }
 
 /* Replays history after position into the queue, as far as the queue has room; goes live when
@@ -315,7 +343,7 @@ static void s_catch_up(ws_session_t *self)
         s_go_live(self, self->position);
     } else if (replay.stopped) {
         self->position = replay.consumed;
-        lws_callback_on_writable(self->wsi);
+        s_wake(self);
     } else {
         s_go_live(self, newest);
     }
@@ -335,6 +363,13 @@ static int s_probe(const lh_event_t *event, void *arg)
     (void)event;
     (void)arg;
     return 1;
+}
+
+void ws_session_stream_from(ws_session_t *self, uint64_t position)
+{
+    self->position = position;
+    self->stream = WS_STREAM_HELD;
+    s_start(self);
 }
 
 /* resume: every allowed event after since, in order, then live; reset when history cannot
@@ -427,7 +462,7 @@ static void s_op_subscribe(ws_session_t *self, json_t *message, bool add)
     {
         const char *text = json_string_value(type);
         if (!add) {
-            s_remove_pattern(self, text);
+            ws_session_remove_pattern(self, text);
         } else if (ws_session_add_pattern(self, text, json_string_length(type)) != 0) {
             s_error(self, "bad_pattern",
                     "types[%zu]: a pattern is a type or a prefix ending in '*' (at most %d)", index,
@@ -554,6 +589,26 @@ static void s_count_write(ws_server_t *server, const ws_frame_t *frame)
     lh_metric_add(server->metrics.bytes, frame->size);
 }
 
+ws_frame_t *ws_session_pop(ws_session_t *self)
+{
+    ws_server_t *server = self->server;
+    if (self->ring_count == 0 && self->stream == WS_STREAM_CATCHING)
+        s_catch_up(self);
+    if (self->ring_count == 0)
+        return NULL;
+    ws_frame_t *frame = self->ring[self->ring_head];
+    self->ring_head = (self->ring_head + 1) % self->ring_capacity;
+    self->ring_count--;
+    self->queued_bytes -= frame->size;
+    server->queued_frames--;
+    if (frame->event)
+        lh_metric_add(server->metrics.events, 1);
+    lh_metric_add(server->metrics.bytes, frame->size);
+    if (self->ring_count == 0 && self->stream == WS_STREAM_CATCHING)
+        s_catch_up(self);
+    return frame;
+}
+
 int ws_session_writable(ws_session_t *self)
 {
     ws_server_t *server = self->server;
@@ -607,6 +662,18 @@ void ws_session_closed(ws_session_t *self)
     if (self->peer_closed && !self->closing && self->close_code)
         code = self->close_code;
     lh_metric_add(server->metrics.closes[ws_close_index(code)], 1);
+    ws_session_free_state(self);
+    lws_dll2_remove(&self->link);
+    self->open = false;
+    lh_metric_set(server->metrics.connections, (double)server->sessions.count);
+    if (self->ns_known)
+        lh_metric_set(server->metrics.namespace_gauges[self->ns],
+                      (double)--server->namespace_sessions[self->ns]);
+}
+
+void ws_session_free_state(ws_session_t *self)
+{
+    ws_server_t *server = self->server;
     for (size_t i = 0; i < self->member_count; i++)
         ws_audiences_leave(server->audiences, &self->members[i]);
     self->member_count = 0;
@@ -617,13 +684,8 @@ void ws_session_closed(ws_session_t *self)
     free(self->rx);
     free(self->close_reason);
     self->patterns = NULL;
+    self->pattern_count = 0;
     self->rx = self->close_reason = NULL;
-    lws_dll2_remove(&self->link);
-    self->open = false;
-    lh_metric_set(server->metrics.connections, (double)server->sessions.count);
-    if (self->ns_known)
-        lh_metric_set(server->metrics.namespace_gauges[self->ns],
-                      (double)--server->namespace_sessions[self->ns]);
 }
 
 void ws_session_tick(ws_session_t *self, int64_t now_us)
@@ -653,6 +715,7 @@ void ws_sessions_fan_out(ws_server_t *server, const lh_event_t *event)
     const char *type = lh_event_type(event);
     size_t count = lh_event_audience_count(event);
     ws_frame_t *frame = NULL;
+    ws_frame_t *sio_frames[WS_NAMESPACES_MAX] = {NULL}; /* rendered once per namespace */
     server->stamp++;
     for (size_t a = 0; a < (count ? count : 1); a++) {
         lws_dll2_owner_t *members =
@@ -666,16 +729,31 @@ void ws_sessions_fan_out(ws_server_t *server, const lh_event_t *event)
                 id > self->skip_until && !self->closing && s_wants(self, type)) {
                 self->stamp = server->stamp;
                 lh_error_t err;
-                if (!frame && !(frame = ws_frame_event(event, &err))) {
+                ws_frame_t **slot = self->eio ? &sio_frames[self->ns] : &frame;
+                if (!*slot &&
+                    !(*slot = self->eio ? ws_sio_frame_event(event, server->opt.namespaces[self->ns],
+                                                             &err)
+                                        : ws_frame_event(event, &err))) {
                     lh_log(server->io, LH_LOG_WARNING, "event %" PRIu64 ": %s", id, err.text);
-                    return;
+                    break;
                 }
-                s_enqueue(self, frame); /* an overflow closes self; membership stays until CLOSED */
+                s_enqueue(self, *slot); /* an overflow closes self; membership stays until CLOSED */
             }
         }
         lws_end_foreach_dll(node);
     }
     ws_frame_unref(&frame);
+    for (size_t i = 0; i < WS_NAMESPACES_MAX; i++)
+        ws_frame_unref(&sio_frames[i]);
+}
+
+static void s_gap_one(ws_session_t *self, uint64_t from)
+{
+    if (self->stream == WS_STREAM_LIVE && !self->closing) {
+        self->position = from - 1 > self->skip_until ? from - 1 : self->skip_until;
+        self->stream = WS_STREAM_CATCHING;
+        s_catch_up(self);
+    }
 }
 
 void ws_sessions_gap(ws_server_t *server, uint64_t from, uint64_t to)
@@ -685,12 +763,12 @@ void ws_sessions_gap(ws_server_t *server, uint64_t from, uint64_t to)
            to);
     lws_start_foreach_dll(struct lws_dll2 *, node, server->sessions.head)
     {
-        ws_session_t *self = lws_container_of(node, ws_session_t, link);
-        if (self->stream == WS_STREAM_LIVE && !self->closing) {
-            self->position = from - 1 > self->skip_until ? from - 1 : self->skip_until;
-            self->stream = WS_STREAM_CATCHING;
-            s_catch_up(self);
-        }
+        s_gap_one(lws_container_of(node, ws_session_t, link), from);
+    }
+    lws_end_foreach_dll(node);
+    lws_start_foreach_dll(struct lws_dll2 *, node, server->sio_sockets.head)
+    {
+        s_gap_one(lws_container_of(node, ws_session_t, link), from);
     }
     lws_end_foreach_dll(node);
 }
