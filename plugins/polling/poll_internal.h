@@ -93,6 +93,7 @@ typedef struct poll_server {
     poll_ring_t ring;
     lws_dll2_owner_t parked;  /* long polls waiting for an event (poll_request_t.link) */
     lws_dll2_owner_t streams; /* open SSE streams */
+    size_t answering;         /* answers being written (the stop waits for them) */
     poll_limiter_t *limiter;
     const void *secret;
     size_t secret_size;

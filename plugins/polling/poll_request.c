@@ -83,6 +83,8 @@ static void s_reset(poll_request_t *self)
 {
     if (self->server)
         s_unlink(self);
+    if (self->server && self->state == POLL_ANSWERING)
+        self->server->answering--;
     free(self->body);
     free(self->out);
     for (size_t i = 0; i < self->pattern_count; i++)
@@ -94,6 +96,8 @@ static void s_answer_buf(poll_request_t *self, unsigned status, s_buf_t *buf)
 {
     poll_server_t *server = self->server;
     s_unlink(self);
+    if (self->state != POLL_ANSWERING)
+        server->answering++;
     if (buf->failed) {
         free(buf->data);
         buf->data = NULL;

@@ -562,8 +562,9 @@ static int polling_run(void *handle, lh_io_t *io)
     s_drain_pipe(server);
     s_drain_input(server, POLL_DRAIN_BUDGET);
     while (!server->failed) {
-        if (server->terminating && ((server->parked.count == 0 && server->streams.count == 0) ||
-                                    poll_now_us() > server->stop_deadline_us))
+        if (server->terminating &&
+            ((server->parked.count == 0 && server->streams.count == 0 && server->answering == 0) ||
+             poll_now_us() > server->stop_deadline_us))
             return 0;
         if (lws_service(server->context, 0) < 0)
             break;

@@ -356,6 +356,35 @@ class PollingTest(HubTestCase):
         good.close()
         slow.close()
 
+    def test_stream_ends_when_its_token_expires(self):
+        self.start("rate = 0\nclock_skew = 0")
+        stream = SSE(self.port, "/v1/stream?access_token=" + token("1", "startup", ttl=2))
+        self.assertEqual(stream.status, 200)
+        block = stream.next(timeout=6)
+        self.assertEqual(block["event"], "expired")
+        self.assertEqual(json.loads(block["data"])["error"], "token_expired")
+        self.assertIsNone(stream.next(2), "and the stream ends")
+        stream.close()
+
+    def test_stop_answers_parked_polls_and_closes_streams(self):
+        hub = self.start("anonymous = true\nrate = 0")
+        since = self.get("/v1/events")[2]["next"]
+        stream = SSE(self.port, "/v1/stream")
+        result = {}
+        waiter = threading.Thread(target=lambda: result.setdefault(
+            "answer", self.get("/v1/events?since=%d&wait=25" % since)))
+        waiter.start()
+        self.wait_stat("livehub_poll_parked", 1)
+        self.wait_stat("livehub_poll_streams", 1)
+        started = time.monotonic()
+        self.assertEqual(hub.stop(), 0)
+        waiter.join(10)
+        code, _, body = result["answer"]
+        self.assertEqual((code, body["events"], body["next"]), (200, [], since))
+        self.assertIsNone(stream.next(2), "the stream was closed")
+        self.assertLess(time.monotonic() - started, 10)
+        stream.close()
+
     # ---- resets ----------------------------------------------------------------------------------
 
     def test_stale_ids_and_other_epochs_get_a_reset(self):
