@@ -1,0 +1,94 @@
+"""Socket.IO compatibility of the websocket sink (docs/SOCKETIO.md), proven with the real
+socket.io-client 4.x: tests/socketio/client_test.js runs against the hub, and the very same
+script runs against a reference socket.io 4.x server (tests/socketio/reference_server.js) with
+the same namespaces, auth and history semantics, so the script is the constant."""
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import unittest
+
+from hubtest import HubTestCase, free_port
+from test_websocket import SECRET, SECRET_ENV, mint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SIO_DIR = os.path.join(ROOT, "tests", "socketio")
+NODE = shutil.which("node")
+HISTORY = 8
+
+
+def node_ready():
+    return NODE and os.path.isdir(os.path.join(SIO_DIR, "node_modules", "socket.io-client"))
+
+
+class PublishServer:
+    """POST {type, data, to} -> hub.publish: how client_test.js makes the hub emit events."""
+
+    def __init__(self, hub):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                hub.publish(body["type"], body.get("data"), to=body.get("to") or None)
+                self.send_response(200)
+                self.send_header("content-length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d/publish" % self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def run_script(url, publish_url):
+    env = dict(os.environ, SIO_URL=url, PUBLISH_URL=publish_url, HISTORY=str(HISTORY),
+               ADMIN_TOKEN=mint("1", "admin"), CLIENT_TOKEN=mint("7", "startup"))
+    return subprocess.run([NODE, os.path.join(SIO_DIR, "client_test.js")], env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+@unittest.skipUnless(node_ready(), "needs node and `npm ci --prefix tests/socketio`")
+class SocketIOTest(HubTestCase):
+    def test_socketio_client_against_livehub(self):
+        port = free_port()
+        chains = ("chain = web\n    sink = ws\n        plugin = websocket\n"
+                  "        listen = 127.0.0.1:%d\n" % port)
+        hub = self.hub(chains=chains, env=SECRET_ENV,
+                       hub_extra="token_secret = env:LIVEHUB_WS_TEST_SECRET\nhistory = %d"
+                       % HISTORY)
+        hub.wait_running("ws")
+        publisher = PublishServer(hub)
+        try:
+            result = run_script("http://127.0.0.1:%d" % port, publisher.url)
+        finally:
+            publisher.close()
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr + hub.log()[-4000:])
+        self.assertIn("all 8 passed", result.stdout)
+
+    def test_same_script_against_reference_socketio_server(self):
+        server = subprocess.Popen([NODE, os.path.join(SIO_DIR, "reference_server.js")],
+                                  env=dict(os.environ, SECRET=SECRET, HISTORY=str(HISTORY)),
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            line = server.stdout.readline()
+            self.assertTrue(line.startswith("listening "), line)
+            url = "http://127.0.0.1:%d" % int(line.split()[1])
+            result = run_script(url, url + "/publish")
+        finally:
+            server.terminate()
+            server.wait(10)
+            server.stdout.close()
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertIn("all 8 passed", result.stdout)
+
+
+if __name__ == "__main__":
+    unittest.main()
