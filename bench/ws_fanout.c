@@ -800,6 +800,59 @@ static bool latency_case(void *ctx, int seconds)
     return ok;
 }
 
+/* The floor under the hub's latency on this machine: the same events and pacing over one libzmq
+ * tcp hop (PUSH -> PULL in this process), without the hub. */
+static void baseline_case(void *ctx, int seconds)
+{
+    char endpoint[64];
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", free_port());
+    void *pull = zmq_socket(ctx, ZMQ_PULL);
+    if (zmq_bind(pull, endpoint) != 0)
+        die("zmq_bind");
+    void *push = push_open(ctx, endpoint);
+    int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    struct itimerspec its = {.it_interval = {0, 1000000}, .it_value = {0, 1000000}};
+    if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) != 0)
+        die("timerfd");
+    size_t warm = 1000, total = warm + (size_t)seconds * 1000, got = 0, sent = 0;
+    uint64_t deadline = UINT64_MAX;
+    while (got < total && now_ns() < deadline) {
+        zmq_pollitem_t items[2] = {{pull, 0, ZMQ_POLLIN, 0}, {NULL, tfd, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, 100) < 0 && errno != EINTR)
+            die("zmq_poll");
+        uint64_t now = now_ns();
+        uint8_t body[128];
+        int n;
+        while ((n = zmq_recv(pull, body, sizeof body, ZMQ_DONTWAIT)) >= 0) {
+            int more = 0;
+            size_t len = sizeof more;
+            zmq_getsockopt(pull, ZMQ_RCVMORE, &more, &len);
+            if (more || n < 8 || n > (int)sizeof body)
+                continue; /* the topic frame */
+            uint64_t stamp = 0;
+            for (int i = 0; i < 8; i++)
+                stamp = stamp << 8 | body[n - 8 + i];
+            B.latency[got++] = now - stamp;
+        }
+        uint64_t expirations;
+        if (read(tfd, &expirations, sizeof expirations) > 0 && sent < total) {
+            publish(push, "bench:lat", sent++);
+            if (sent == total)
+                deadline = now_ns() + 2000000000u;
+        }
+    }
+    size_t timed = got > warm ? got - warm : 0;
+    uint64_t *lat = B.latency + warm;
+    qsort(lat, timed, sizeof *lat, cmp_u64);
+    printf("  floor: one libzmq hop   p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  "
+           "max %.1f us (tcp PUSH -> PULL, no hub)\n",
+           pct_us(lat, timed, 0.5), pct_us(lat, timed, 0.9), pct_us(lat, timed, 0.99),
+           pct_us(lat, timed, 0.999), pct_us(lat, timed, 1.0));
+    close(tfd);
+    zmq_close(push);
+    zmq_close(pull);
+}
+
 static void machine_note(void)
 {
     double load[3] = {0};
@@ -869,8 +922,10 @@ int main(int argc, char **argv)
     bool ok = true;
     for (int i = 0; i < ncounts; i++)
         ok = fanout_case(ctx, counts[i]) && ok;
-    if (lat_seconds > 0)
+    if (lat_seconds > 0) {
         ok = latency_case(ctx, lat_seconds) && ok;
+        baseline_case(ctx, lat_seconds);
+    }
     machine_note();
     zmq_ctx_term(ctx);
     return ok ? 0 : 1;
