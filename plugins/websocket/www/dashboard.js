@@ -152,7 +152,11 @@ if (ns === "admin") $("metrics").hidden = false;
 
 // sound: browsers start audio only after a user gesture, so the button is that gesture
 function renderSound() {
-  $("sound").textContent = soundOn ? "🔊" : "🔇";
+  $("sound").innerHTML = '<svg width="18" height="18" viewBox="0 0 24 24" fill="none" stroke="currentColor" ' +
+    'stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true">' +
+    '<path d="M11 5 6 9H2v6h4l5 4z"/>' + (soundOn
+    ? '<path d="M15.5 8.5a5 5 0 0 1 0 7"/><path d="M19 5a10 10 0 0 1 0 14"/>'
+    : '<path d="m22 9-6 6"/><path d="m16 9 6 6"/>') + "</svg>";
   $("sound").setAttribute("aria-pressed", String(soundOn));
 }
 $("sound").addEventListener("click", async () => {
