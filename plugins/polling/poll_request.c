@@ -690,6 +690,8 @@ static int s_complete(poll_request_t *self)
 
 int poll_request_writable(poll_request_t *self)
 {
+    if (!self)
+        return 0;
     if (self->closing && self->state == POLL_PARKED)
         return -1;
     if (!self->server || self->state == POLL_IDLE || self->state == POLL_PARKED)
@@ -822,7 +824,7 @@ int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *w
 
 void poll_request_closed(poll_request_t *self)
 {
-    if (self->server)
+    if (self && self->server) /* no user space: a connection that failed before HTTP (TLS) */
         s_reset(self);
 }
 

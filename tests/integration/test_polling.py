@@ -7,7 +7,9 @@ import hmac
 import http.client
 import json
 import socket
+import ssl
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -384,6 +386,27 @@ class PollingTest(HubTestCase):
         self.assertIsNone(stream.next(2), "the stream was closed")
         self.assertLess(time.monotonic() - started, 10)
         stream.close()
+
+    def test_https_with_tls_cert(self):
+        folder = tempfile.mkdtemp(prefix="livehub-poll-tls-")
+        cert, key = folder + "/cert.pem", folder + "/key.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
+                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert], check=True,
+                       capture_output=True, timeout=30)
+        hub = self.start("anonymous = true\nrate = 0\ntls_cert = %s\ntls_key = %s" % (cert, key))
+        event_id = hub.publish("signal:created", {"secure": True})
+        time.sleep(0.2)
+        out = self.curl("--cacert", cert, "https://127.0.0.1:%d/v1/events?since=0" % self.port)
+        self.assertEqual([e["id"] for e in json.loads(out)["events"]], [event_id])
+        context = ssl.create_default_context(cafile=cert)
+        connection = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=5)
+        connection.request("GET", "/v1/events?since=0&types=nothing:*")
+        self.assertEqual(json.loads(connection.getresponse().read())["events"], [])
+        connection.close()
+        self.assertNotEqual(self.curl("-o", "/dev/null", "-w", "%{http_code}",
+                                      "http://127.0.0.1:%d/v1/events" % self.port), "200",
+                            "plain http is not served on a TLS port")
 
     # ---- resets ----------------------------------------------------------------------------------
 
