@@ -137,7 +137,8 @@ class Desktop:
         os.makedirs(runtime, exist_ok=True)
         self._spawn(["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "--system=false", "-n",
                      "--load=module-null-sink sink_name=desk",
-                     "--load=module-native-protocol-unix auth-anonymous=1 socket=" + self.pulse_path],
+                     "--load=module-native-protocol-unix auth-anonymous=1 socket="
+                     + self.pulse_path],
                     env={"HOME": self.dir, "XDG_RUNTIME_DIR": runtime,
                          "XDG_CONFIG_HOME": self.dir, "DBUS_SESSION_BUS_ADDRESS": ""})
         wait_for(lambda: subprocess.run(["pactl", "info"], env=dict(os.environ, **self.env()),
@@ -146,9 +147,11 @@ class Desktop:
         # Record the null sink's monitor: whatever the hub plays ends up here.
         self.recording = os.path.join(self.dir, "monitor.raw")
         self.recorder = open(self.recording, "wb")
+        # A short latency, or parec hands samples over in 2 s fragments.
         process = subprocess.Popen(["parec", "-d", "desk.monitor", "--raw", "--format=s16le",
-                                    "--channels=1", "--rate=8000", "--latency-msec=50"], stdout=self.recorder,
-                                   stderr=subprocess.DEVNULL, env=dict(os.environ, **self.env()))
+                                    "--channels=1", "--rate=8000", "--latency-msec=50"],
+                                   stdout=self.recorder, stderr=subprocess.DEVNULL,
+                                   env=dict(os.environ, **self.env()))
         self.processes.append(process)
 
     def notifications(self):
