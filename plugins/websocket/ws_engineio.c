@@ -29,7 +29,7 @@ struct ws_eio {
     struct lws *probe;      /* a WebSocket being probed for the upgrade */
     bool probe_reply_due;   /* 3probe to send on the probe */
     bool closing, recoverable;
-    char close_reason[32];
+    char close_reason[64]; /* why it closed, for the log */
     int64_t next_ping_us, pong_deadline_us, upgrade_deadline_us;
     ws_frame_t *control[WS_EIO_CONTROL_MAX]; /* ring of the session's own packets */
     uint32_t control_head, control_count;
@@ -137,6 +137,9 @@ static void s_detach(struct lws **wsi_p, bool kill)
 static void s_destroy(ws_eio_t *eio)
 {
     ws_server_t *server = eio->server;
+    if (eio->closing)
+        lh_log(server->io, LH_LOG_DEBUG, "socket.io session %s closed: %s%s", eio->sid,
+               eio->close_reason, eio->recoverable ? " (recoverable)" : "");
     while (eio->sockets.head)
         ws_sio_release(lws_container_of(eio->sockets.head, ws_session_t, eio_link),
                        eio->recoverable);
