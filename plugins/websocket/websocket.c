@@ -180,11 +180,16 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
         const char *key;
         int64_t *value;
     } ints[] = {
-        {"max_connections", &opt->max_connections}, {"max_queue", &opt->max_queue},
-        {"max_queue_bytes", &opt->max_queue_bytes}, {"max_frame", &opt->max_frame},
-        {"max_errors", &opt->max_errors},           {"heartbeat", &opt->heartbeat_s},
-        {"idle_timeout", &opt->idle_timeout_s},     {"auth_timeout", &opt->auth_timeout_s},
-        {"clock_skew", &opt->clock_skew_s},         {"close_timeout", &opt->close_timeout_s},
+        {"max_connections", &opt->max_connections},
+        {"max_queue", &opt->max_queue},
+        {"max_queue_bytes", &opt->max_queue_bytes},
+        {"max_frame", &opt->max_frame},
+        {"max_errors", &opt->max_errors},
+        {"heartbeat", &opt->heartbeat_s},
+        {"idle_timeout", &opt->idle_timeout_s},
+        {"auth_timeout", &opt->auth_timeout_s},
+        {"clock_skew", &opt->clock_skew_s},
+        {"close_timeout", &opt->close_timeout_s},
         {"send_buffer", &opt->send_buffer},
         {"socketio_ping_interval", &opt->sio_ping_interval_s},
         {"socketio_ping_timeout", &opt->sio_ping_timeout_s},
@@ -227,7 +232,8 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
         size_t size = strlen(sio);
         if (sio[0] != '/' || size < 2 || size + 2 > sizeof opt->sio_path ||
             strncmp(sio, "/ws/", 4) == 0) {
-            lh_error_set(err, "socketio_path: a URL path like /socket.io/ (not under /ws/), or off");
+            lh_error_set(err,
+                         "socketio_path: a URL path like /socket.io/ (not under /ws/), or off");
             goto failed;
         }
         snprintf(opt->sio_path, sizeof opt->sio_path, "%s%s", sio, sio[size - 1] == '/' ? "" : "/");

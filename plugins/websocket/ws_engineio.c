@@ -384,8 +384,7 @@ int ws_eio_http(ws_server_t *server, ws_session_t *user, struct lws *wsi, const 
     if (!sid) {
         if (post)
             return s_error(wsi, 2, "Bad handshake method");
-        if (server->terminating || (int64_t)(server->sessions.count +
-                                             server->eio_sessions.count) >=
+        if (server->terminating || (int64_t)(server->sessions.count + server->eio_sessions.count) >=
                                        server->opt.max_connections)
             return s_reply(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain", "busy\n", 5);
         if (!(eio = s_create(server, false)))
@@ -570,10 +569,11 @@ static int s_ws_writable(ws_session_t *user, struct lws *wsi)
     return 0;
 }
 
-/* ---- the lws callbacks ------------------------------------------------------------------------ */
+/* ---- the lws callbacks ------------------------------------------------------------------------
+ */
 
-int ws_eio_callback(ws_session_t *user, struct lws *wsi, enum lws_callback_reasons reason,
-                    void *in, size_t len)
+int ws_eio_callback(ws_session_t *user, struct lws *wsi, enum lws_callback_reasons reason, void *in,
+                    size_t len)
 {
     ws_server_t *server = lws_context_user(lws_get_context(wsi));
     ws_eio_t *eio = user->transport_of;

@@ -202,9 +202,9 @@ struct ws_session {
     size_t rx_size;
     /* Socket.IO: a namespace socket lives in its Engine.IO session, not on a wsi of its own */
     ws_eio_t *eio;
-    lws_dll2_t eio_link;               /* in eio's sockets */
-    char sio_sid[24], sio_pid[24];     /* socket id and private (recovery) id */
-    bool sio_connect_pending;          /* recovered: the CONNECT reply follows the replay */
+    lws_dll2_t eio_link;           /* in eio's sockets */
+    char sio_sid[24], sio_pid[24]; /* socket id and private (recovery) id */
+    bool sio_connect_pending;      /* recovered: the CONNECT reply follows the replay */
     /* Socket.IO: this wsi carries a transport of an Engine.IO session (WS_EIO_*) */
     uint8_t eio_role;
     bool eio_too_big;
@@ -248,8 +248,8 @@ bool ws_eio_path(const ws_server_t *server, const char *uri);
 unsigned ws_eio_admit(ws_server_t *server, struct lws *wsi);
 /* lws callbacks of the Socket.IO HTTP requests and WebSockets; what the callback returns. */
 int ws_eio_http(ws_server_t *server, ws_session_t *user, struct lws *wsi, const char *uri);
-int ws_eio_callback(ws_session_t *user, struct lws *wsi, enum lws_callback_reasons reason,
-                    void *in, size_t len);
+int ws_eio_callback(ws_session_t *user, struct lws *wsi, enum lws_callback_reasons reason, void *in,
+                    size_t len);
 void ws_eio_tick(ws_server_t *server, int64_t now_us);
 /* Stopping: closes every Engine.IO session. */
 void ws_eio_shutdown(ws_server_t *server);

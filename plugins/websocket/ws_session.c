@@ -731,8 +731,8 @@ void ws_sessions_fan_out(ws_server_t *server, const lh_event_t *event)
                 lh_error_t err;
                 ws_frame_t **slot = self->eio ? &sio_frames[self->ns] : &frame;
                 if (!*slot &&
-                    !(*slot = self->eio ? ws_sio_frame_event(event, server->opt.namespaces[self->ns],
-                                                             &err)
+                    !(*slot = self->eio ? ws_sio_frame_event(event,
+                                                             server->opt.namespaces[self->ns], &err)
                                         : ws_frame_event(event, &err))) {
                     lh_log(server->io, LH_LOG_WARNING, "event %" PRIu64 ": %s", id, err.text);
                     break;

@@ -334,7 +334,8 @@ static void s_connect(ws_eio_t *eio, ws_server_t *server, const char *ns_name, j
  * socket's patterns, or an error. */
 static void s_subscribe(ws_session_t *self, json_t *args, bool add, const char *ack)
 {
-    json_t *arg = json_array_get(args, 1), *list = json_is_string(arg) ? json_pack("[O]", arg) : json_incref(arg);
+    json_t *arg = json_array_get(args, 1),
+           *list = json_is_string(arg) ? json_pack("[O]", arg) : json_incref(arg);
     bool valid = json_is_array(list) && json_array_size(list) > 0;
     size_t index;
     json_t *item;
