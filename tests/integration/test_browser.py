@@ -14,6 +14,14 @@ BROWSER_DIR = os.path.join(SOURCE_DIR, "tests", "browser")
 
 
 class BrowserTest(HubTestCase):
+    def test_client_state_machine(self):
+        """livehub.js's unit tests in Node (fake transports), no browser needed."""
+        result = subprocess.run(["node", "--test", os.path.join(BROWSER_DIR, "unit.test.mjs")],
+                                cwd=BROWSER_DIR, timeout=60, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        output = result.stdout.decode(errors="replace")
+        self.assertEqual(result.returncode, 0, output)
+
     def test_dashboard_in_chromium(self):
         if not os.path.exists("/usr/bin/chromium"):
             self.skipTest("no /usr/bin/chromium")
