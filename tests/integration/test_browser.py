@@ -1,7 +1,7 @@
 """The browser client and dashboard in a real browser: boots a hub with the websocket sink (which
 serves plugins/websocket/www) and the polling sink, then runs tests/browser/dashboard.test.mjs
-(node:test + playwright-core driving Debian's chromium) against it. Skipped when chromium or
-tests/browser/node_modules is missing (scripts/dev deps installs both)."""
+(node:test + playwright-core driving Debian's chromium) against it. A missing chromium or
+tests/browser/node_modules is a failure (scripts/dev deps installs both)."""
 import os
 import subprocess
 import unittest
@@ -24,9 +24,9 @@ class BrowserTest(HubTestCase):
 
     def test_dashboard_in_chromium(self):
         if not os.path.exists("/usr/bin/chromium"):
-            self.skipTest("no /usr/bin/chromium")
+            self.fail("no /usr/bin/chromium: run scripts/dev deps")
         if not os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")):
-            self.skipTest("no tests/browser/node_modules (npm ci --prefix tests/browser)")
+            self.fail("no tests/browser/node_modules: run scripts/dev deps")
         ws_port, poll_port = free_port(), free_port()
         chains = """
 chain = polling
