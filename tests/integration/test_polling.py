@@ -145,6 +145,20 @@ class PollingTest(HubTestCase):
             time.sleep(0.05)
         self.fail("%s never became %s: %s" % (name, value, self.stats()))
 
+    def test_bad_conf_is_refused_with_the_key_named(self):
+        for extra, message in [("origins = ftp://files.example", "origins"),
+                               ("default_limit = 50\n        max_limit = 10", "default_limit"),
+                               ("tls_cert = /etc/hostname", "tls_cert and tls_key"),
+                               ("stats = v1/stats", "stats"), ("max_wait = 0", "max_wait")]:
+            conf = ("chain = web\n    sink = poll\n        plugin = polling\n"
+                    "        listen = 127.0.0.1:%d\n        %s\n" % (free_port(), extra))
+            hub = self.hub(chains=conf, start=False)
+            with self.assertRaises(AssertionError) as refused:
+                hub.start()
+            self.assertIn(message, str(refused.exception))
+            hub.log_file.close()
+            hub.process = None  # it exited: nothing to stop
+
     # ---- short poll ----------------------------------------------------------------------------
 
     def test_short_poll_with_curl_pages_through_everything_in_order(self):
