@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import threading
 import unittest
+import urllib.error
+import urllib.request
 
 from hubtest import HubTestCase, free_port
 from test_websocket import SECRET, SECRET_ENV, mint
@@ -53,6 +55,47 @@ def run_script(url, publish_url):
                ADMIN_TOKEN=mint("1", "admin"), CLIENT_TOKEN=mint("7", "startup"))
     return subprocess.run([NODE, os.path.join(SIO_DIR, "client_test.js")], env=env,
                           capture_output=True, text=True, timeout=120)
+
+
+class EngineIOWireTest(HubTestCase):
+    """Engine.IO bytes without a client library: open packet, JSON errors, batches, 413."""
+
+    def test_polling_wire_format(self):
+        port = free_port()
+        self.hub(chains="chain = web\n    sink = ws\n        plugin = websocket\n"
+                 "        listen = 127.0.0.1:%d\n" % port, env=SECRET_ENV,
+                 hub_extra="token_secret = env:LIVEHUB_WS_TEST_SECRET").wait_running("ws")
+
+        def request(path, data=None):
+            try:
+                with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), data=data,
+                                            timeout=5) as response:
+                    return response.status, response.headers["content-type"], response.read()
+            except urllib.error.HTTPError as error:
+                return error.code, error.headers["content-type"], error.read()
+
+        json_type = "application/json"
+        self.assertEqual(request("/socket.io/?transport=polling"),
+                         (400, json_type, b'{"code":5,"message":"Unsupported protocol version"}'))
+        self.assertEqual(request("/socket.io/?EIO=4&transport=polling&sid=nope"),
+                         (400, json_type, b'{"code":1,"message":"Session ID unknown"}'))
+        self.assertEqual(request("/socket.io/?EIO=4&transport=carrier-pigeon"),
+                         (400, json_type, b'{"code":0,"message":"Transport unknown"}'))
+        status, content_type, body = request("/socket.io/?EIO=4&transport=polling&t=x")
+        self.assertEqual((status, content_type), (200, "text/plain; charset=UTF-8"))
+        self.assertEqual(body[:1], b"0")
+        opened = json.loads(body[1:])
+        self.assertEqual(list(opened), ["sid", "upgrades", "pingInterval", "pingTimeout",
+                                        "maxPayload"])
+        self.assertEqual(opened["upgrades"], ["websocket"])
+        query = "/socket.io/?EIO=4&transport=polling&sid=" + opened["sid"]
+        self.assertEqual(request(query, b'40/nope,\x1e40/admin,{"token":"x"}'),
+                         (200, "text/html", b"ok"))
+        self.assertEqual(request(query)[2],
+                         b'44/nope,{"message":"Invalid namespace"}\x1e44/admin,{"message":'
+                         b'"unauthorized: malformed token: expected header.payload.signature",'
+                         b'"data":{"code":4001}}')
+        self.assertEqual(request(query, b"4" * 9000)[0], 413)  # over maxPayload (max_frame)
 
 
 @unittest.skipUnless(node_ready(), "needs node and `npm ci --prefix tests/socketio`")
