@@ -100,6 +100,7 @@ typedef struct poll_server {
     char *epoch_json; /* the hub's epoch as a JSON string, quoted */
     const char *const *prefixes;
     size_t prefix_count;
+    uint64_t suspect_id; /* an event history has for us that never came: a gap if it stays */
     bool terminating, failed;
     int64_t stop_deadline_us;
     lws_sorted_usec_list_t sweep_timer, drain_timer;

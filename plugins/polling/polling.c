@@ -287,8 +287,8 @@ static void s_take_event(poll_server_t *server, void *input)
         if (!event) {
             lh_log(server->io, LH_LOG_ERROR, "undecodable event from the hub: %s", err.text);
         } else if (strcmp(lh_event_type(event), "$gap") == 0 && s_gap_range(event, &from, &to)) {
-            if (from > server->ring.newest)
-                s_fill_gap(server, from, to);
+            if (to > server->ring.newest) /* (the tail check may have taken some already) */
+                s_fill_gap(server, from > server->ring.newest ? from : server->ring.newest + 1, to);
         } else if (lh_event_type(event)[0] == '$' || lh_event_id(event) <= server->ring.newest) {
             /* the hub's own events, or one a gap fill already took */
         } else {
@@ -391,6 +391,37 @@ static struct lws *s_adopt(poll_server_t *server, void *socket)
 
 /* ---- the lws loop ------------------------------------------------------------------------- */
 
+static int s_first_id(const lh_event_t *event, void *arg)
+{
+    *(uint64_t *)arg = lh_event_id(event);
+    return 1;
+}
+
+/* The hub announces events it dropped for us ("$gap") with the next event it delivers, so a gap
+ * at the end of a burst would wait for more traffic. Once a second: when the input is empty but
+ * history holds an event for us newer than the ring's newest, and still does a second later,
+ * it was dropped: take it (and what follows) from history now. */
+static void s_check_tail(poll_server_t *server)
+{
+    uint64_t first = 0, newest = 0;
+    lh_replay_result_t result =
+        lh_io_replay(server->io, NULL, server->ring.newest, server->prefixes, server->prefix_count,
+                     s_first_id, &first, &newest);
+    if (result == LH_REPLAY_RESET)
+        first = server->ring.newest + 1;
+    if (result == LH_REPLAY_FUTURE) {
+        server->suspect_id = 0;
+    } else if (!first) {
+        poll_ring_advance(&server->ring, newest); /* nothing for us up to newest */
+        server->suspect_id = 0;
+    } else if (first != server->suspect_id) {
+        server->suspect_id = first;
+    } else {
+        s_fill_gap(server, first, newest);
+        server->suspect_id = 0;
+    }
+}
+
 static void s_sweep(lws_sorted_usec_list_t *sul)
 {
     poll_server_t *server = lws_container_of(sul, poll_server_t, sweep_timer);
@@ -398,8 +429,12 @@ static void s_sweep(lws_sorted_usec_list_t *sul)
     static const int64_t period_us = 100000;
     if (!server->terminating) {
         /* reading ZMQ_EVENTS may take an edge the descriptor would have signalled */
-        if (s_readable(lh_io_input_socket(server->io)))
+        if (s_readable(lh_io_input_socket(server->io))) {
             s_drain_input(server, POLL_DRAIN_BUDGET);
+            server->suspect_id = 0;
+        } else if (now / 1000000 != (now - period_us) / 1000000) {
+            s_check_tail(server);
+        }
         poll_requests_tick(server, now, now / 500000 != (now - period_us) / 500000);
         if (now / 10000000 != (now - period_us) / 10000000)
             poll_limiter_sweep(server->limiter, now);

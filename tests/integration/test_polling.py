@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from hubtest import HubTestCase, free_port
+from hubtest import HubTestCase, free_port, pack_event
 
 SECRET = "polling-test-secret-42"
 ENV = {"LIVEHUB_POLL_TEST_SECRET": SECRET}
@@ -191,6 +191,28 @@ class PollingTest(HubTestCase):
         self.assertEqual((empty["events"], empty["next"]), ([], since + 2))
         stats = self.stats()
         self.assertEqual(stats["livehub_poll_rendered_total"], 27, "each event rendered once")
+
+    def test_events_the_hub_dropped_for_the_sink_are_taken_from_history(self):
+        hub = self.start("anonymous = true\nrate = 0\nring = 100000", hub_extra="hwm = 2")
+        push = hub.pusher()
+        for n in range(3000):
+            push.send_multipart([b"signal:created", pack_event("signal:created", {"n": n})])
+        # the end of the burst: no event follows to announce the gap, the sink finds it itself
+        got, since, deadline = [], 0, time.time() + 10
+        while len(got) < 3000 and time.time() < deadline:
+            page = self.get("/v1/events?since=%d&limit=1000" % since)[2]
+            got += page["events"]
+            since = page["next"]
+            if not page["events"]:
+                time.sleep(0.1)
+        self.assertEqual([e["data"]["n"] for e in got], list(range(3000)), "no event missing")
+        last = hub.publish("signal:created", {"n": 3000})
+        page = self.get("/v1/events?since=%d&wait=5" % since)[2]
+        self.assertEqual([e["id"] for e in page["events"]], [last], "no duplicate after the gap")
+        stats = self.stats()
+        print("\nthe hub dropped %d event(s) for the sink; taken from history"
+              % stats["livehub_sink_dropped_total"])
+        self.assertEqual(stats["livehub_poll_rendered_total"], 3001)
 
     def test_bad_input_gets_clear_errors_and_changes_nothing(self):
         hub = self.start("anonymous = true\nrate = 0\nmax_limit = 500")
