@@ -98,8 +98,12 @@ class EngineIOWireTest(HubTestCase):
         self.assertEqual(request(query, b"4" * 9000)[0], 413)  # over maxPayload (max_frame)
 
 
-@unittest.skipUnless(node_ready(), "needs node and `npm ci --prefix tests/socketio`")
 class SocketIOTest(HubTestCase):
+    def setUp(self):
+        super().setUp()
+        if not node_ready():  # a missing client is a failure, not a skip (as test_browser)
+            self.fail("no node or tests/socketio/node_modules: run scripts/dev deps")
+
     def test_socketio_client_against_livehub(self):
         port = free_port()
         chains = ("chain = web\n    sink = ws\n        plugin = websocket\n"
