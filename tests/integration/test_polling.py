@@ -240,7 +240,7 @@ class PollingTest(HubTestCase):
         self.assertEqual([e["id"] for e in page["events"]], [first], "the hub serves on")
         self.assertGreaterEqual(self.stats()["livehub_poll_status_400_total"], 11)
 
-    # ---- audiences and tokens ---------------------------------------------------------------------
+    # ---- audiences and tokens --------------------------------------------------------------------
 
     def test_audiences_are_enforced_with_tokens(self):
         hub = self.start("rate = 0")
@@ -283,7 +283,7 @@ class PollingTest(HubTestCase):
         self.assertEqual(code, 401)
         self.assertIn("token_secret", body["message"])
 
-    # ---- long poll ---------------------------------------------------------------------------------
+    # ---- long poll -------------------------------------------------------------------------------
 
     def test_long_poll_wakes_at_once_and_times_out_empty(self):
         hub = self.start("rate = 0\nmax_wait = 2")
@@ -428,7 +428,8 @@ class PollingTest(HubTestCase):
         cert, key = folder + "/cert.pem", folder + "/key.pem"
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj",
-                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert], check=True,
+                        "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                        "-keyout", key, "-out", cert], check=True,
                        capture_output=True, timeout=30)
         hub = self.start("anonymous = true\nrate = 0\ntls_cert = %s\ntls_key = %s" % (cert, key))
         event_id = hub.publish("signal:created", {"secure": True})
@@ -469,10 +470,11 @@ class PollingTest(HubTestCase):
         stream.close()
         self.assertGreaterEqual(self.stats()["livehub_poll_resets_total"], 4)
 
-    # ---- CORS and rate limit -----------------------------------------------------------------------
+    # ---- CORS and rate limit ---------------------------------------------------------------------
 
     def test_cors_preflight_and_origins(self):
-        self.start("anonymous = true\nrate = 0\norigins = https://app.example http://localhost:3000")
+        self.start("anonymous = true\nrate = 0\n"
+                   "origins = https://app.example http://localhost:3000")
         code, head, _ = self.get("/v1/events", method="OPTIONS", headers={
             "Origin": "https://app.example", "Access-Control-Request-Method": "GET",
             "Access-Control-Request-Headers": "authorization"})
@@ -482,7 +484,8 @@ class PollingTest(HubTestCase):
         self.assertIn("authorization", head["access-control-allow-headers"].lower())
         self.assertIn("last-event-id", head["access-control-allow-headers"].lower())
         code, head, _ = self.get("/v1/events", headers={"Origin": "http://localhost:3000"})
-        self.assertEqual((code, head["access-control-allow-origin"]), (200, "http://localhost:3000"))
+        self.assertEqual((code, head["access-control-allow-origin"]),
+                         (200, "http://localhost:3000"))
         self.assertIn("Origin", head["vary"])
         code, head, body = self.get("/v1/events", headers={"Origin": "https://evil.example"})
         self.assertEqual((code, body["error"]), (403, "forbidden_origin"))
