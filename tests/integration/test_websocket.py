@@ -740,7 +740,9 @@ class WebSocketTest(HubTestCase):
         print("\n  fast reader beside a stalled one: %d events, latency p50 %.2f ms, "
               "p99 %.2f ms, max %.2f ms" % (len(latencies), p50 * 1e3, p99 * 1e3,
                                             latencies[-1] * 1e3))
-        self.assertLess(p99, 0.05)
+        # Speed is measured by bench/ws_fanout; here only a bound no healthy hub comes near, even
+        # on a loaded CI machine: the stalled peer must not hold the fast one back for seconds.
+        self.assertLess(p99, 1.0)
         stats = self.stats(port)
         self.assertEqual(stats["livehub_ws_closes_too_slow_total"], 1)
         self.assertGreater(stats["livehub_ws_queue_drops_total"], 0)
