@@ -2,6 +2,7 @@
 long poll, Server-Sent Events with resume, audiences, resets, CORS, rate limit, caps, slow
 readers and counters. Protocol: docs/POLLING.md."""
 import base64
+import signal
 import hashlib
 import hmac
 import http.client
@@ -444,6 +445,33 @@ class PollingTest(HubTestCase):
         self.assertNotEqual(self.curl("-o", "/dev/null", "-w", "%{http_code}",
                                       "http://127.0.0.1:%d/v1/events" % self.port), "200",
                             "plain http is not served on a TLS port")
+
+    def test_reload_restarts_the_stage_on_the_same_port_and_clients_resume(self):
+        hub = self.start("anonymous = true\nrate = 0\nheartbeat = 15")
+        stream = SSE(self.port, "/v1/stream")
+        self.wait_stat("livehub_poll_streams", 1)
+        before = hub.publish("signal:created", {"n": 1})
+        self.assertEqual(int(stream.next()["id"]), before)
+        with open(hub.conf_path) as conf:
+            text = conf.read()
+        with open(hub.conf_path, "w") as conf:
+            conf.write(text.replace("heartbeat = 15", "heartbeat = 14"))
+        hub.signal(signal.SIGHUP)
+        hub.wait_log("1 started, 1 stopped")
+        self.assertIsNone(stream.next(5), "the old instance closed its stream")
+        stream.close()
+        hub.wait_running("poll")
+        during = hub.publish("signal:created", {"n": 2})
+        deadline, resumed = time.time() + 10, None
+        while time.time() < deadline:  # the new instance binds the same port
+            try:
+                resumed = SSE(self.port, "/v1/stream", {"Last-Event-ID": str(before)})
+                break
+            except OSError:
+                time.sleep(0.1)
+        self.assertIsNotNone(resumed)
+        self.assertEqual(int(resumed.next()["id"]), during, "resumed without loss")
+        resumed.close()
 
     # ---- resets ----------------------------------------------------------------------------------
 
