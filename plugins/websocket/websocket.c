@@ -584,6 +584,14 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         return 0;
     case LWS_CALLBACK_HTTP:
         return ws_static_http(server, wsi, in);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        /* An Engine.IO POST answered early (session gone, body too big) may still hold its body */
+        if (session) {
+            free(session->rx);
+            session->rx = NULL;
+            session->rx_size = 0;
+        }
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     }
