@@ -44,6 +44,7 @@ typedef struct {
     char error_kind[32]; /* the error episode in progress, "" when healthy */
     bool auth_reported;
     int64_t next_payload; /* cursorForNextPayload from the last list, 0 unknown */
+    size_t cache_records;
     s_metrics_t metrics;
 } airtable_t;
 
@@ -80,6 +81,8 @@ static const lh_option_t s_options[] = {
      "first back-off in ms after a 5xx or an unreachable API; doubles up to 60 s"},
     {"requests_per_second", LH_OPTION_INT, "5", false, 1, 50, "request budget per base"},
     {"timeout", LH_OPTION_INT, "20000", false, 100, 300000, "ms for one API request"},
+    {"cache_records", LH_OPTION_INT, "10000", false, 0, 1000000,
+     "records whose last values are kept (state file) for deletes and sparse creates; LRU"},
     {"max_body", LH_OPTION_INT, "16384", false, 256, 1048576, "largest ping body accepted"},
     {NULL, 0, NULL, false, 0, 0, NULL},
 };
@@ -465,7 +468,8 @@ static int s_drain_page(airtable_t *self, json_t *totals)
             self->hook_invalid = true;
             continue;
         }
-        int n = at_map_payload(self->map, payload, &ref, s_emit_event, self, &skipped);
+        at_cache_t cache = {self->state.records, self->cache_records};
+        int n = at_map_payload(self->map, payload, &ref, &cache, s_emit_event, self, &skipped);
         if (n < 0) {
             /* The hub's ingest is full: keep the cursor, come back; keys drop the repeats. */
             lh_log(self->io, LH_LOG_WARNING, "the hub refused an event; page retried in 1 s");
@@ -585,6 +589,7 @@ static void *airtable_create(lh_io_t *io)
     self->rate_backoff_ms = s_conf_int(conf, "rate_limit_backoff");
     self->auth_retry_ms = s_conf_int(conf, "auth_retry");
     self->retry_base_ms = s_conf_int(conf, "retry_base");
+    self->cache_records = (size_t)s_conf_int(conf, "cache_records");
     self->metrics = (s_metrics_t){
         lh_io_counter(io, "livehub_airtable_pings_total", "Webhook pings accepted"),
         lh_io_counter(io, "livehub_airtable_pings_rejected_total",
@@ -633,6 +638,13 @@ static void *airtable_create(lh_io_t *io)
         at_state_load(&self->state, self->state_path, self->base, &err) != 0) {
         lh_log(io, LH_LOG_ERROR, "%s", self->api ? err.text : "out of memory");
         goto failed;
+    }
+    /* A smaller bound than last time: drop the least recent records now. */
+    while (json_object_size(self->state.records) > self->cache_records) {
+        char oldest[AT_ID_SIZE + 8];
+        snprintf(oldest, sizeof oldest, "%s",
+                 json_object_iter_key(json_object_iter(self->state.records)));
+        json_object_del(self->state.records, oldest);
     }
     if (!self->manage && strcmp(self->state.webhook, lh_conf_get(conf, "webhook_id")) != 0) {
         snprintf(self->state.webhook, sizeof self->state.webhook, "%s",

@@ -71,6 +71,7 @@ typedef struct {
     char *secret;                 /* macSecretBase64 or NULL */
     char *expiration;             /* ISO time or NULL */
     uint64_t cursor;              /* next payload to fetch, >= 1 */
+    json_t *records;              /* the record cache (at_cache_t), saved with the cursor */
 } at_state_t;
 
 /* Loads path; a missing file gives an empty state for base. -1 with a reason when unreadable or
@@ -95,12 +96,20 @@ typedef struct {
     const char *webhook;
     uint64_t number; /* the payload's cursor number */
 } at_payload_ref_t;
+/* Last known cells of records, so deletes carry values and sparse creates get completed. An
+ * object rec id -> {"c": {fld: V2 value}, "s": createdTime while the create was nearly empty};
+ * its order is the recency order (least recent first), at most max entries (0: no cache). */
+typedef struct {
+    json_t *records;
+    size_t max;
+} at_cache_t;
+
 /* Called for each event built from a payload; returns 0, or -1 to stop (the hub refused it). */
 typedef int(at_emit_fn)(lh_event_t **event_p, void *arg);
 /* Turns one payload into events. Returns the number emitted, or -1 when emit refused one.
  * *skipped counts the parts that could not be read (unknown shapes are skipped, never fatal). */
 int at_map_payload(const at_map_t *self, const json_t *payload, const at_payload_ref_t *ref,
-                   at_emit_fn *emit, void *arg, size_t *skipped);
+                   at_cache_t *cache, at_emit_fn *emit, void *arg, size_t *skipped);
 void at_map_destroy(at_map_t **self_p);
 
 #endif

@@ -2,14 +2,18 @@
  * through the base schema) to livehub events. Payloads carry only ids and V2 cell values
  * (airtable-api.md §5, §7); this module turns them into plain JSON events with audiences and
  * idempotency keys "airtable:<base>:<webhook>:<payload number>:<record>:<event>". */
+#define _DEFAULT_SOURCE /* timegm, strptime */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <livehub/codec.h>
 #include "at_internal.h"
 
 #define AT_MAP_MAX (1 << 20)
+/* How long after a nearly empty create its cell changes still raise a complete `updated`. */
+#define AT_SPARSE_WINDOW_S 300
 
 typedef struct {
     const char *name;   /* borrowed from the map's JSON */
@@ -432,7 +436,43 @@ typedef struct {
     at_emit_fn *emit;
     void *arg;
     int emitted;
+    at_cache_t *cache;
 } s_context_t;
+
+/* ---- the record cache ---------------------------------------------------------------------- */
+
+static json_t *s_cache_get(const s_context_t *context, const char *record)
+{
+    return context->cache ? json_object_get(context->cache->records, record) : NULL;
+}
+
+/* Stores entry (consumed) as the most recent one; evicts the least recent beyond the bound. */
+static void s_cache_put(s_context_t *context, const char *record, json_t *entry)
+{
+    at_cache_t *cache = context->cache;
+    if (!cache || cache->max == 0) {
+        json_decref(entry);
+        return;
+    }
+    /* Delete first: jansson iterates in insertion order, so re-adding moves it to the end. */
+    json_object_del(cache->records, record);
+    json_object_set_new(cache->records, record, entry);
+    while (json_object_size(cache->records) > cache->max) {
+        char oldest[AT_ID_SIZE + 8];
+        snprintf(oldest, sizeof oldest, "%s",
+                 json_object_iter_key(json_object_iter(cache->records)));
+        json_object_del(cache->records, oldest);
+    }
+}
+
+static time_t s_epoch(const json_t *iso)
+{
+    struct tm tm = {0};
+    const char *text = json_string_value(iso);
+    if (!text || !strptime(text, "%Y-%m-%dT%H:%M:%S", &tm))
+        return 0;
+    return timegm(&tm);
+}
 
 /* Builds and emits one event; data is consumed. Returns 0 or -1 (emit refused). */
 static int s_emit(s_context_t *context, const char *record, const char *suffix, json_t *data,
@@ -483,14 +523,26 @@ static int s_created(s_context_t *context, const json_t *records, size_t *skippe
         json_t *data = json_object();
         json_t *fields = json_object();
         s_name_cells(context->table, cells, fields, NULL, true);
+        /* Records made in the UI arrive as an (almost) empty create, then one change per cell:
+         * remember that so the changes raise a complete `updated` even where updates are off. */
+        bool sparse = json_object_size(fields) <= 1;
+        json_t *cached = json_pack("{s:o}", "c", cells ? json_deep_copy(cells) : json_object());
+        const json_t *created_time = json_object_get(entry, "createdTime");
+        if (sparse)
+            json_object_set(
+                cached, "s",
+                (json_t *)(json_is_string(created_time) ? created_time : context->timestamp));
         json_object_set_new(data, "fields", fields);
         json_object_set(data, "createdTime", json_object_get(entry, "createdTime"));
         int rc = context->table->created ? s_emit(context, record, "created", data, values) : 0;
         if (!context->table->created)
             json_decref(data);
         json_decref(values);
-        if (rc != 0)
+        if (rc != 0) {
+            json_decref(cached);
             return -1;
+        }
+        s_cache_put(context, record, cached);
     }
     return 0;
 }
@@ -513,17 +565,34 @@ static int s_changed(s_context_t *context, const json_t *records, size_t *skippe
             (*skipped)++;
             continue;
         }
-        /* All known values (unchanged ones too) for audiences; the named ones for data. */
+        /* Every known value: the cache's, then unchanged ones, then the new ones. */
+        const json_t *cached = s_cache_get(context, record);
+        json_t *cells = json_deep_copy(json_object_get(cached, "c"));
+        if (!json_is_object(cells)) {
+            json_decref(cells);
+            cells = json_object();
+        }
+        json_object_update(cells, (json_t *)unchanged);
+        json_object_update(cells, (json_t *)current);
+        /* Within the window after a nearly empty create the change completes it (see above). */
+        const json_t *sparse_since = json_object_get(cached, "s");
+        time_t since = s_epoch(sparse_since), at = s_epoch(context->timestamp);
+        bool completing = sparse_since && (!since || !at || at - since <= AT_SPARSE_WINDOW_S);
+        /* All known values for audiences; the named ones for data. */
         json_t *values = json_object(), *now = json_object(), *before = json_object();
         json_t *changed = json_array(), *ignored = json_array();
-        s_name_cells(table, unchanged, values, NULL, false);
-        s_name_cells(table, current, values, NULL, false);
-        s_name_cells(table, unchanged, now, NULL, true);
-        s_name_cells(table, current, now, changed, true);
+        s_name_cells(table, cells, values, NULL, false);
+        s_name_cells(table, cells, now, NULL, true);
+        s_name_cells(table, current, ignored, changed, true);
+        json_decref(ignored);
+        ignored = json_array();
         s_name_cells(table, previous, before, ignored, true);
         json_decref(ignored);
+        json_t *entry_out = json_pack("{s:o}", "c", cells);
+        if (completing)
+            json_object_set(entry_out, "s", (json_t *)sparse_since);
         int rc = 0;
-        if (table->updated && json_array_size(changed) > 0) {
+        if ((table->updated || completing) && json_array_size(changed) > 0) {
             json_t *data =
                 json_pack("{s:O, s:O, s:O}", "fields", now, "changed", changed, "previous", before);
             rc = s_emit(context, record, "updated", data, values);
@@ -549,8 +618,11 @@ static int s_changed(s_context_t *context, const json_t *records, size_t *skippe
         json_decref(now);
         json_decref(before);
         json_decref(changed);
-        if (rc != 0)
+        if (rc != 0) {
+            json_decref(entry_out);
             return -1;
+        }
+        s_cache_put(context, record, entry_out);
     }
     return 0;
 }
@@ -566,8 +638,24 @@ static int s_destroyed(s_context_t *context, const json_t *records, size_t *skip
             (*skipped)++;
             continue;
         }
-        if (context->table->deleted && s_emit(context, record, "deleted", json_object(), NULL) != 0)
+        /* The last known values, when the record is still in the cache (else only its id). */
+        const json_t *cells = json_object_get(s_cache_get(context, record), "c");
+        json_t *data = json_object(), *values = json_object();
+        if (json_is_object(cells)) {
+            json_t *fields = json_object();
+            s_name_cells(context->table, cells, fields, NULL, true);
+            s_name_cells(context->table, cells, values, NULL, false);
+            json_object_set_new(data, "fields", fields);
+            json_object_set_new(data, "lastKnown", json_true());
+        }
+        int rc = context->table->deleted ? s_emit(context, record, "deleted", data,
+                                                  json_is_object(cells) ? values : NULL)
+                                         : (json_decref(data), 0);
+        json_decref(values);
+        if (rc != 0)
             return -1;
+        if (context->cache)
+            json_object_del(context->cache->records, record);
     }
     return 0;
 }
@@ -593,7 +681,7 @@ static json_t *s_actor(const json_t *payload)
 }
 
 int at_map_payload(const at_map_t *self, const json_t *payload, const at_payload_ref_t *ref,
-                   at_emit_fn *emit, void *arg, size_t *skipped)
+                   at_cache_t *cache, at_emit_fn *emit, void *arg, size_t *skipped)
 {
     const json_t *changed = json_object_get(payload, "changedTablesById");
     if (!json_is_object(payload) || (changed && !json_is_object(changed))) {
@@ -603,7 +691,7 @@ int at_map_payload(const at_map_t *self, const json_t *payload, const at_payload
     json_t *actor = s_actor(payload);
     const json_t *timestamp = json_object_get(payload, "timestamp");
     s_context_t context = {NULL, ref, actor, json_is_string(timestamp) ? timestamp : json_null(),
-                           emit, arg, 0};
+                           emit, arg, 0,     cache};
     int rc = 0;
     for (size_t t = 0; t < self->count && rc == 0; t++) {
         const json_t *table = json_object_get(changed, self->tables[t].id);

@@ -13,12 +13,14 @@
 #include <livehub/codec.h>
 #include "at_internal.h"
 
-#define AT_STATE_MAX (1 << 20)
+/* Room for the record cache (10000 records of a few fields is a few MiB). */
+#define AT_STATE_MAX (256 << 20)
 
 void at_state_clear(at_state_t *state)
 {
     free(state->secret);
     free(state->expiration);
+    json_decref(state->records);
     memset(state, 0, sizeof *state);
     state->cursor = 1;
 }
@@ -31,11 +33,14 @@ static char *s_read_file(const char *path, size_t *size, lh_error_t *err)
             lh_error_set(err, "state %s: %s", path, strerror(errno));
         return NULL;
     }
-    char *text = malloc(AT_STATE_MAX + 1);
-    size_t got = text ? fread(text, 1, AT_STATE_MAX + 1, file) : 0;
+    /* Sized from the file: the bound is large now that the cache lives here. */
+    struct stat info;
+    size_t want = fstat(fileno(file), &info) == 0 && info.st_size >= 0 ? (size_t)info.st_size : 0;
+    char *text = want <= AT_STATE_MAX ? malloc(want + 1) : NULL;
+    size_t got = text ? fread(text, 1, want + 1, file) : 0;
     fclose(file);
-    if (!text || got > AT_STATE_MAX) {
-        lh_error_set(err, "state %s: unreadable or larger than 1 MiB", path);
+    if (!text || got > want) {
+        lh_error_set(err, "state %s: unreadable or larger than 256 MiB", path);
         free(text);
         return NULL;
     }
@@ -53,6 +58,7 @@ static char *s_dup_string(const json_t *object, const char *key)
 int at_state_load(at_state_t *state, const char *path, const char *base, lh_error_t *err)
 {
     at_state_clear(state);
+    state->records = json_object();
     snprintf(state->base, sizeof state->base, "%s", base);
     size_t size = 0;
     lh_error_t read_err = {""};
@@ -86,6 +92,9 @@ int at_state_load(at_state_t *state, const char *path, const char *base, lh_erro
         snprintf(state->webhook, sizeof state->webhook, "%s", webhook);
     state->secret = s_dup_string(root, "secret");
     state->expiration = s_dup_string(root, "expiration");
+    /* Older state files have no cache; a malformed one is dropped (it is only a cache). */
+    json_t *records = json_object_get(root, "records");
+    state->records = json_is_object(records) ? json_incref(records) : json_object();
     json_decref(root);
     return 0;
 }
@@ -114,6 +123,8 @@ int at_state_save(const at_state_t *state, const char *path, lh_error_t *err)
         json_object_set_new(root, "secret", json_string(state->secret));
     if (root && state->expiration)
         json_object_set_new(root, "expiration", json_string(state->expiration));
+    if (root && state->records)
+        json_object_set(root, "records", state->records);
     char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
     json_decref(root);
     char temp[4096];
