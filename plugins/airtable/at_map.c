@@ -12,7 +12,8 @@
 #include "at_internal.h"
 
 #define AT_MAP_MAX (1 << 20)
-/* How long after a nearly empty create its cell changes still raise a complete `updated`. */
+/* How long after a nearly empty create its cell changes still raise a complete `updated` (unless
+ * every mapped field has a value before). */
 #define AT_SPARSE_WINDOW_S 300
 
 typedef struct {
@@ -547,6 +548,17 @@ static int s_created(s_context_t *context, const json_t *records, size_t *skippe
     return 0;
 }
 
+/* True when named has a non-null value for every mapped field of the table. */
+static bool s_all_known(const s_table_t *table, const json_t *named)
+{
+    size_t wanted = table->fields ? json_array_size(table->fields) : json_object_size(table->by_id);
+    size_t known = 0;
+    const char *name;
+    const json_t *value;
+    json_object_foreach((json_t *)named, name, value) if (!json_is_null(value)) known++;
+    return known >= wanted;
+}
+
 static int s_changed(s_context_t *context, const json_t *records, size_t *skipped)
 {
     const s_table_t *table = context->table;
@@ -589,7 +601,8 @@ static int s_changed(s_context_t *context, const json_t *records, size_t *skippe
         s_name_cells(table, previous, before, ignored, true);
         json_decref(ignored);
         json_t *entry_out = json_pack("{s:o}", "c", cells);
-        if (completing)
+        /* Complete once every mapped field has a value: later changes follow the map again. */
+        if (completing && !s_all_known(table, now))
             json_object_set(entry_out, "s", (json_t *)sparse_since);
         int rc = 0;
         if ((table->updated || completing) && json_array_size(changed) > 0) {

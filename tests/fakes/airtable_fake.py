@@ -307,6 +307,14 @@ class FakeAirtable:
                 return {"changedRecordsById": {record: entry}}
             self._record_change(base, table_id, "update", source, change, new)
 
+    def create_record_in_ui(self, base, table_name, fields, source="client"):
+        """What a user typing a new row in the grid does: an empty create, then one change per
+        cell, each its own transaction and payload."""
+        record = self.create_record(base, table_name, {}, source)
+        for name, value in fields.items():
+            self.update_record(base, record, {name: value}, source)
+        return record
+
     def delete_record(self, base, record, source="client"):
         with self.lock:
             table_id, _ = self.bases[base]["records"].pop(record)

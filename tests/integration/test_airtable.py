@@ -341,5 +341,94 @@ class RestartTest(AirtableCase):
         self.assertEqual(len(seen), len(records), "none twice")
 
 
+class RecordCacheTest(AirtableCase):
+    def drain_events(self, events, wait=0.7):
+        return list(iter(lambda: events.recv(wait), None))
+
+    def test_delete_carries_the_last_known_values(self):
+        hub = self.start_hub()
+        self.wait_hook()
+        events = hub.subscriber("connection:")
+        startup = self.fake.create_record(self.base, "Startups", {"Name": "Acme"})
+        connection = self.fake.create_record(self.base, "Connections", {
+            "Name": "C-1", "Startup": [startup], "Status": "Requested"})
+        self.fake.update_record(self.base, connection, {"Status": "Accepted"})
+        self.assertEqual([e["type"] for e in events.recv_n(3)],
+                         ["connection:created", "connection:updated", "connection:statusChanged"])
+        self.fake.delete_record(self.base, connection)
+        deleted = events.recv()
+        self.assertEqual(deleted["type"], "connection:deleted")
+        self.assertEqual(deleted["data"]["fields"], {
+            "Name": "C-1", "Startup": [{"id": startup, "name": "Acme"}], "Status": "Accepted"})
+        self.assertTrue(deleted["data"]["lastKnown"])
+        self.assertEqual(deleted["to"], ["user:%s" % startup, "admin"],
+                         "the audience of the record it was")
+        wait_for(lambda: connection not in self.state()["records"], what="forgotten once deleted")
+
+    def test_empty_create_from_the_ui_is_followed_by_a_complete_update(self):
+        hub = self.start_hub()
+        self.wait_hook()
+        events = hub.subscriber("assignment:")
+        startup = self.fake.create_record(self.base, "Startups", {"Name": "Acme"})
+        # Assignments map `updated` off: the completing updates come all the same.
+        assignment = self.fake.create_record_in_ui(self.base, "Assignments", {
+            "Name": "A-7", "Startup": [startup], "Response": "Pending"})
+        got = self.drain_events(events)
+        self.assertEqual([e["type"] for e in got],
+                         ["assignment:created", "assignment:updated", "assignment:updated",
+                          "assignment:updated", "assignment:responseChanged"])
+        self.assertEqual((got[0]["data"]["fields"], got[0]["to"]), ({}, ["admin"]))
+        last = got[3]
+        self.assertEqual(last["data"]["record"], assignment)
+        self.assertEqual(last["data"]["changed"], ["Response"])
+        self.assertEqual(last["data"]["fields"], {
+            "Name": "A-7", "Startup": [{"id": startup, "name": "Acme"}], "Response": "Pending"})
+        self.assertEqual(last["to"], ["user:%s" % startup, "admin"])
+        # A later change of a complete record follows the map again: no `updated`.
+        self.fake.update_record(self.base, assignment, {"Name": "A-7b"})
+        self.fake.update_record(self.base, assignment, {"Response": "Viewed"})
+        later = self.drain_events(events)
+        self.assertEqual([e["type"] for e in later], ["assignment:responseChanged"])
+        self.assertEqual(later[0]["data"]["fields"]["Name"], "A-7b")
+
+    def test_the_cache_survives_a_restart(self):
+        hub = self.start_hub()
+        hook = self.wait_hook()
+        events = hub.subscriber("signal:")
+        signal = self.fake.create_record(self.base, "Signals", {
+            "Title": "Kept", "Visibility": "Public", "Status": "Draft"})
+        self.assertEqual(events.recv()["type"], "signal:created")
+        wait_for(lambda: self.state()["cursor"] == hook.next_cursor, what="the persisted cursor")
+        self.assertIn(signal, self.state()["records"])
+        hub.stop()
+        hub.start()
+        events = hub.subscriber("signal:")
+        self.fake.delete_record(self.base, signal)
+        deleted = events.recv()
+        self.assertEqual((deleted["type"], deleted["to"]), ("signal:deleted", ["public"]))
+        self.assertEqual(deleted["data"]["fields"],
+                         {"Title": "Kept", "Visibility": "Public", "Status": "Draft"})
+
+    def test_the_bound_evicts_the_least_recently_changed(self):
+        hub = self.start_hub(cache_records=2)
+        hook = self.wait_hook()
+        events = hub.subscriber("signal:")
+        first = self.fake.create_record(self.base, "Signals", {"Title": "one", "Status": "Draft"})
+        second = self.fake.create_record(self.base, "Signals", {"Title": "two", "Status": "Draft"})
+        self.fake.update_record(self.base, first, {"Status": "Published"})  # first is recent now
+        third = self.fake.create_record(self.base, "Signals", {"Title": "three"})
+        self.assertEqual(len(events.recv_n(4)), 4)
+        wait_for(lambda: self.state()["cursor"] == hook.next_cursor, what="the persisted cursor")
+        self.assertEqual(sorted(self.state()["records"]), sorted([first, third]))
+        self.fake.delete_record(self.base, second)
+        evicted = events.recv()
+        self.assertEqual(evicted["data"]["record"], second)
+        self.assertNotIn("fields", evicted["data"], "evicted: the id only")
+        self.assertEqual(evicted["to"], ["admin"])
+        self.fake.delete_record(self.base, first)
+        kept = events.recv()
+        self.assertEqual(kept["data"]["fields"], {"Title": "one", "Status": "Published"})
+
+
 if __name__ == "__main__":
     unittest.main()
