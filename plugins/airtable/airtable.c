@@ -32,6 +32,7 @@ typedef struct {
     at_listener_t *listener;
     at_state_t state;
     char state_path[4096];
+    char map_path[4096];
     char base[AT_ID_SIZE + 1];
     char notification_url[1024];
     bool manage;
@@ -415,6 +416,36 @@ static int s_emit_event(lh_event_t **event_p, void *arg)
     return 0;
 }
 
+/* Reads the base schema again into a fresh map, swapped in only when it resolves, so a field
+ * renamed away from the map's names keeps the old ids working. 0, or -1 (retry scheduled). */
+static int s_refresh_schema(airtable_t *self)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/v0/meta/bases/%s/tables", self->base);
+    at_response_t response;
+    int rc = at_api_call(self->api, "GET", path, NULL, &response);
+    s_result_t result = s_check(self, rc, &response);
+    if (result == S_GONE)
+        s_error(self, "request", response.error, self->auth_retry_ms);
+    if (result != S_OK) {
+        at_response_clear(&response);
+        return -1;
+    }
+    lh_error_t err;
+    at_map_t *fresh = at_map_load(self->map_path, &err);
+    if (fresh && at_map_resolve(fresh, response.body, &err) == 0) {
+        at_map_destroy(&self->map);
+        self->map = fresh;
+        lh_log(self->io, LH_LOG_INFO, "a payload named unknown fields or tables: schema re-read");
+    } else {
+        lh_log(self->io, LH_LOG_WARNING, "schema re-read, but kept the previous mapping: %s",
+               err.text);
+        at_map_destroy(&fresh);
+    }
+    at_response_clear(&response);
+    return 0;
+}
+
 /* One page: 1 when more may follow, 0 when drained, -1 on failure (retry scheduled). */
 static int s_drain_page(airtable_t *self, json_t *totals)
 {
@@ -453,6 +484,19 @@ static int s_drain_page(airtable_t *self, json_t *totals)
     }
     if (count > 0 && json_integer_value(json_object_get(totals, "payloads")) == 0)
         s_sync_event(self, "sync:started", json_object());
+    /* New fields or tables since the last schema read: read it before mapping the page, so
+     * their values go out by name; then the ids count as seen, so they never ask twice. */
+    bool stale = false;
+    for (size_t i = 0; i < count && !stale; i++)
+        stale = !at_map_knows(self->map, json_array_get(payloads, i));
+    if (stale) {
+        if (s_refresh_schema(self) != 0) {
+            at_response_clear(&response);
+            return -1;
+        }
+        for (size_t i = 0; i < count; i++)
+            at_map_mark_seen(self->map, json_array_get(payloads, i));
+    }
     size_t skipped = 0;
     int emitted = 0;
     for (size_t i = 0; i < count; i++) {
@@ -634,7 +678,8 @@ static void *airtable_create(lh_io_t *io)
             goto failed;
         }
     }
-    if (!self->api || !(self->map = at_map_load(lh_conf_get(conf, "map"), &err)) ||
+    snprintf(self->map_path, sizeof self->map_path, "%s", lh_conf_get(conf, "map"));
+    if (!self->api || !(self->map = at_map_load(self->map_path, &err)) ||
         at_state_load(&self->state, self->state_path, self->base, &err) != 0) {
         lh_log(io, LH_LOG_ERROR, "%s", self->api ? err.text : "out of memory");
         goto failed;

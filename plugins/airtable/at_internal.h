@@ -88,6 +88,12 @@ typedef struct at_map at_map_t;
 at_map_t *at_map_load(const char *path, lh_error_t *err);
 /* Resolves names to ids from GET /v0/meta/bases/{base}/tables; -1 naming the candidates. */
 int at_map_resolve(at_map_t *self, const json_t *schema, lh_error_t *err);
+/* False when the payload names a table of the base or a field of a mapped table that the last
+ * schema did not have, or changes a mapped table's fields or names: time to read the schema. */
+bool at_map_knows(const at_map_t *self, const json_t *payload);
+/* Takes the payload's unknown ids as known, so one that a new schema does not explain either
+ * (deleted since) asks for no further reads. */
+void at_map_mark_seen(at_map_t *self, const json_t *payload);
 /* The field ids whose values every payload should carry (includeCellValuesInFieldIds). */
 json_t *at_map_watched_fields(const at_map_t *self);
 

@@ -29,6 +29,7 @@ typedef struct {
 
 struct at_map {
     json_t *root;
+    json_t *known_tables; /* every table id of the base's schema (mapped or not) -> true */
     s_table_t *tables;
     size_t count;
 };
@@ -43,6 +44,7 @@ void at_map_destroy(at_map_t **self_p)
         json_decref(self->tables[i].by_name);
     }
     free(self->tables);
+    json_decref(self->known_tables);
     json_decref(self->root);
     free(self);
     *self_p = NULL;
@@ -247,6 +249,16 @@ int at_map_resolve(at_map_t *self, const json_t *schema, lh_error_t *err)
         lh_error_set(err, "schema: answer has no \"tables\" array");
         return -1;
     }
+    json_decref(self->known_tables);
+    self->known_tables = json_object();
+    const json_t *entry;
+    size_t e;
+    json_array_foreach(tables, e, entry)
+    {
+        const char *id = json_string_value(json_object_get(entry, "id"));
+        if (id)
+            json_object_set_new(self->known_tables, id, json_true());
+    }
     for (size_t t = 0; t < self->count; t++) {
         const json_t *found = NULL, *item;
         size_t i;
@@ -267,6 +279,98 @@ int at_map_resolve(at_map_t *self, const json_t *schema, lh_error_t *err)
             return -1;
     }
     return 0;
+}
+
+/* ---- schema changes ----------------------------------------------------------------------- */
+
+/* Calls visit on each field id of cells that the table does not know; stops at the first nonzero
+ * return. */
+typedef int(s_visit_fn)(s_table_t *table, const char *field);
+
+static int s_unknown_cells(s_table_t *table, const json_t *cells, s_visit_fn *visit)
+{
+    const char *fid;
+    const json_t *value;
+    json_object_foreach((json_t *)cells, fid, value)
+    {
+        if (!json_object_get(table->by_id, fid) && visit(table, fid) != 0)
+            return 1;
+    }
+    return 0;
+}
+
+static int s_unknown_fields(s_table_t *table, const json_t *changes, s_visit_fn *visit)
+{
+    const char *record;
+    const json_t *entry;
+    json_object_foreach((json_t *)json_object_get(changes, "createdRecordsById"), record, entry)
+    {
+        if (s_unknown_cells(table, json_object_get(entry, "cellValuesByFieldId"), visit))
+            return 1;
+    }
+    const char *parts[] = {"current", "previous", "unchanged"};
+    json_object_foreach((json_t *)json_object_get(changes, "changedRecordsById"), record, entry)
+    {
+        for (size_t i = 0; i < 3; i++)
+            if (s_unknown_cells(
+                    table, json_object_get(json_object_get(entry, parts[i]), "cellValuesByFieldId"),
+                    visit))
+                return 1;
+    }
+    return 0;
+}
+
+static int s_stop(s_table_t *table, const char *field)
+{
+    (void)table;
+    (void)field;
+    return 1;
+}
+
+static int s_remember(s_table_t *table, const char *field)
+{
+    /* Nameless: such cells stay out of events, as before. */
+    json_object_set_new(table->by_id, field, json_object());
+    return 0;
+}
+
+bool at_map_knows(const at_map_t *self, const json_t *payload)
+{
+    const char *tid;
+    const json_t *changes;
+    json_object_foreach((json_t *)json_object_get(payload, "changedTablesById"), tid, changes)
+    {
+        if (!self->known_tables || !json_object_get(self->known_tables, tid))
+            return false;
+        for (size_t t = 0; t < self->count; t++) {
+            if (strcmp(self->tables[t].id, tid) != 0)
+                continue;
+            /* Field or table metadata changed (only with the tableFields/tableMetadata types):
+             * names may have moved. */
+            if (json_object_get(changes, "createdFieldsById") ||
+                json_object_get(changes, "changedFieldsById") ||
+                json_object_get(changes, "destroyedFieldIds") ||
+                json_object_get(changes, "changedMetadata") ||
+                s_unknown_fields(&self->tables[t], changes, s_stop))
+                return false;
+        }
+    }
+    return true;
+}
+
+void at_map_mark_seen(at_map_t *self, const json_t *payload)
+{
+    const char *tid;
+    const json_t *changes;
+    if (!self->known_tables)
+        self->known_tables = json_object();
+    json_object_foreach((json_t *)json_object_get(payload, "changedTablesById"), tid, changes)
+    {
+        json_object_set_new(self->known_tables, tid, json_true());
+        for (size_t t = 0; t < self->count; t++)
+            if (strcmp(self->tables[t].id, tid) == 0 && json_is_object(changes))
+                s_unknown_fields(&self->tables[t], changes, s_remember);
+    }
 }
 
 json_t *at_map_watched_fields(const at_map_t *self)

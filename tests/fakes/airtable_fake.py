@@ -234,6 +234,15 @@ class FakeAirtable:
         table = self.bases[base]["tables"][self.table_id(base, table_name)]
         return next(f for f in table["fields"] if f["name"] == field_name)
 
+    def add_field(self, base, table_name, name, type_="singleLineText"):
+        """A field added in the UI: in the schema from now on. Hooks watching only tableData
+        hear of it through the cells of later changes."""
+        with self.lock:
+            table = self.bases[base]["tables"][self.table_id(base, table_name)]
+            field = {"id": make_id("fld"), "name": name, "type": type_}
+            table["fields"].append(field)
+        return field["id"]
+
     def hooks(self, base):
         with self.lock:
             return list(self.bases[base]["hooks"].values())

@@ -430,5 +430,35 @@ class RecordCacheTest(AirtableCase):
         self.assertEqual(kept["data"]["fields"], {"Title": "one", "Status": "Published"})
 
 
+
+class SchemaRefreshTest(AirtableCase):
+    def test_a_field_added_after_start_is_named_after_a_schema_read(self):
+        hub = self.start_hub()
+        hook = self.wait_hook()
+        events = hub.subscriber("connection:")
+        connection = self.fake.create_record(self.base, "Connections", {"Name": "C-9"})
+        self.assertEqual(events.recv()["type"], "connection:created")
+        reads = self.fake.count("GET", "/tables")
+        self.fake.add_field(self.base, "Connections", "Priority")
+        self.fake.update_record(self.base, connection, {"Priority": "high"})
+        updated = events.recv()
+        self.assertEqual(updated["type"], "connection:updated")
+        self.assertEqual(updated["data"]["changed"], ["Priority"])
+        self.assertEqual(updated["data"]["fields"], {"Name": "C-9", "Priority": "high"})
+        self.assertEqual(self.fake.count("GET", "/tables"), reads + 1, "one schema read")
+        hub.wait_log("schema re-read")
+        # A payload with an id no schema explains asks once, then is left out.
+        table = self.fake.table_id(self.base, "Connections")
+        for _ in range(2):
+            self.fake.inject_payload(self.base, hook.id, {
+                "timestamp": airtable_fake.iso(time.time()), "changedTablesById": {table: {
+                    "changedRecordsById": {connection: {"current": {"cellValuesByFieldId": {
+                        "fldGONEGONEGONE12": "x"}}}}}}})
+        self.assertIsNone(events.recv(1.0), "no known field changed: no event")
+        self.assertEqual(self.fake.count("GET", "/tables"), reads + 2, "asked once more only")
+        self.fake.update_record(self.base, connection, {"Name": "C-10"})
+        self.assertEqual(events.recv()["data"]["fields"]["Name"], "C-10")
+
+
 if __name__ == "__main__":
     unittest.main()
