@@ -765,9 +765,11 @@ static int s_destroyed(s_context_t *context, const json_t *records, size_t *skip
             json_object_set_new(data, "fields", fields);
             json_object_set_new(data, "lastKnown", json_true());
         }
-        int rc = context->table->deleted ? s_emit(context, record, "deleted", data,
-                                                  json_is_object(cells) ? values : NULL)
-                                         : (json_decref(data), 0);
+        int rc = 0;
+        if (context->table->deleted)
+            rc = s_emit(context, record, "deleted", data, json_is_object(cells) ? values : NULL);
+        else
+            json_decref(data);
         json_decref(values);
         if (rc != 0)
             return -1;
