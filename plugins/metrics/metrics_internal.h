@@ -51,13 +51,19 @@ void mx_expo_render(lh_io_t *io, const mx_process_t *process, mx_buf_t *buf);
 
 #define MX_LATENCY_BUCKETS 17 /* the registry's 16 bounds at most, plus +Inf */
 
+/* Every series of one histogram name summed up. */
 typedef struct {
-    double at;          /* CLOCK_MONOTONIC seconds of this reading */
-    double accepted;    /* livehub_events_accepted_total */
-    bool have_latency;  /* a livehub_stage_latency_seconds histogram exists */
-    size_t bound_count; /* bounds of the first latency histogram; others must match */
+    bool have;          /* a series of the name exists */
+    size_t bound_count; /* bounds of the first series; others must match */
     double bounds[MX_LATENCY_BUCKETS];
-    uint64_t buckets[MX_LATENCY_BUCKETS]; /* cumulative over every sink; last one is +Inf */
+    uint64_t buckets[MX_LATENCY_BUCKETS]; /* cumulative over every series; last one is +Inf */
+} mx_histogram_t;
+
+typedef struct {
+    double at;               /* CLOCK_MONOTONIC seconds of this reading */
+    double accepted;         /* livehub_events_accepted_total */
+    mx_histogram_t latency;  /* livehub_stage_latency_seconds */
+    mx_histogram_t ws_write; /* livehub_ws_write_latency_seconds */
 } mx_reading_t;
 
 /* Reads the registry into *reading and returns the data of a metrics:update event: rates and

@@ -21,22 +21,22 @@ static bool s_is(const lh_metric_view_t *view, const char *name)
     return strcmp(view->name, name) == 0;
 }
 
-static void s_add_latency(mx_reading_t *reading, const lh_metric_view_t *view)
+static void s_add_histogram(mx_histogram_t *sum, const lh_metric_view_t *view)
 {
     if (view->bucket_count + 1 > MX_LATENCY_BUCKETS)
         return;
-    if (!reading->have_latency) {
-        reading->have_latency = true;
-        reading->bound_count = view->bucket_count;
-        memcpy(reading->bounds, view->bounds, view->bucket_count * sizeof *view->bounds);
-    } else if (reading->bound_count != view->bucket_count ||
-               memcmp(reading->bounds, view->bounds, view->bucket_count * sizeof *view->bounds)) {
-        return; /* different buckets cannot be summed; the core uses one set for all stages */
+    if (!sum->have) {
+        sum->have = true;
+        sum->bound_count = view->bucket_count;
+        memcpy(sum->bounds, view->bounds, view->bucket_count * sizeof *view->bounds);
+    } else if (sum->bound_count != view->bucket_count ||
+               memcmp(sum->bounds, view->bounds, view->bucket_count * sizeof *view->bounds)) {
+        return; /* different buckets cannot be summed; each name uses one set for all series */
     }
     for (size_t i = 0; i < view->bucket_count; i++)
-        reading->buckets[i] +=
+        sum->buckets[i] +=
             view->bucket_counts[i] < view->count ? view->bucket_counts[i] : view->count;
-    reading->buckets[view->bucket_count] += view->count;
+    sum->buckets[view->bucket_count] += view->count;
 }
 
 static void s_count_namespace(s_sums_t *sums, const char *ns, double value)
@@ -112,19 +112,21 @@ static void s_visit(const lh_metric_view_t *view, void *arg)
     else if (s_is(view, "livehub_airtable_cursor_lag"))
         sums->cursor_lag += view->value, sums->have_sync = true;
     else if (s_is(view, "livehub_stage_latency_seconds") && view->kind == LH_METRIC_HISTOGRAM)
-        s_add_latency(sums->reading, view);
+        s_add_histogram(&sums->reading->latency, view);
+    else if (s_is(view, "livehub_ws_write_latency_seconds") && view->kind == LH_METRIC_HISTOGRAM)
+        s_add_histogram(&sums->reading->ws_write, view);
     else if (view->kind == LH_METRIC_GAUGE)
         s_add_namespace(sums, view);
 }
 
 /* The q-quantile of the observations between two readings, interpolated linearly inside its
  * bucket as PromQL's histogram_quantile does; NaN when there were none. */
-static double s_quantile(const mx_reading_t *now, const mx_reading_t *before, double q)
+static double s_quantile(const mx_histogram_t *now, const mx_histogram_t *before, double q)
 {
     size_t n = now->bound_count + 1;
     uint64_t delta[MX_LATENCY_BUCKETS];
     for (size_t i = 0; i < n; i++) {
-        uint64_t old = before && before->have_latency && before->bound_count == now->bound_count
+        uint64_t old = before && before->have && before->bound_count == now->bound_count
                            ? before->buckets[i]
                            : 0;
         delta[i] = now->buckets[i] > old ? now->buckets[i] - old : 0;
@@ -147,6 +149,18 @@ static double s_quantile(const mx_reading_t *now, const mx_reading_t *before, do
 static json_t *s_ms_or_null(double seconds)
 {
     return isnan(seconds) ? json_null() : json_real(round(seconds * 1e6) / 1e3);
+}
+
+/* {"p50":ms,"p99":ms} of a histogram over the interval, under key; nothing when it is absent. */
+static void s_set_quantiles(json_t *data, const char *key, const mx_histogram_t *now,
+                            const mx_histogram_t *before)
+{
+    if (!now->have)
+        return;
+    json_t *latency = json_object();
+    json_object_set_new(latency, "p50", s_ms_or_null(s_quantile(now, before, 0.5)));
+    json_object_set_new(latency, "p99", s_ms_or_null(s_quantile(now, before, 0.99)));
+    json_object_set_new(data, key, latency);
 }
 
 json_t *mx_snapshot(lh_io_t *io, const mx_reading_t *previous, mx_reading_t *reading)
@@ -188,12 +202,9 @@ json_t *mx_snapshot(lh_io_t *io, const mx_reading_t *previous, mx_reading_t *rea
         json_object_set(connections, "namespaces", sums.namespaces);
     json_object_set_new(data, "connections", connections);
     connections = NULL;
-    if (reading->have_latency) {
-        json_t *latency = json_object();
-        json_object_set_new(latency, "p50", s_ms_or_null(s_quantile(reading, previous, 0.5)));
-        json_object_set_new(latency, "p99", s_ms_or_null(s_quantile(reading, previous, 0.99)));
-        json_object_set_new(data, "latency_ms", latency);
-    }
+    s_set_quantiles(data, "latency_ms", &reading->latency, previous ? &previous->latency : NULL);
+    s_set_quantiles(data, "ws_write_latency_ms", &reading->ws_write,
+                    previous ? &previous->ws_write : NULL);
     if (sums.have_sync) {
         json_t *sync = json_object();
         struct timespec wall;

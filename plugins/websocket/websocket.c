@@ -635,6 +635,18 @@ static void s_register_metrics(ws_server_t *server)
     m->queued = lh_io_gauge(io, "livehub_ws_queued_frames", "Frames waiting in send queues");
     m->errors = lh_io_counter(io, "livehub_ws_errors_total", "Error frames sent to clients");
     server->sio_gauge = lh_io_gauge(io, "livehub_ws_socketio_sessions", "Open Engine.IO sessions");
+    static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                    0.01,   0.025,   0.05,   0.1,   0.25,   1};
+    static const char help[] = "Time from the router accepting an event to its frame being "
+                               "written to a WebSocket";
+    m->write_latency = lh_io_metric(io, LH_METRIC_HISTOGRAM, "livehub_ws_write_latency_seconds",
+                                    help, "transport=\"websocket\",protocol=\"native\"", bounds,
+                                    sizeof bounds / sizeof bounds[0]);
+    if (server->opt.sio_path[0]) /* no empty Socket.IO series on a stage without it */
+        m->sio_write_latency =
+            lh_io_metric(io, LH_METRIC_HISTOGRAM, "livehub_ws_write_latency_seconds", help,
+                         "transport=\"websocket\",protocol=\"socketio\"", bounds,
+                         sizeof bounds / sizeof bounds[0]);
     for (size_t i = 0; i < sizeof s_close_names / sizeof s_close_names[0]; i++) {
         char name[96];
         snprintf(name, sizeof name, "livehub_ws_closes_%s_total", s_close_names[i].name);

@@ -561,6 +561,8 @@ static int s_ws_writable(ws_session_t *user, struct lws *wsi)
         if (!frame)
             return 0;
         int rc = s_ws_write(wsi, frame);
+        if (!rc) /* polling GETs are no WebSocket writes and stay untimed */
+            ws_frame_written(frame, eio->server->metrics.sio_write_latency);
         ws_frame_unref(&frame);
         if (rc)
             return -1;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "ws_internal.h"
 
 ws_frame_t *ws_frame_new(size_t size)
@@ -15,6 +16,7 @@ ws_frame_t *ws_frame_new(size_t size)
         return NULL;
     self->refs = 1;
     self->event = false;
+    self->ts_us = 0;
     self->size = (uint32_t)size;
     self->bytes[LWS_PRE + size] = '\0';
     return self;
@@ -72,6 +74,17 @@ ws_frame_t *ws_frame_event(const lh_event_t *event, lh_error_t *err)
     free(type);
     free(data);
     return self;
+}
+
+void ws_frame_written(const ws_frame_t *self, lh_metric_t *latency)
+{
+    if (!self->ts_us)
+        return;
+    /* the wall clock: ts is the router's CLOCK_REALTIME; one call per written event frame */
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t now_us = (uint64_t)now.tv_sec * 1000000u + (uint64_t)now.tv_nsec / 1000u;
+    lh_metric_observe(latency, now_us > self->ts_us ? (double)(now_us - self->ts_us) / 1e6 : 0);
 }
 
 ws_frame_t *ws_frame_json(json_t *json)

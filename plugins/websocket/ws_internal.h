@@ -46,6 +46,7 @@ typedef struct ws_frame {
     uint32_t refs;
     uint32_t size;         /* payload bytes */
     bool event;            /* an event frame (counted as a delivery), not a control frame */
+    uint64_t ts_us;        /* a live event's accept time (µs since the epoch); 0: not timed */
     unsigned char bytes[]; /* LWS_PRE headroom, payload, NUL */
 } ws_frame_t;
 
@@ -64,6 +65,8 @@ ws_frame_t *ws_frame_json(json_t *json);
 ws_frame_t *ws_frame_text_copy(const char *text, size_t size);
 /* The event's data as compact JSON text (new string); NULL with a reason. */
 char *ws_frame_data_text(const lh_event_t *event, lh_error_t *err);
+/* A frame went to lws_write(): a timed one observes now - ts_us into the latency histogram. */
+void ws_frame_written(const ws_frame_t *self, lh_metric_t *latency);
 
 /* ---- options ---------------------------------------------------------------------------- */
 
@@ -117,6 +120,8 @@ typedef struct {
     lh_metric_t *events, *bytes, *drops, *queued;     /* counters; queued is a gauge */
     lh_metric_t *errors;     /* protocol errors answered with an error frame */
     lh_metric_t *closes[16]; /* per close reason, see ws_close_index() */
+    /* histograms: router accept -> event frame written to a WebSocket, native and Socket.IO */
+    lh_metric_t *write_latency, *sio_write_latency;
 } ws_metrics_t;
 
 typedef struct ws_server {

@@ -634,8 +634,10 @@ int ws_session_writable(ws_session_t *self)
         self->queued_bytes -= frame->size;
         server->queued_frames--;
         int written = lws_write(self->wsi, frame->bytes + LWS_PRE, frame->size, LWS_WRITE_TEXT);
-        if (written >= 0)
+        if (written >= 0) {
             s_count_write(server, frame);
+            ws_frame_written(frame, server->metrics.write_latency);
+        }
         ws_frame_unref(&frame);
         if (written < 0)
             return -1;
@@ -737,6 +739,8 @@ void ws_sessions_fan_out(ws_server_t *server, const lh_event_t *event)
                     lh_log(server->io, LH_LOG_WARNING, "event %" PRIu64 ": %s", id, err.text);
                     break;
                 }
+                /* only live frames are timed: a replay's age is how far back a client resumed */
+                (*slot)->ts_us = lh_event_ts(event);
                 s_enqueue(self, *slot); /* an overflow closes self; membership stays until CLOSED */
             }
         }

@@ -109,10 +109,32 @@ typedef struct {
     json_t *object;
 } s_stats_t;
 
+/* A histogram's series of this stage add up into <name>_count and <name>_sum. */
+static void s_collect_histogram(s_stats_t *stats, const lh_metric_view_t *view)
+{
+    size_t size = strlen(stats->labels);
+    if (strncmp(view->labels, stats->labels, size) != 0 ||
+        (view->labels[size] != '\0' && view->labels[size] != ','))
+        return;
+    char key[160];
+    snprintf(key, sizeof key, "%s_count", view->name);
+    json_t *old = json_object_get(stats->object, key);
+    json_object_set_new(
+        stats->object, key,
+        json_integer((json_int_t)view->count + (old ? json_integer_value(old) : 0)));
+    snprintf(key, sizeof key, "%s_sum", view->name);
+    old = json_object_get(stats->object, key);
+    json_object_set_new(stats->object, key, json_real(view->value + json_number_value(old)));
+}
+
 static void s_collect(const lh_metric_view_t *view, void *arg)
 {
     s_stats_t *stats = arg;
-    if (strcmp(view->labels, stats->labels) == 0 && strncmp(view->name, "livehub_ws_", 11) == 0)
+    if (strncmp(view->name, "livehub_ws_", 11) != 0)
+        return;
+    if (view->kind == LH_METRIC_HISTOGRAM)
+        s_collect_histogram(stats, view);
+    else if (strcmp(view->labels, stats->labels) == 0)
         json_object_set_new(stats->object, view->name, json_real(view->value));
 }
 

@@ -305,6 +305,78 @@ class MetricsTest(HubTestCase):
             client.close()
         self.assertEqual(wait_connections(0)["namespaces"].get("client"), 0)
 
+    def test_websocket_write_latency_histogram_and_update_quantiles(self):
+        """A WebSocket client receives N live events: the sink's write latency histogram counts
+        exactly N with consistent buckets, and metrics:update carries its p50/p99."""
+        import asyncio
+
+        import websockets
+        port, ws_port = free_port(), free_port()
+        hub = self.hub(chains(port, 1) + "    sink = ws\n        plugin = websocket\n"
+                       "        listen = 127.0.0.1:%d\n        anonymous = true\n"
+                       "        stats = /stats\n" % ws_port)
+        hub.wait_running("ws")
+        sub = hub.subscriber("metrics:update")
+        sent = 30
+
+        async def receive():
+            async with websockets.connect("ws://127.0.0.1:%d/ws/client?types=*" % ws_port,
+                                          ping_interval=None, close_timeout=2) as ws:
+                self.assertEqual(json.loads(await asyncio.wait_for(ws.recv(), 5))["op"],
+                                 "welcome")
+                for n in range(sent):
+                    hub.publish("signal:created", {"n": n})
+                got = []
+                while len(got) < sent:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    if frame["op"] == "event":
+                        got.append(frame)
+                return got
+
+        published = time.time()
+        self.assertEqual(len(asyncio.run(asyncio.wait_for(receive(), 30))), sent)
+        series = 'stage="ws",transport="websocket",protocol="native"'
+        deadline = time.time() + 5
+        while True:  # the sink observes right after the write the client may already have read
+            samples, _ = parse(scrape(port)[2])
+            count = samples[("livehub_ws_write_latency_seconds_count", series)]
+            if count == sent or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(count, sent)
+        buckets = sorted((float(labels.rsplit('le="', 1)[1].rstrip('"')), value)
+                         for (name, labels), value in samples.items()
+                         if name == "livehub_ws_write_latency_seconds_bucket"
+                         and labels.startswith(series + ","))
+        self.assertEqual(len(buckets), 13, buckets)  # 12 bounds and +Inf
+        self.assertEqual(buckets[-1], (float("inf"), sent))
+        self.assertTrue(all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), buckets)
+        self.assertEqual(dict(buckets)[1.0], sent, "a loopback write within a second")
+        total = samples[("livehub_ws_write_latency_seconds_sum", series)]
+        self.assertTrue(0 < total < sent, total)
+        self.assertEqual(samples[("livehub_ws_write_latency_seconds_count",
+                                  'stage="ws",transport="websocket",protocol="socketio"')], 0)
+        with urllib.request.urlopen("http://127.0.0.1:%d/stats" % ws_port, timeout=5) as reply:
+            stats = json.loads(reply.read())
+        self.assertEqual(stats["livehub_ws_write_latency_seconds_count"], sent)
+        self.assertAlmostEqual(stats["livehub_ws_write_latency_seconds_sum"], total, places=6)
+        self.assertEqual(stats["livehub_ws_events_total"], sent)
+
+        # The updates: p50/p99 of the interval that saw the writes, null for quiet ones.
+        quantiles = []
+        for _ in range(6):
+            update = sub.recv(3)
+            self.assertIsNotNone(update, "updates keep coming")
+            self.assertIn("ws_write_latency_ms", update["data"])
+            quantiles.append(update["data"]["ws_write_latency_ms"])
+            if update["ts"] / 1e6 > published + 1.5 and quantiles[-1]["p50"] is None:
+                break
+        timed = [q for q in quantiles if q["p50"] is not None]
+        self.assertTrue(timed, quantiles)
+        for q in timed:
+            self.assertTrue(0 < q["p50"] <= q["p99"] <= 1000, q)
+        self.assertEqual(quantiles[-1], {"p50": None, "p99": None}, quantiles)
+
     def test_bad_requests_get_clear_status_codes_and_change_nothing(self):
         hub, port = self.metrics_hub()
         bad = {
