@@ -1,6 +1,7 @@
 """The airtable source end to end: a fake Airtable API (tests/fakes/airtable_fake.py, real HTTP
 both ways) changes records as a user would; the plugin in a real livehubd turns the webhook
 payloads into events that a subscriber receives once, with the right audience and data."""
+import asyncio
 import json
 import os
 import stat
@@ -9,7 +10,10 @@ import tempfile
 import time
 import unittest
 
+import websockets
+
 from hubtest import HubTestCase, SOURCE_DIR, free_port
+from test_websocket import SECRET_ENV, mint, recv_op
 
 sys.path.insert(0, os.path.join(SOURCE_DIR, "tests", "fakes"))
 import airtable_fake  # noqa: E402
@@ -461,3 +465,46 @@ class SchemaRefreshTest(AirtableCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class BrowserDeliveryTest(AirtableCase):
+    """A change in the base reaches a browser's WebSocket as the right event, for the right user
+    only, once."""
+
+    def test_assignment_reaches_only_its_startup_over_websocket(self):
+        ws_port = free_port()
+        settings = {"base": self.base, "token": "env:AIRTABLE_TOKEN", "map": self.map_path,
+                    "state_dir": self.dir, "api_url": self.fake.url,
+                    "listen": "127.0.0.1:%d" % self.listen_port, "poll_interval": 60,
+                    "lifecycle_interval": 60}
+        chains = ("chain = airtable\n    source = at\n        plugin = airtable\n"
+                  + "".join("        %s = %s\n" % item for item in settings.items())
+                  + "chain = web\n    sink = ws\n        plugin = websocket\n"
+                  + "        listen = 127.0.0.1:%d\n" % ws_port)
+        hub = self.hub(chains=chains, hub_extra="token_secret = env:LIVEHUB_WS_TEST_SECRET",
+                       env=dict(SECRET_ENV, AIRTABLE_TOKEN=self.token))
+        hub.wait_running("ws")
+        self.wait_hook()
+        acme = self.fake.create_record(self.base, "Startups", {"Name": "Acme"})
+        other = self.fake.create_record(self.base, "Startups", {"Name": "Other"})
+
+        async def scenario():
+            url = "ws://127.0.0.1:%d/ws/client?access_token=%s"
+            async with websockets.connect(url % (ws_port, mint(acme, "startup"))) as mine, \
+                    websockets.connect(url % (ws_port, mint(other, "startup"))) as theirs:
+                for ws in (mine, theirs):
+                    await recv_op(ws, "welcome")
+                    await ws.send(json.dumps({"op": "subscribe", "types": ["assignment:*"]}))
+                    await recv_op(ws, "subscribed")
+                self.fake.create_record(self.base, "Assignments", {
+                    "Name": "A-9", "Startup": [acme], "Response": "Pending"})
+                event = await recv_op(mine, "event", timeout=15)
+                self.assertEqual(event["type"], "assignment:created")
+                self.assertEqual(event["data"]["fields"]["Startup"],
+                                 [{"id": acme, "name": "Acme"}])
+                with self.assertRaises(asyncio.TimeoutError):
+                    await recv_op(theirs, "event", timeout=1.0)
+                with self.assertRaises(asyncio.TimeoutError):
+                    await recv_op(mine, "event", timeout=0.5)  # once
+
+        asyncio.run(asyncio.wait_for(scenario(), 40))
