@@ -841,6 +841,43 @@ class WebSocketTest(HubTestCase):
 
     # ---- HTTP --------------------------------------------------------------------------------
 
+    def test_write_latency_histogram_counts_live_frames_of_both_protocols(self):
+        """livehub_ws_write_latency_seconds observes each live event frame written to a socket,
+        native and Socket.IO over an Engine.IO WebSocket; replayed events are not timed."""
+        hub, port = self.start("anonymous = true")
+        sent = 20
+
+        async def scenario():
+            async with self.connect(port, types="*") as native, websockets.connect(
+                    "ws://127.0.0.1:%d/socket.io/?EIO=4&transport=websocket" % port,
+                    ping_interval=None, close_timeout=2) as sio:
+                self.assertEqual((await recv_json(native))["op"], "welcome")
+                self.assertTrue((await asyncio.wait_for(sio.recv(), 5)).startswith("0{"))
+                await sio.send("40/client,")
+                self.assertTrue((await asyncio.wait_for(sio.recv(), 5)).startswith("40/client,"))
+                ids = [hub.publish("signal:created", {"n": n}) for n in range(sent)]
+                self.assertEqual([e["id"] for e in await events_until(native, sent)], ids)
+                packets = []
+                while len(packets) < sent:
+                    packet = await asyncio.wait_for(sio.recv(), 5)
+                    if packet.startswith("42/client,"):
+                        packets.append(packet)
+            # a resume replays them all from history: delivered, but not timed
+            async with self.connect(port, types="*", since=0) as resumed:
+                self.assertEqual((await recv_json(resumed))["op"], "welcome")
+                self.assertEqual(len(await events_until(resumed, sent)), sent)
+
+        run(scenario())
+        deadline = time.time() + 5
+        while True:  # observed right after the write, which the client may have read already
+            stats = self.stats(port)
+            if stats["livehub_ws_write_latency_seconds_count"] == 2 * sent:
+                break
+            self.assertLess(time.time(), deadline, stats)
+            time.sleep(0.05)
+        self.assertEqual(stats["livehub_ws_events_total"], 2 * sent + sent)
+        self.assertTrue(0 < stats["livehub_ws_write_latency_seconds_sum"] < 2 * sent, stats)
+
     def test_static_files_with_content_types_and_no_traversal(self):
         www = tempfile.mkdtemp(prefix="livehub-www-")
         files = {"index.html": "text/html; charset=utf-8", "livehub.js": "text/javascript",
