@@ -187,19 +187,9 @@ int64_t poll_now_us(void)
     return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
 }
 
-static int s_stop_at_once(const lh_event_t *event, void *arg)
-{
-    (void)event;
-    (void)arg;
-    return 1;
-}
-
 uint64_t poll_hub_last_id(poll_server_t *server)
 {
-    /* a replay from the far future visits nothing and reports the newest id */
-    uint64_t newest = 0;
-    lh_io_replay(server->io, NULL, UINT64_MAX, NULL, 0, s_stop_at_once, NULL, &newest);
-    return newest;
+    return lh_io_last_id(server->io);
 }
 
 /* ---- the hub's sockets in the lws loop ----------------------------------------------------- */
