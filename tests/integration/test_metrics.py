@@ -338,12 +338,19 @@ class MetricsTest(HubTestCase):
         series = 'stage="ws",transport="websocket",protocol="native"'
         deadline = time.time() + 5
         while True:  # the sink observes right after the write the client may already have read
-            samples, _ = parse(scrape(port)[2])
+            text = scrape(port)[2]
+            samples, _ = parse(text)
             count = samples[("livehub_ws_write_latency_seconds_count", series)]
             if count == sent or time.time() > deadline:
                 break
             time.sleep(0.05)
         self.assertEqual(count, sent)
+        lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                              text=True, timeout=30)
+        # (promtool's lint reads "_ns_" in livehub_ws_ns_<ns>_connections as nanoseconds)
+        problems = [line for line in (lint.stdout + lint.stderr).splitlines()
+                    if line.strip() and not line.startswith("livehub_ws_ns_")]
+        self.assertEqual(problems, [])
         buckets = sorted((float(labels.rsplit('le="', 1)[1].rstrip('"')), value)
                          for (name, labels), value in samples.items()
                          if name == "livehub_ws_write_latency_seconds_bucket"
