@@ -268,19 +268,9 @@ int64_t ws_now_us(void)
     return (int64_t)now.tv_sec * 1000000 + now.tv_nsec / 1000;
 }
 
-static int s_stop_at_once(const lh_event_t *event, void *arg)
-{
-    (void)event;
-    (void)arg;
-    return 1;
-}
-
 uint64_t ws_hub_last_id(ws_server_t *server)
 {
-    /* A replay from the far future visits nothing and reports the newest id. */
-    uint64_t newest = 0;
-    lh_io_replay(server->io, NULL, UINT64_MAX, NULL, 0, s_stop_at_once, NULL, &newest);
-    return newest;
+    return lh_io_last_id(server->io);
 }
 
 static const struct {
@@ -621,9 +611,11 @@ static void s_register_metrics(ws_server_t *server)
     ws_metrics_t *m = &server->metrics;
     m->connections = lh_io_gauge(io, "livehub_ws_connections", "Open WebSocket connections");
     for (size_t i = 0; i < server->opt.namespace_count; i++) {
-        char name[96];
-        snprintf(name, sizeof name, "livehub_ws_ns_%s_connections", server->opt.namespaces[i]);
-        m->namespace_gauges[i] = lh_io_gauge(io, name, "Open WebSocket connections per namespace");
+        /* A label, not a name per namespace: Prometheus sums and filters it, promtool accepts it */
+        char label[96];
+        snprintf(label, sizeof label, "namespace=\"%s\"", server->opt.namespaces[i]);
+        m->namespace_gauges[i] = lh_io_metric(io, LH_METRIC_GAUGE, "livehub_ws_connections",
+                                              "Open WebSocket connections", label, NULL, 0);
     }
     m->accepted = lh_io_counter(io, "livehub_ws_accepted_total", "WebSocket connections opened");
     m->refused = lh_io_counter(io, "livehub_ws_refused_total",
