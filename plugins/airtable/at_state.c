@@ -94,7 +94,10 @@ int at_state_load(at_state_t *state, const char *path, const char *base, lh_erro
     state->expiration = s_dup_string(root, "expiration");
     /* Older state files have no cache; a malformed one is dropped (it is only a cache). */
     json_t *records = json_object_get(root, "records");
-    state->records = json_is_object(records) ? json_incref(records) : json_object();
+    if (json_is_object(records)) {
+        json_decref(state->records); /* the empty cache made for a first start */
+        state->records = json_incref(records);
+    }
     json_decref(root);
     return 0;
 }

@@ -275,6 +275,7 @@ class MetricsTest(HubTestCase):
         port, ws_port = free_port(), free_port()
         hub = self.hub(chains(port, 1) + "    sink = ws\n        plugin = websocket\n"
                        "        listen = 127.0.0.1:%d\n        anonymous = true\n" % ws_port)
+        hub.wait_running("ws")  # listening: PING answers before the stage's thread is ready
         sub = hub.subscriber("metrics:update")
         clients = []
         for _ in range(3):
