@@ -3,6 +3,7 @@ ZeroMQ client would (pyzmq + msgpack from Debian). Used by every integration tes
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,9 +27,18 @@ CONTEXT = zmq.Context.instance()
 
 
 def free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """A port that is free now, drawn at random below the kernel's ephemeral range: ports the kernel
+    hands out (port 0, client connections) are what parallel tests would collide with."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port found")
 
 
 def pack_event(type_, data=None, to=None, key=None, **extra):
