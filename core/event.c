@@ -279,6 +279,24 @@ const msgpack_object *lh_event_data(const lh_event_t *self)
     return &self->data;
 }
 
+bool lh_event_gap(const lh_event_t *self, uint64_t *from, uint64_t *to)
+{
+    *from = *to = 0;
+    const msgpack_object *data = lh_event_data(self);
+    if (strcmp(self->type, "$gap") != 0 || data->type != MSGPACK_OBJECT_MAP)
+        return false;
+    for (uint32_t i = 0; i < data->via.map.size; i++) {
+        const msgpack_object_kv *kv = &data->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+            continue;
+        if (kv->key.via.str.size == 4 && memcmp(kv->key.via.str.ptr, "from", 4) == 0)
+            *from = kv->val.via.u64;
+        else if (kv->key.via.str.size == 2 && memcmp(kv->key.via.str.ptr, "to", 2) == 0)
+            *to = kv->val.via.u64;
+    }
+    return *from && *to >= *from;
+}
+
 json_t *lh_event_data_json(const lh_event_t *self, lh_error_t *err)
 {
     return lh_msgpack_to_json(lh_event_data(self), err);

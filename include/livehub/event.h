@@ -61,6 +61,10 @@ const char *lh_event_audience(const lh_event_t *self, size_t index);
  * the granted ones. */
 bool lh_event_visible_to(const lh_event_t *self, const char *const *granted, size_t granted_count);
 
+/* True when the event is the hub's "$gap" notice (plugin.h, DELIVERY) with a valid range: then
+ * *from and *to receive the first and last id the sink missed. */
+bool lh_event_gap(const lh_event_t *self, uint64_t *from, uint64_t *to);
+
 /* The data as a msgpack object (borrowed; never NULL: nil when unset). */
 const msgpack_object *lh_event_data(const lh_event_t *self);
 /* The data converted to JSON by the rules of codec.h; a new reference or NULL with a reason. */

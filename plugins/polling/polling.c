@@ -245,24 +245,6 @@ static void s_fill_gap(poll_server_t *server, uint64_t from, uint64_t to)
            result == LH_REPLAY_OK ? "taken from history" : "no longer in history");
 }
 
-static bool s_gap_range(const lh_event_t *event, uint64_t *from, uint64_t *to)
-{
-    const msgpack_object *data = lh_event_data(event);
-    *from = *to = 0;
-    if (data->type != MSGPACK_OBJECT_MAP)
-        return false;
-    for (uint32_t i = 0; i < data->via.map.size; i++) {
-        const msgpack_object_kv *kv = &data->via.map.ptr[i];
-        if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-            continue;
-        if (kv->key.via.str.size == 4 && memcmp(kv->key.via.str.ptr, "from", 4) == 0)
-            *from = kv->val.via.u64;
-        else if (kv->key.via.str.size == 2 && memcmp(kv->key.via.str.ptr, "to", 2) == 0)
-            *to = kv->val.via.u64;
-    }
-    return *from && *to >= *from;
-}
-
 static void s_take_event(poll_server_t *server, void *input)
 {
     zmq_msg_t topic, body;
@@ -276,7 +258,7 @@ static void s_take_event(poll_server_t *server, void *input)
         uint64_t from, to;
         if (!event) {
             lh_log(server->io, LH_LOG_ERROR, "undecodable event from the hub: %s", err.text);
-        } else if (strcmp(lh_event_type(event), "$gap") == 0 && s_gap_range(event, &from, &to)) {
+        } else if (lh_event_gap(event, &from, &to)) {
             if (to > server->ring.newest) /* (the tail check may have taken some already) */
                 s_fill_gap(server, from > server->ring.newest ? from : server->ring.newest + 1, to);
         } else if (lh_event_type(event)[0] == '$' || lh_event_id(event) <= server->ring.newest) {

@@ -312,25 +312,6 @@ static bool s_readable(void *socket)
     return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
 }
 
-/* The ids a "$gap" announces: data {"from": id, "to": id}. */
-static bool s_gap_range(const lh_event_t *event, uint64_t *from, uint64_t *to)
-{
-    const msgpack_object *data = lh_event_data(event);
-    *from = *to = 0;
-    if (data->type != MSGPACK_OBJECT_MAP)
-        return false;
-    for (uint32_t i = 0; i < data->via.map.size; i++) {
-        const msgpack_object_kv *kv = &data->via.map.ptr[i];
-        if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_POSITIVE_INTEGER)
-            continue;
-        if (kv->key.via.str.size == 4 && memcmp(kv->key.via.str.ptr, "from", 4) == 0)
-            *from = kv->val.via.u64;
-        else if (kv->key.via.str.size == 2 && memcmp(kv->key.via.str.ptr, "to", 2) == 0)
-            *to = kv->val.via.u64;
-    }
-    return *from && *to >= *from;
-}
-
 /* Receives one [topic][body] event and hands it to the sessions. */
 static void s_take_event(ws_server_t *server, void *input)
 {
@@ -345,7 +326,7 @@ static void s_take_event(ws_server_t *server, void *input)
         uint64_t from, to;
         if (!event) {
             lh_log(server->io, LH_LOG_ERROR, "undecodable event from the hub: %s", err.text);
-        } else if (strcmp(lh_event_type(event), "$gap") == 0 && s_gap_range(event, &from, &to)) {
+        } else if (lh_event_gap(event, &from, &to)) {
             ws_sessions_gap(server, from, to);
             if (to > server->live_id)
                 server->live_id = to;

@@ -53,20 +53,6 @@ static void *recorder_create(lh_io_t *io)
 }
 
 /* Reads an unsigned integer member of a msgpack map; 0 when absent. */
-static uint64_t s_map_uint(const msgpack_object *map, const char *key)
-{
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return 0;
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == strlen(key) &&
-            memcmp(kv->key.via.str.ptr, key, kv->key.via.str.size) == 0 &&
-            kv->val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-            return kv->val.via.u64;
-    }
-    return 0;
-}
-
 static void s_sleep_ms(int64_t ms)
 {
     struct timespec delay = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
@@ -91,9 +77,9 @@ static int recorder_run(void *handle, lh_io_t *io)
             s_sleep_ms(self->delay_ms);
         const char *type = lh_event_type(event);
         if (strcmp(type, "$gap") == 0) {
-            const msgpack_object *data = lh_event_data(event);
-            fprintf(self->out, "$gap %" PRIu64 " %" PRIu64 "\n", s_map_uint(data, "from"),
-                    s_map_uint(data, "to"));
+            uint64_t from, to;
+            lh_event_gap(event, &from, &to); /* recorded as announced, even a malformed range */
+            fprintf(self->out, "$gap %" PRIu64 " %" PRIu64 "\n", from, to);
         } else {
             fprintf(self->out, "%" PRIu64 " %s %d\n", lh_event_id(event), type, lh_io_worker(io));
         }
