@@ -14,6 +14,7 @@
 #define S_DEFAULT_CONTROL "ipc://@livehub-control"
 #define S_DEFAULT_EGRESS "tcp://127.0.0.1:7501"
 #define S_TIMEOUT_MS 5000
+#define S_STAGE_TIMEOUT_MS 10000 /* longer than the hub's own wait for the stage's workers */
 
 typedef struct {
     const char *control, *egress;
@@ -33,6 +34,8 @@ static void s_usage(FILE *out)
             "                                  missed ones first, then follows live without gap\n"
             "  status                          the hub's plugins, states and counters (JSON)\n"
             "  reload                          re-read the hub's conf (like SIGHUP)\n"
+            "  stage NAME COMMAND [ARG]        send a command to a stage's plugin (e.g. stage\n"
+            "                                  desk dnd on); ARG is JSON or a bare word\n"
             "  check CONF                      validate a conf file, plugins included\n"
             "  token --sub ID --role ROLE [--ttl SECONDS] [--secret env:NAME|file:PATH]\n"
             "                                  mint a browser token (secret: --secret, else the\n"
@@ -49,7 +52,8 @@ static int s_fail(const char *what, const char *reason)
     return 1;
 }
 
-static zmsg_t *s_request(s_client_t *client, zmsg_t *request, lh_error_t *err)
+static zmsg_t *s_request_within(s_client_t *client, zmsg_t *request, int timeout_ms,
+                                lh_error_t *err)
 {
     lh_control_t *control =
         lh_control_new(client->control, client->server_key, client->client_cert, err);
@@ -57,9 +61,14 @@ static zmsg_t *s_request(s_client_t *client, zmsg_t *request, lh_error_t *err)
         zmsg_destroy(&request);
         return NULL;
     }
-    zmsg_t *reply = lh_control_request(control, &request, S_TIMEOUT_MS, err);
+    zmsg_t *reply = lh_control_request(control, &request, timeout_ms, err);
     lh_control_destroy(&control);
     return reply;
+}
+
+static zmsg_t *s_request(s_client_t *client, zmsg_t *request, lh_error_t *err)
+{
+    return s_request_within(client, request, S_TIMEOUT_MS, err);
 }
 
 /* Prints a reply's second frame; the first says OK or ERR. */
@@ -353,6 +362,63 @@ static int s_sub(s_client_t *client, int argc, char **argv)
     return rc;
 }
 
+/* A bare word such as `on` stands for the JSON string "on"; anything else must be JSON. */
+static bool s_bare_word(const char *text)
+{
+    if (!((*text >= 'a' && *text <= 'z') || (*text >= 'A' && *text <= 'Z')))
+        return false;
+    for (const char *c = text; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
+              strchr("_.:-", *c)))
+            return false;
+    return true;
+}
+
+/* stage NAME COMMAND [ARG]: prints one line per worker's reply. */
+static int s_stage(s_client_t *client, int argc, char **argv)
+{
+    if (argc < 3 || argc > 4) {
+        s_usage(stderr);
+        return 2;
+    }
+    char *args = NULL;
+    if (argc == 4) {
+        json_error_t error;
+        json_t *value = json_loads(argv[3], JSON_DECODE_ANY, &error);
+        if (!value && s_bare_word(argv[3]))
+            value = json_string(argv[3]);
+        if (!value) {
+            fprintf(stderr, "livehub: stage: ARG is neither JSON nor a bare word: %s\n",
+                    error.text);
+            return 2;
+        }
+        args = json_dumps(value, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(value);
+    }
+    zmsg_t *request = zmsg_new();
+    zmsg_addstr(request, "STAGE");
+    zmsg_addstr(request, argv[1]);
+    zmsg_addstr(request, argv[2]);
+    if (args)
+        zmsg_addstr(request, args);
+    free(args);
+    lh_error_t err;
+    zmsg_t *reply = s_request_within(client, request, S_STAGE_TIMEOUT_MS, &err);
+    if (!reply)
+        return s_fail("stage", err.text);
+    char *status = zmsg_popstr(reply);
+    int rc = status && strcmp(status, "OK") == 0 ? 0 : 1;
+    for (char *text; (text = zmsg_popstr(reply)); free(text)) {
+        if (rc == 0)
+            printf("%s\n", text);
+        else
+            fprintf(stderr, "livehub: stage %s %s: %s\n", argv[1], argv[2], text);
+    }
+    free(status);
+    zmsg_destroy(&reply);
+    return rc;
+}
+
 static int s_token(s_client_t *client, int argc, char **argv)
 {
     static struct option options[] = {{"sub", required_argument, NULL, 's'},
@@ -539,6 +605,8 @@ int main(int argc, char **argv)
         rc = s_simple_command(&client, "STATUS");
     else if (strcmp(command, "reload") == 0)
         rc = s_simple_command(&client, "RELOAD");
+    else if (strcmp(command, "stage") == 0)
+        rc = s_stage(&client, sub_argc, sub_argv);
     else if (strcmp(command, "check") == 0)
         rc = s_check(sub_argc, sub_argv);
     else if (strcmp(command, "token") == 0)

@@ -5,6 +5,10 @@
 
 #define S_MAX_FRAMES 40
 #define S_REPLAY_BATCH_MAX 10000
+#define S_COMMAND_NAME_MAX 64
+#define S_COMMAND_ARGS_MAX 65536
+#define S_COMMAND_TIMEOUT_MS 5000 /* the CLI waits longer, so it always gets the answer */
+#define S_WORKERS_MAX 64          /* conf.c's bound on `workers` */
 
 typedef struct {
     zmq_msg_t frames[S_MAX_FRAMES];
@@ -34,16 +38,23 @@ static bool s_frame_text(zmq_msg_t *frame, char *out, size_t size)
     return true;
 }
 
-/* Starts a reply: routing id, delimiter for REQ peers, then the status word. */
-static void s_reply_start(lh_hub_t *self, s_request_t *request, const char *status, bool more)
+/* Starts a reply to the peer with this routing id: the id, a delimiter for REQ peers, then the
+ * status word. */
+static void s_reply_to(lh_hub_t *self, zmq_msg_t *peer, bool delimited, const char *status,
+                       bool more)
 {
     zmq_msg_t identity;
     zmq_msg_init(&identity);
-    zmq_msg_copy(&identity, &request->identity);
+    zmq_msg_copy(&identity, peer);
     zmq_msg_send(&identity, self->control, ZMQ_SNDMORE);
-    if (request->delimited)
+    if (delimited)
         zmq_send(self->control, "", 0, ZMQ_SNDMORE);
     zmq_send(self->control, status, strlen(status), more ? ZMQ_SNDMORE : 0);
+}
+
+static void s_reply_start(lh_hub_t *self, s_request_t *request, const char *status, bool more)
+{
+    s_reply_to(self, &request->identity, request->delimited, status, more);
 }
 
 static void s_reply(lh_hub_t *self, s_request_t *request, const char *status, const char *text)
@@ -221,6 +232,304 @@ static bool s_reload(lh_hub_t *self, s_request_t *request)
     return true;
 }
 
+/* ---- STAGE: operator commands for a stage's plugin ------------------------------------------
+ * The request is forwarded to every running worker over its pipe and answered once all of them
+ * have replied (lh_control_command_reply) or the time is up (lh_control_expire), so the routing
+ * thread never waits for a plugin. Pending requests name their stage and workers by name and
+ * index, never by pointer: a reload may replace the stage meanwhile. */
+
+typedef struct {
+    uint64_t id;
+    zmq_msg_t identity;
+    bool delimited;
+    char *stage;
+    int64_t deadline;
+    int waiting;                  /* workers asked that have not replied */
+    bool asked[S_WORKERS_MAX];    /* by worker index */
+    bool failed[S_WORKERS_MAX];   /* replied ERR */
+    char *replies[S_WORKERS_MAX]; /* reply text (or reason) by worker index */
+} s_pending_t;
+
+static void s_pending_destroy(s_pending_t **pending_p)
+{
+    s_pending_t *pending = *pending_p;
+    if (!pending)
+        return;
+    zmq_msg_close(&pending->identity);
+    free(pending->stage);
+    for (int i = 0; i < S_WORKERS_MAX; i++)
+        free(pending->replies[i]);
+    free(pending);
+    *pending_p = NULL;
+}
+
+/* Command names are short tokens: [A-Za-z0-9_.:-]{1,64}. */
+static bool s_command_name_ok(zmq_msg_t *frame)
+{
+    size_t size = zmq_msg_size(frame);
+    const char *data = zmq_msg_data(frame);
+    if (size == 0 || size > S_COMMAND_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < size; i++)
+        if (!((data[i] >= 'a' && data[i] <= 'z') || (data[i] >= 'A' && data[i] <= 'Z') ||
+              (data[i] >= '0' && data[i] <= '9') || strchr("_.:-", data[i]) != NULL) ||
+            data[i] == '\0')
+            return false;
+    return true;
+}
+
+/* The args frame as compact JSON (new string), "null" when absent; NULL with a reason when it is
+ * not one JSON text. */
+static char *s_command_args(s_request_t *request, char *reason, size_t reason_size)
+{
+    if (request->count < 4)
+        return strdup("null");
+    zmq_msg_t *frame = &request->frames[3];
+    if (zmq_msg_size(frame) > S_COMMAND_ARGS_MAX) {
+        snprintf(reason, reason_size, "args: larger than %d bytes", S_COMMAND_ARGS_MAX);
+        return NULL;
+    }
+    json_error_t error;
+    json_t *args = json_loadb(zmq_msg_data(frame), zmq_msg_size(frame),
+                              JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &error);
+    if (!args) {
+        snprintf(reason, reason_size, "args: not JSON: %s", error.text);
+        return NULL;
+    }
+    char *text = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_decref(args);
+    if (!text)
+        snprintf(reason, reason_size, "out of memory");
+    return text;
+}
+
+static lh_stage_t *s_stage_named(lh_hub_t *self, zmq_msg_t *frame)
+{
+    for (size_t i = 0; i < self->stage_count; i++) {
+        const char *name = self->stages[i]->conf->name;
+        if (zmq_msg_size(frame) == strlen(name) &&
+            memcmp(zmq_msg_data(frame), name, strlen(name)) == 0)
+            return self->stages[i];
+    }
+    return NULL;
+}
+
+/* "no stage 'x' (stages: a, b)" */
+static void s_no_such_stage(lh_hub_t *self, s_request_t *request)
+{
+    char text[1024];
+    size_t size = zmq_msg_size(&request->frames[1]);
+    int used = snprintf(text, sizeof text, "no stage '%.*s' (stages:", size > 100 ? 100 : (int)size,
+                        (const char *)zmq_msg_data(&request->frames[1]));
+    for (size_t i = 0; i < self->stage_count && used > 0 && (size_t)used < sizeof text; i++)
+        used += snprintf(text + used, sizeof text - (size_t)used, "%s %s", i ? "," : "",
+                         self->stages[i]->conf->name);
+    if (used > 0 && (size_t)used < sizeof text)
+        snprintf(text + used, sizeof text - (size_t)used, "%s)", self->stage_count ? "" : " none");
+    s_reply(self, request, "ERR", text);
+}
+
+/* STAGE name command [args] -> forwarded to the stage's running workers. */
+static void s_stage_command(lh_hub_t *self, s_request_t *request)
+{
+    char reason[512];
+    if (request->count < 3 || request->count > 4) {
+        s_reply(self, request, "ERR", "STAGE takes [stage][command][args JSON]");
+        return;
+    }
+    lh_stage_t *stage = s_stage_named(self, &request->frames[1]);
+    if (!stage) {
+        s_no_such_stage(self, request);
+        return;
+    }
+    if (!s_command_name_ok(&request->frames[2])) {
+        s_reply(self, request, "ERR",
+                "a command name is 1..64 letters, digits, '_', '.', ':' or '-'");
+        return;
+    }
+    if (!lh_plugin_takes_commands(stage->plugin)) {
+        snprintf(reason, sizeof reason, "stage '%s' (plugin %s) does not take commands",
+                 stage->conf->name, stage->conf->plugin);
+        s_reply(self, request, "ERR", reason);
+        return;
+    }
+    char *args = s_command_args(request, reason, sizeof reason);
+    if (!args) {
+        s_reply(self, request, "ERR", reason);
+        return;
+    }
+    s_pending_t *pending = calloc(1, sizeof *pending);
+    if (!pending || !(pending->stage = strdup(stage->conf->name)) ||
+        (!self->commands && !(self->commands = zlist_new()))) {
+        s_pending_destroy(&pending);
+        free(args);
+        s_reply(self, request, "ERR", "out of memory");
+        return;
+    }
+    pending->id = ++self->command_seq;
+    zmq_msg_init(&pending->identity);
+    zmq_msg_copy(&pending->identity, &request->identity);
+    pending->delimited = request->delimited;
+    pending->deadline = zclock_mono() + S_COMMAND_TIMEOUT_MS;
+    for (int w = 0; w < stage->worker_count && w < S_WORKERS_MAX; w++) {
+        lh_worker_t *worker = &stage->workers[w];
+        if (worker->state != S_WORKER_RUNNING)
+            continue;
+        if (zmq_send(worker->pipe_core, LH_PIPE_COMMAND, strlen(LH_PIPE_COMMAND),
+                     ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0)
+            continue;
+        zmq_send(worker->pipe_core, &pending->id, sizeof pending->id, ZMQ_SNDMORE);
+        zmq_send(worker->pipe_core, zmq_msg_data(&request->frames[2]),
+                 zmq_msg_size(&request->frames[2]), ZMQ_SNDMORE);
+        zmq_send(worker->pipe_core, args, strlen(args), 0);
+        pending->asked[w] = true;
+        pending->waiting++;
+    }
+    free(args);
+    if (pending->waiting == 0) {
+        int used =
+            snprintf(reason, sizeof reason, "stage '%s' is not running (", stage->conf->name);
+        for (int w = 0; w < stage->worker_count && used > 0 && (size_t)used < sizeof reason; w++)
+            used += snprintf(reason + used, sizeof reason - (size_t)used, "%sworker %d: %s",
+                             w ? ", " : "", w, s_state_names[stage->workers[w].state]);
+        if (used > 0 && (size_t)used < sizeof reason)
+            snprintf(reason + used, sizeof reason - (size_t)used, ")");
+        s_reply(self, request, "ERR", reason);
+        s_pending_destroy(&pending);
+        return;
+    }
+    zlist_append(self->commands, pending);
+}
+
+/* Answers a pending request: OK with one frame per asked worker (in worker order) when all
+ * succeeded, else ERR with the reasons (prefixed "worker N: " when the stage has several). */
+static void s_pending_answer(lh_hub_t *self, s_pending_t *pending)
+{
+    int asked = 0, failed = 0;
+    for (int w = 0; w < S_WORKERS_MAX; w++) {
+        asked += pending->asked[w];
+        failed += pending->asked[w] && pending->failed[w];
+    }
+    if (failed) {
+        char text[LH_COMMAND_REPLY_MAX];
+        size_t used = 0;
+        text[0] = '\0';
+        for (int w = 0; w < S_WORKERS_MAX && used < sizeof text; w++) {
+            if (!pending->asked[w] || !pending->failed[w])
+                continue;
+            char prefix[32] = "";
+            if (asked > 1)
+                snprintf(prefix, sizeof prefix, "worker %d: ", w);
+            int n = snprintf(text + used, sizeof text - used, "%s%s%s", used ? "; " : "", prefix,
+                             pending->replies[w] ? pending->replies[w] : "no reply");
+            used += n > 0 ? (size_t)n : 0;
+        }
+        s_reply_to(self, &pending->identity, pending->delimited, "ERR", true);
+        zmq_send(self->control, text, strlen(text), 0);
+        return;
+    }
+    s_reply_to(self, &pending->identity, pending->delimited, "OK", true);
+    for (int w = 0, sent = 0; w < S_WORKERS_MAX; w++) {
+        if (!pending->asked[w])
+            continue;
+        const char *text = pending->replies[w] ? pending->replies[w] : "";
+        zmq_send(self->control, text, strlen(text), ++sent < asked ? ZMQ_SNDMORE : 0);
+    }
+}
+
+void lh_control_command_reply(lh_hub_t *self, lh_worker_t *worker)
+{
+    zmq_msg_t frames[3];
+    int count = 0;
+    int more = 1;
+    size_t more_size = sizeof more;
+    zmq_getsockopt(worker->pipe_core, ZMQ_RCVMORE, &more, &more_size);
+    while (more) {
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, worker->pipe_core, 0) < 0) {
+            zmq_msg_close(&frame);
+            break;
+        }
+        more = zmq_msg_more(&frame);
+        if (count < 3)
+            frames[count++] = frame;
+        else
+            zmq_msg_close(&frame);
+    }
+    uint64_t id = 0;
+    if (count == 3 && zmq_msg_size(&frames[0]) == sizeof id)
+        memcpy(&id, zmq_msg_data(&frames[0]), sizeof id);
+    s_pending_t *pending = self->commands ? zlist_first(self->commands) : NULL;
+    while (pending && pending->id != id)
+        pending = zlist_next(self->commands);
+    int w = worker->index;
+    /* A reply nobody waits for any more (timed out, or from another stage) is dropped. */
+    if (id && pending && w < S_WORKERS_MAX && pending->asked[w] && !pending->replies[w] &&
+        strcmp(pending->stage, worker->stage->conf->name) == 0) {
+        size_t size = zmq_msg_size(&frames[2]);
+        pending->replies[w] = malloc(size + 1);
+        if (pending->replies[w]) {
+            memcpy(pending->replies[w], zmq_msg_data(&frames[2]), size);
+            pending->replies[w][size] = '\0';
+        }
+        pending->failed[w] = !s_frame_is(&frames[1], "OK");
+        if (--pending->waiting == 0) {
+            s_pending_answer(self, pending);
+            zlist_remove(self->commands, pending);
+            s_pending_destroy(&pending);
+        }
+    }
+    for (int i = 0; i < count; i++)
+        zmq_msg_close(&frames[i]);
+}
+
+void lh_control_expire(lh_hub_t *self, int64_t now)
+{
+    if (!self->commands)
+        return;
+    s_pending_t *pending = zlist_first(self->commands);
+    while (pending) {
+        s_pending_t *next = zlist_next(self->commands);
+        if (now >= pending->deadline) {
+            for (int w = 0; w < S_WORKERS_MAX; w++)
+                if (pending->asked[w] && !pending->replies[w]) {
+                    pending->failed[w] = true;
+                    if (asprintf(&pending->replies[w], "no answer within %d ms",
+                                 S_COMMAND_TIMEOUT_MS) < 0)
+                        pending->replies[w] = NULL;
+                }
+            lh_core_log(LH_LOG_WARNING, "stage %s: a command got no answer within %d ms",
+                        pending->stage, S_COMMAND_TIMEOUT_MS);
+            s_pending_answer(self, pending);
+            zlist_remove(self->commands, pending);
+            s_pending_destroy(&pending);
+        }
+        pending = next;
+    }
+}
+
+int64_t lh_control_next_deadline(lh_hub_t *self, int64_t next)
+{
+    if (!self->commands)
+        return next;
+    for (s_pending_t *pending = zlist_first(self->commands); pending;
+         pending = zlist_next(self->commands))
+        if (pending->deadline < next)
+            next = pending->deadline;
+    return next;
+}
+
+void lh_control_destroy_pending(lh_hub_t *self)
+{
+    if (!self->commands)
+        return;
+    s_pending_t *pending;
+    while ((pending = zlist_pop(self->commands)))
+        s_pending_destroy(&pending);
+    zlist_destroy(&self->commands);
+}
+
 /* Reads one whole request; false when none is waiting. Over-long requests are cut to
  * S_MAX_FRAMES and answered with an error. */
 static bool s_read_request(lh_hub_t *self, s_request_t *request, bool *too_long)
@@ -276,9 +585,11 @@ bool lh_control_handle(lh_hub_t *self)
             s_replay(self, &request);
         else if (s_frame_is(&request.frames[0], "RELOAD"))
             changed |= s_reload(self, &request);
+        else if (s_frame_is(&request.frames[0], "STAGE"))
+            s_stage_command(self, &request);
         else
             s_reply(self, &request, "ERR",
-                    "unknown command (PING, STATUS, PUBLISH, REPLAY, RELOAD)");
+                    "unknown command (PING, STATUS, PUBLISH, REPLAY, RELOAD, STAGE)");
         for (int i = 0; i < request.count; i++)
             zmq_msg_close(&request.frames[i]);
         zmq_msg_close(&request.identity);

@@ -70,6 +70,8 @@ struct lh_hub {
     uint64_t last_id;
     int64_t started_at;
     zhashx_t *reject_log; /* src -> next time a rejection from it may be logged */
+    zlist_t *commands;    /* STAGE requests waiting for their workers' replies (control.c) */
+    uint64_t command_seq; /* ids of those requests */
     lh_metric_t *accepted, *duplicates, *rejected_malformed, *rejected_oversized, *rejected_frames,
         *history_events, *last_id_gauge, *journal_errors;
 };
@@ -86,6 +88,16 @@ int lh_hub_reload(lh_hub_t *self, lh_error_t *err);
 
 /* Handles the requests waiting on the control socket; true when a reload changed the stages. */
 bool lh_control_handle(lh_hub_t *self);
+
+/* STAGE commands (control.c). A worker's pipe delivered [REPLY]: reads the rest of the message
+ * and answers the control client once every asked worker has replied. */
+void lh_control_command_reply(lh_hub_t *self, lh_worker_t *worker);
+/* Answers, with an error, the STAGE requests whose workers did not reply in time. */
+void lh_control_expire(lh_hub_t *self, int64_t now);
+/* The earlier of next and the first STAGE request's deadline (zclock_mono ms). */
+int64_t lh_control_next_deadline(lh_hub_t *self, int64_t next);
+/* Forgets the waiting STAGE requests without answering them (the hub is going away). */
+void lh_control_destroy_pending(lh_hub_t *self);
 
 /* The status document (new reference). */
 json_t *lh_hub_status(lh_hub_t *self);

@@ -31,6 +31,7 @@ struct lh_io {
     int worker;
     void *pipe, *input, *output;
     bool terminated;
+    void *self; /* the plugin's instance between create() and destroy(), for commands */
     lh_metric_t *emitted, *emit_failed, *latency;
 };
 
@@ -361,12 +362,80 @@ bool lh_io_terminated(lh_io_t *io)
     return io->terminated;
 }
 
+bool lh_plugin_takes_commands(const lh_plugin_t *plugin)
+{
+    return plugin->abi_minor >= 1 &&
+           plugin->struct_size >= offsetof(lh_plugin_t, command) + sizeof plugin->command &&
+           plugin->command;
+}
+
+static bool s_msg_is(zmq_msg_t *frame, const char *text)
+{
+    return zmq_msg_size(frame) == strlen(text) &&
+           memcmp(zmq_msg_data(frame), text, zmq_msg_size(frame)) == 0;
+}
+
+/* A new NUL-terminated copy of a frame. */
+static char *s_msg_strdup(zmq_msg_t *frame)
+{
+    char *text = malloc(zmq_msg_size(frame) + 1);
+    if (text) {
+        memcpy(text, zmq_msg_data(frame), zmq_msg_size(frame));
+        text[zmq_msg_size(frame)] = '\0';
+    }
+    return text;
+}
+
+/* Runs an operator command ([$CMD][id][name][args]) through the plugin's callback on this thread
+ * and sends the answer back on the pipe. The core sends commands only to plugins that take them
+ * and only to running instances, so self is set. */
+static void s_run_command(lh_io_t *io, zmq_msg_t *frames)
+{
+    char *name = s_msg_strdup(&frames[2]), *args = s_msg_strdup(&frames[3]);
+    char *reply = calloc(1, LH_COMMAND_REPLY_MAX);
+    const char *text = "out of memory";
+    int rc = -1;
+    if (name && args && reply) {
+        if (io->self && lh_plugin_takes_commands(io->plugin))
+            rc = io->plugin->command(io->self, io, name, args, reply, LH_COMMAND_REPLY_MAX);
+        else
+            snprintf(reply, LH_COMMAND_REPLY_MAX, "this instance takes no commands");
+        reply[LH_COMMAND_REPLY_MAX - 1] = '\0'; /* whatever the plugin wrote */
+        text = reply;
+    }
+    zmq_send(io->pipe, LH_PIPE_REPLY, strlen(LH_PIPE_REPLY), ZMQ_SNDMORE);
+    zmq_send(io->pipe, zmq_msg_data(&frames[1]), zmq_msg_size(&frames[1]), ZMQ_SNDMORE);
+    zmq_send(io->pipe, rc == 0 ? "OK" : "ERR", rc == 0 ? 2 : 3, ZMQ_SNDMORE);
+    zmq_send(io->pipe, text, strlen(text), 0);
+    free(name);
+    free(args);
+    free(reply);
+}
+
 bool lh_io_check_pipe(lh_io_t *io)
 {
-    char command[16];
-    int size = zmq_recv(io->pipe, command, sizeof command, ZMQ_DONTWAIT);
-    if (size == (int)strlen(LH_PIPE_TERM) && memcmp(command, LH_PIPE_TERM, (size_t)size) == 0)
+    zmq_msg_t frames[4];
+    int count = 0;
+    bool more = true;
+    while (more) {
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        if (zmq_msg_recv(&frame, io->pipe, count ? 0 : ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&frame);
+            break;
+        }
+        more = zmq_msg_more(&frame);
+        if (count < 4)
+            frames[count++] = frame;
+        else
+            zmq_msg_close(&frame);
+    }
+    if (count == 1 && s_msg_is(&frames[0], LH_PIPE_TERM))
         io->terminated = true;
+    else if (count == 4 && s_msg_is(&frames[0], LH_PIPE_COMMAND))
+        s_run_command(io, frames);
+    for (int i = 0; i < count; i++)
+        zmq_msg_close(&frames[i]);
     return io->terminated;
 }
 
@@ -550,7 +619,9 @@ static void *s_instance_main(void *arg)
     if (!self) {
         reason = "create() failed";
     } else {
+        io->self = self;
         int rc = io->plugin->run(self, io);
+        io->self = NULL;
         if (rc != 0)
             reason = "run() returned an error";
         else if (!io->terminated)

@@ -49,6 +49,12 @@ typedef struct lh_services {
 #define LH_PIPE_READY "READY"
 #define LH_PIPE_EXIT "EXIT" /* second frame: reason; sent when the thread ends */
 #define LH_PIPE_TERM "$TERM"
+/* An operator command for the instance, core -> instance: [$CMD][request id][name][args JSON].
+ * The instance answers [REPLY][request id][OK|ERR][text] (control.c matches it to the request). */
+#define LH_PIPE_COMMAND "$CMD"
+#define LH_PIPE_REPLY "REPLY"
+/* Longest reply text a plugin's command callback may write, NUL included. */
+#define LH_COMMAND_REPLY_MAX 8192
 
 /* One running worker of a stage. The core creates its sockets; the thread only borrows them, so
  * events queued for a crashed instance wait for its restart. */
@@ -63,6 +69,9 @@ typedef struct lh_instance {
 struct lh_io *lh_io_new(const lh_services_t *services, const lh_plugin_t *plugin,
                         const lh_conf_t *conf, int worker, void *pipe, void *input, void *output);
 void lh_io_destroy(struct lh_io **self_p);
+
+/* True when the plugin's descriptor has a command callback (ABI 1.1 and set). */
+bool lh_plugin_takes_commands(const lh_plugin_t *plugin);
 
 /* Starts the instance thread: create, run, destroy, then one EXIT message on the pipe. */
 int lh_instance_start(lh_instance_t *self);

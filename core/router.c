@@ -490,12 +490,15 @@ static void s_update_up_gauge(lh_stage_t *stage)
 /* Reads READY / EXIT from a worker's pipe and moves its state machine. */
 static void s_handle_pipe(lh_hub_t *self, lh_worker_t *worker)
 {
-    (void)self;
     char command[16] = "", reason[128] = "";
     int size = zmq_recv(worker->pipe_core, command, sizeof command - 1, ZMQ_DONTWAIT);
     if (size < 0)
         return;
     command[size < (int)sizeof command ? size : (int)sizeof command - 1] = '\0';
+    if (strcmp(command, LH_PIPE_REPLY) == 0) {
+        lh_control_command_reply(self, worker);
+        return;
+    }
     int more = 0;
     size_t more_size = sizeof more;
     zmq_getsockopt(worker->pipe_core, ZMQ_RCVMORE, &more, &more_size);
@@ -572,7 +575,7 @@ static int64_t s_next_deadline(lh_hub_t *self, int64_t now)
                 worker->deadline < next)
                 next = worker->deadline;
         }
-    return next;
+    return lh_control_next_deadline(self, next);
 }
 
 /* Stops the given stages: sends $TERM to every worker, routes what they still emit, and waits
@@ -974,6 +977,7 @@ void lh_hub_destroy(lh_hub_t **self_p)
     lh_history_destroy(&self->history);
     lh_registry_destroy(&self->registry);
     zhashx_destroy(&self->reject_log);
+    lh_control_destroy_pending(self);
     if (self->old_confs) {
         lh_hub_conf_t *old;
         while ((old = zlist_pop(self->old_confs)))
@@ -1120,6 +1124,7 @@ int lh_hub_run(lh_hub_t *self)
         now = zclock_mono();
         s_maintain_journal(self, now);
         s_supervise(self, now);
+        lh_control_expire(self, now);
         lh_history_expire(self->history, s_now_us());
         lh_metric_set(self->history_events, (double)lh_history_count(self->history));
         lh_metric_set(self->last_id_gauge, (double)self->last_id);

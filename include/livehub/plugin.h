@@ -51,6 +51,15 @@
  *   (livehub_sink_dropped_total); the next event it receives is preceded by a "$gap" event whose
  *   data is {"from": first missed id, "to": last missed id} so the sink can replay with
  *   lh_io_replay(). Types starting with "$" are the hub's own and never come from producers.
+ *
+ * COMMANDS (ABI 1.1)
+ *   An operator can message a running stage: `livehub stage NAME COMMAND [JSON]` (the control
+ *   request STAGE, docs/PROTOCOL.md). A plugin that sets the descriptor's `command` callback gets
+ *   it on the instance's own thread, from inside lh_io_recv() or lh_io_check_pipe() -- the same
+ *   calls that notice a stop request -- so it may touch instance state without locks. It must
+ *   answer quickly (the hub gives up after a few seconds and tells the operator). Every running
+ *   worker of the stage receives the command. A plugin without the callback (NULL, or built
+ *   against ABI 1.0) is never called: the operator gets "does not take commands".
  */
 #ifndef LIVEHUB_PLUGIN_H
 #define LIVEHUB_PLUGIN_H
@@ -67,7 +76,7 @@ extern "C" {
 #endif
 
 #define LH_PLUGIN_ABI_MAJOR 1
-#define LH_PLUGIN_ABI_MINOR 0
+#define LH_PLUGIN_ABI_MINOR 1
 #define LH_PLUGIN_SYMBOL "lh_plugin_v1"
 
 #if defined(__GNUC__)
@@ -139,6 +148,14 @@ typedef struct lh_plugin {
     void *(*create)(lh_io_t *io);
     int (*run)(void *self, lh_io_t *io);
     void (*destroy)(void **self_p);
+    /* ---- ABI 1.1 ---- */
+    /* Optional (NULL: the stage takes no commands). Handles one operator command: name is 1..64
+     * of [A-Za-z0-9_.:-], args_json is a JSON text ("null" when none was given). Write a reply of
+     * at most reply_size - 1 bytes to reply (NUL-terminated; JSON is customary, "" is fine) and
+     * return 0, or write a one-line reason and return -1 (unknown command, bad args). Runs on
+     * the instance's thread; see COMMANDS above. */
+    int (*command)(void *self, lh_io_t *io, const char *name, const char *args_json, char *reply,
+                   size_t reply_size);
 } lh_plugin_t;
 
 /* ---- host services ---------------------------------------------------------------------- */
@@ -183,7 +200,8 @@ int lh_io_emit(lh_io_t *io, lh_event_t **event_p);
 void *lh_io_pipe_socket(lh_io_t *io);
 /* For plugins that poll the pipe socket themselves: reads one message from it (call when it is
  * readable) and returns true, marking the instance as asked to stop (lh_io_terminated()), when it
- * was the stop request. */
+ * was the stop request. An operator command arriving on the pipe is handed to the descriptor's
+ * command callback from here (and from lh_io_recv), and answered; false is returned then. */
 bool lh_io_check_pipe(lh_io_t *io);
 /* The hub's libzmq context, for plugins that make sockets of their own (they may connect to
  * inproc://livehub-events, the hub's XPUB, and inproc://livehub-ingest, its PULL). */

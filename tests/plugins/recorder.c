@@ -5,7 +5,10 @@
  * Each line is flushed as it is written, so a line is complete or absent.
  * `delay_ms` sleeps before recording each event (a slow sink). `crash_after` = N makes run()
  * return -1 (a simulated crash) right after the N-th event of an instance has been recorded and
- * before the next one is taken, so a crash loses nothing that the hub has queued. */
+ * before the next one is taken, so a crash loses nothing that the hub has queued.
+ * Operator commands (`livehub stage NAME ...`): `echo ARGS` answers {"worker":N,"args":ARGS},
+ * `sleep MS` answers after sleeping that long (a plugin too slow to answer), anything else is
+ * refused. */
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -89,6 +92,23 @@ static int recorder_run(void *handle, lh_io_t *io)
     return lh_io_terminated(io) ? 0 : -1;
 }
 
+static int recorder_command(void *handle, lh_io_t *io, const char *name, const char *args_json,
+                            char *reply, size_t reply_size)
+{
+    (void)handle;
+    if (strcmp(name, "echo") == 0) {
+        snprintf(reply, reply_size, "{\"worker\":%d,\"args\":%s}", lh_io_worker(io), args_json);
+        return 0;
+    }
+    if (strcmp(name, "sleep") == 0) {
+        s_sleep_ms(strtoll(args_json, NULL, 10));
+        snprintf(reply, reply_size, "slept");
+        return 0;
+    }
+    snprintf(reply, reply_size, "unknown command '%s' (echo, sleep)", name);
+    return -1;
+}
+
 static void recorder_destroy(void **handle_p)
 {
     recorder_t *self = *handle_p;
@@ -111,6 +131,7 @@ static const lh_plugin_t s_plugin = {
     .create = recorder_create,
     .run = recorder_run,
     .destroy = recorder_destroy,
+    .command = recorder_command,
 };
 
 LH_PLUGIN_EXPORT(s_plugin)
