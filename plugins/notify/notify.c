@@ -49,6 +49,8 @@ typedef struct {
     double tokens; /* rate limit bucket */
     int64_t tokens_at;
     int64_t bus_retry_at;
+    bool dnd_switch;         /* do not disturb set by `livehub stage NAME dnd on` */
+    uint64_t dnd_suppressed; /* events this instance kept quiet for do not disturb */
     bool down[S_DOWN_COUNT];
     s_link_t links[S_LINKS];
     size_t link_next;
@@ -174,6 +176,15 @@ static int notify_validate(const lh_conf_t *conf, lh_error_t *err)
 
 static void s_on_action(uint32_t id, const char *action, void *arg);
 
+/* A counter of the stage with one reason label: livehub_notify_<what>_total{reason="..."}. */
+static lh_metric_t *s_reason_counter(lh_io_t *io, const char *name, const char *help,
+                                     const char *reason)
+{
+    char labels[64];
+    snprintf(labels, sizeof labels, "reason=\"%s\"", reason);
+    return lh_io_metric(io, LH_METRIC_COUNTER, name, help, labels, NULL, 0);
+}
+
 static void s_metrics(notify_t *self, lh_io_t *io)
 {
     self->sent = lh_io_counter(io, "livehub_notify_sent_total",
@@ -183,22 +194,22 @@ static void s_metrics(notify_t *self, lh_io_t *io)
     self->sounds_played = lh_io_counter(io, "livehub_notify_sounds_total", "Sounds started");
     self->actions = lh_io_counter(io, "livehub_notify_actions_total",
                                   "Notification actions clicked and opened");
-    self->quiet = lh_io_counter(io, "livehub_notify_suppressed_quiet_total",
-                                "Events not notified: quiet hours or screensaver active");
-    self->dnd = lh_io_counter(io, "livehub_notify_suppressed_dnd_total",
-                              "Events not notified: do not disturb");
-    self->rate = lh_io_counter(io, "livehub_notify_suppressed_rate_total",
-                               "Events not notified: over max_per_minute");
-    self->disabled = lh_io_counter(io, "livehub_notify_suppressed_disabled_total",
-                                   "Events not notified: their rule is disabled");
-    self->fail_bus = lh_io_counter(io, "livehub_notify_failures_bus_total",
-                                   "Notifications lost: no session bus");
-    self->fail_server = lh_io_counter(io, "livehub_notify_failures_server_total",
-                                      "Notifications lost: no notification server answered");
-    self->fail_audio = lh_io_counter(io, "livehub_notify_failures_audio_total",
-                                     "Sounds not played: no audio server, unknown sound or file");
-    self->fail_render = lh_io_counter(io, "livehub_notify_failures_render_total",
-                                      "Events whose data could not fill a template");
+    const char *suppressed = "livehub_notify_suppressed_total";
+    const char *suppressed_help = "Events not notified, by reason: quiet (quiet hours or "
+                                  "screensaver), dnd (do not disturb), rate (over "
+                                  "max_per_minute), disabled (their rule is off)";
+    self->quiet = s_reason_counter(io, suppressed, suppressed_help, "quiet");
+    self->dnd = s_reason_counter(io, suppressed, suppressed_help, "dnd");
+    self->rate = s_reason_counter(io, suppressed, suppressed_help, "rate");
+    self->disabled = s_reason_counter(io, suppressed, suppressed_help, "disabled");
+    const char *failures = "livehub_notify_failures_total";
+    const char *failures_help = "Notifications or sounds lost, by reason: bus (no session bus), "
+                                "server (no notification server answered), audio (no audio "
+                                "server, unknown sound or file), render (unusable event data)";
+    self->fail_bus = s_reason_counter(io, failures, failures_help, "bus");
+    self->fail_server = s_reason_counter(io, failures, failures_help, "server");
+    self->fail_audio = s_reason_counter(io, failures, failures_help, "audio");
+    self->fail_render = s_reason_counter(io, failures, failures_help, "render");
 }
 
 static void notify_destroy(void **self_p);
@@ -450,10 +461,16 @@ static json_t *s_scope(notify_t *self, const lh_event_t *event)
                      "data", data);
 }
 
-static bool s_dnd(const notify_t *self)
+static bool s_dnd_file_exists(const notify_t *self)
 {
     struct stat info;
     return self->dnd_file && stat(self->dnd_file, &info) == 0;
+}
+
+/* Do not disturb: switched on by command, or the dnd_file exists. */
+static bool s_dnd(const notify_t *self)
+{
+    return self->dnd_switch || s_dnd_file_exists(self);
 }
 
 static void s_handle(notify_t *self, const lh_event_t *event)
@@ -470,6 +487,7 @@ static void s_handle(notify_t *self, const lh_event_t *event)
     }
     if (s_dnd(self)) {
         lh_metric_add(self->dnd, 1);
+        self->dnd_suppressed++;
         return;
     }
     bool quiet = s_in_quiet_hours(self) || s_screensaver_active(self);
@@ -561,6 +579,42 @@ static int notify_run(void *handle, lh_io_t *io)
     return 0;
 }
 
+/* Operator commands: `dnd on|off|status` (also true/false/null). The reply reports the state:
+ * {"dnd":true,"switch":true,"file":false,"suppressed":3}. */
+static int notify_command(void *handle, lh_io_t *io, const char *name, const char *args_json,
+                          char *reply, size_t reply_size)
+{
+    notify_t *self = handle;
+    if (strcmp(name, "dnd") != 0) {
+        snprintf(reply, reply_size, "unknown command '%s' (notify takes: dnd on|off|status)", name);
+        return -1;
+    }
+    json_t *args = json_loads(args_json, JSON_DECODE_ANY, NULL);
+    const char *word = json_string_value(args);
+    int set = -1; /* -1: status only */
+    bool valid = true;
+    if (json_is_true(args) || (word && strcmp(word, "on") == 0))
+        set = 1;
+    else if (json_is_false(args) || (word && strcmp(word, "off") == 0))
+        set = 0;
+    else if (!json_is_null(args) && !(word && strcmp(word, "status") == 0))
+        valid = false;
+    json_decref(args);
+    if (!valid) {
+        snprintf(reply, reply_size, "dnd takes on, off or status (got %.100s)", args_json);
+        return -1;
+    }
+    if (set >= 0 && self->dnd_switch != (set == 1)) {
+        self->dnd_switch = set == 1;
+        lh_log(io, LH_LOG_INFO, "do not disturb %s by command%s", set ? "on" : "off",
+               !set && s_dnd_file_exists(self) ? " (still on: the dnd_file exists)" : "");
+    }
+    snprintf(reply, reply_size, "{\"dnd\":%s,\"switch\":%s,\"file\":%s,\"suppressed\":%llu}",
+             s_dnd(self) ? "true" : "false", self->dnd_switch ? "true" : "false",
+             s_dnd_file_exists(self) ? "true" : "false", (unsigned long long)self->dnd_suppressed);
+    return 0;
+}
+
 static void notify_destroy(void **self_p)
 {
     notify_t *self = *self_p;
@@ -593,6 +647,7 @@ static const lh_plugin_t s_plugin = {
     .create = notify_create,
     .run = notify_run,
     .destroy = notify_destroy,
+    .command = notify_command,
 };
 
 LH_PLUGIN_EXPORT(s_plugin)

@@ -4,6 +4,7 @@ private PulseAudio daemon with a null sink whose monitor is recorded with parec 
 was really played."""
 import array
 import json
+import math
 import os
 import shutil
 import signal
@@ -12,8 +13,9 @@ import sys
 import tempfile
 import time
 import unittest
+import wave
 
-from hubtest import HubTestCase, LIVEHUBD
+from hubtest import HubTestCase, LIVEHUB_CLI, LIVEHUBD
 
 PYTHON = "/usr/bin/python3"
 
@@ -123,10 +125,15 @@ class Desktop:
         self.processes.append(process)
         return process
 
-    def start_bus(self):
+    def start_bus(self, server=True):
         self._spawn(["dbus-daemon", "--session", "--nofork", "--nopidfile",
                      "--address=" + self.bus_address])
         wait_for(lambda: os.path.exists(self.bus_path), what="dbus-daemon socket")
+        if server:
+            self.start_server()
+
+    def start_server(self):
+        """The notification server: until it runs, nobody owns org.freedesktop.Notifications."""
         self._spawn([PYTHON, "-c", SERVER, self.record, self.dir],
                     env={"DBUS_SESSION_BUS_ADDRESS": self.bus_address})
         wait_for(lambda: os.path.exists(os.path.join(self.dir, "ready")),
@@ -164,12 +171,25 @@ class Desktop:
         return wait_for(lambda: len(self.notifications()) >= count and self.notifications(),
                         timeout, "%d notifications" % count)
 
-    def peak(self):
-        """The loudest sample recorded on the monitor so far."""
+    def samples(self):
+        """What the monitor recorded so far: signed 16-bit samples at 8000 Hz."""
         with open(self.recording, "rb") as raw:
             data = raw.read()
-        samples = array.array("h", data[:len(data) // 2 * 2])
-        return max((abs(s) for s in samples), default=0)
+        return array.array("h", data[:len(data) // 2 * 2])
+
+    def peak(self):
+        """The loudest sample recorded on the monitor so far."""
+        return max((abs(s) for s in self.samples()), default=0)
+
+    def pitch(self, threshold=200):
+        """The frequency (Hz) of the loudest stretch recorded, from its zero crossings."""
+        samples = self.samples()
+        loud = [i for i, s in enumerate(samples) if abs(s) > threshold]
+        if len(loud) < 2:
+            return 0.0
+        stretch = samples[loud[0]:loud[-1] + 1]
+        crossings = sum(1 for a, b in zip(stretch, stretch[1:]) if (a < 0) != (b < 0))
+        return crossings / 2.0 / (len(stretch) / 8000.0)
 
     def flag(self, name, on=True):
         path = os.path.join(self.dir, name)
@@ -208,7 +228,13 @@ class NotifyTest(HubTestCase):
         self.addCleanup(self.desktop.stop)
 
     def metric(self, hub, name):
-        return hub.status()["metrics"].get('livehub_notify_%s_total{stage="desk"}' % name)
+        """livehub_notify_<name>_total; "suppressed_dnd" is suppressed_total{reason="dnd"}."""
+        metrics = hub.status()["metrics"]
+        for family in ("suppressed", "failures"):
+            if name.startswith(family + "_"):
+                return metrics.get('livehub_notify_%s_total{stage="desk",reason="%s"}'
+                                   % (family, name[len(family) + 1:]))
+        return metrics.get('livehub_notify_%s_total{stage="desk"}' % name)
 
     def wait_metric(self, hub, name, value, timeout=10.0):
         wait_for(lambda: (self.metric(hub, name) or 0) >= value, timeout,
@@ -353,6 +379,153 @@ class NotifyTest(HubTestCase):
         hub.wait_log("session bus available again")
         hub.wait_log("audio available again")
         self.assertEqual(hub.stage("desk")["workers"][0]["state"], "running")
+
+    def stage_command(self, hub, *args):
+        """`livehub stage ...` as a person types it; returns (exit code, stdout, stderr)."""
+        run = subprocess.run([LIVEHUB_CLI, "--control", hub.control_endpoint, "stage"]
+                             + list(args), capture_output=True, text=True, timeout=30)
+        return run.returncode, run.stdout, run.stderr
+
+    def test_do_not_disturb_by_command_suppresses_then_restores(self):
+        self.desktop.start_bus()
+        self.desktop.start_audio()
+        hub = self.hub(notify_chain(coalesce=0), env=self.desktop.env())
+        hub.wait_running("desk")
+        code, out, err = self.stage_command(hub, "desk", "dnd", "status")
+        self.assertEqual((code, json.loads(out)),
+                         (0, {"dnd": False, "switch": False, "file": False, "suppressed": 0}), err)
+        code, out, err = self.stage_command(hub, "desk", "dnd", "on")
+        self.assertEqual((code, json.loads(out)["dnd"]), (0, True), err)
+        hub.wait_log("do not disturb on by command")
+        hub.publish("assignment:created", {"signalIdentifier": "hush"})
+        hub.publish("assignment:created", {"signalIdentifier": "hush again"})
+        self.wait_metric(hub, "suppressed_dnd", 2)
+        time.sleep(0.5)
+        self.assertEqual(self.desktop.notifications(), [], "no toast while do not disturb")
+        self.assertLess(self.desktop.peak(), 20, "and no sound")
+        self.assertEqual(self.metric(hub, "sounds"), 0)
+        code, out, err = self.stage_command(hub, "desk", "dnd", "status")
+        self.assertEqual(json.loads(out),
+                         {"dnd": True, "switch": True, "file": False, "suppressed": 2})
+        # Bad arguments and commands change nothing.
+        code, out, err = self.stage_command(hub, "desk", "dnd", "maybe")
+        self.assertEqual(code, 1)
+        self.assertIn("dnd takes on, off or status", err)
+        code, out, err = self.stage_command(hub, "desk", "snooze", "10")
+        self.assertEqual(code, 1)
+        self.assertIn("unknown command 'snooze' (notify takes: dnd on|off|status)", err)
+        code, out, err = self.stage_command(hub, "dsk", "dnd", "on")
+        self.assertEqual(code, 1)
+        self.assertIn("no stage 'dsk' (stages: desk)", err)
+        self.assertTrue(json.loads(self.stage_command(hub, "desk", "dnd")[1])["dnd"])
+        code, out, err = self.stage_command(hub, "desk", "dnd", "off")
+        self.assertEqual((code, json.loads(out)["dnd"]), (0, False), err)
+        hub.publish("assignment:created", {"signalIdentifier": "S-back"})
+        [shown] = self.desktop.wait_notifications(1)
+        self.assertEqual(shown["body"], "You've been assigned: S-back")
+        wait_for(lambda: self.desktop.peak() > 100, 10, "the sound once do not disturb is off")
+        self.assertEqual(self.metric(hub, "suppressed_dnd"), 2)
+
+    def test_no_notification_server_degrades_then_recovers(self):
+        self.desktop.start_bus(server=False)  # a bus where nobody owns the Notifications name
+        self.desktop.start_audio()
+        hub = self.hub(notify_chain(coalesce=0), env=self.desktop.env())
+        hub.wait_running("desk")
+        hub.publish("assignment:created", {"signalIdentifier": "lost 1"})
+        hub.publish("assignment:created", {"signalIdentifier": "lost 2"})
+        self.wait_metric(hub, "failures_server", 2)
+        hub.wait_log("notification server unavailable, carrying on without it")
+        self.assertEqual(hub.log().count("notification server unavailable"), 1, "logged once")
+        self.assertIn("org.freedesktop.DBus.Error.ServiceUnknown", hub.log(),
+                      "the line says why")
+        self.assertEqual(self.metric(hub, "failures_bus"), 0, "the bus itself was fine")
+        self.assertEqual(hub.stage("desk")["workers"][0]["state"], "running")
+        self.assertGreater(hub.publish("signal:created", {"n": 1}), 0, "the hub keeps serving")
+        self.desktop.start_server()
+        hub.publish("assignment:created", {"signalIdentifier": "found"})
+        [shown] = self.desktop.wait_notifications(1)
+        self.assertEqual((shown["summary"], shown["body"]),
+                         ("New Signal Assignment", "You've been assigned: found"))
+        hub.wait_log("notification server available again")
+        self.assertEqual(self.metric(hub, "failures_server"), 2)
+
+    def test_no_audio_device_still_shows_the_notification(self):
+        self.desktop.start_bus()  # no PulseAudio: PULSE_SERVER points at nothing
+        hub = self.hub(notify_chain(coalesce=0), env=self.desktop.env())
+        hub.wait_running("desk")
+        hub.publish("assignment:created", {"signalIdentifier": "S-mute"})
+        [shown] = self.desktop.wait_notifications(1)
+        self.assertEqual(shown["body"], "You've been assigned: S-mute")
+        self.wait_metric(hub, "failures_audio", 1)
+        hub.wait_log("audio unavailable, carrying on without it")
+        hub.publish("assignment:created", {"signalIdentifier": "S-mute 2"})
+        self.desktop.wait_notifications(2)
+        self.wait_metric(hub, "failures_audio", 2)
+        self.assertEqual(hub.log().count("audio unavailable"), 1, "logged once")
+        self.assertEqual((self.metric(hub, "sent"), self.metric(hub, "sounds")), (2, 0))
+
+    def write_tone(self, name, frequency, seconds=0.6, rate=44100):
+        """A WAV file of a sine tone at half scale."""
+        path = os.path.join(self.desktop.dir, name)
+        frames = array.array("h", (int(16000 * math.sin(2 * math.pi * frequency * n / rate))
+                                   for n in range(int(seconds * rate))))
+        with wave.open(path, "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes(frames.tobytes())
+        return path
+
+    def test_sound_file_per_type_is_played(self):
+        self.desktop.start_bus()
+        self.desktop.start_audio()
+        tone = self.write_tone("tone.wav", 1000)  # message-new-instant measures about 470 Hz
+        rules = os.path.join(self.desktop.dir, "rules.json")
+        with open(rules, "w") as out:
+            json.dump({"assignment:created": {"summary": "Assigned", "body": "{signalIdentifier}",
+                                              "sound_file": tone},
+                       "signal:assigned": {"summary": "Taken",
+                                           "sound_file": os.path.join(self.desktop.dir, "no.wav")}},
+                      out)
+        hub = self.hub(notify_chain(rules=rules, coalesce=0), env=self.desktop.env())
+        hub.wait_running("desk")
+        time.sleep(0.3)
+        self.assertLess(self.desktop.peak(), 20, "the monitor is silent before any event")
+        hub.publish("assignment:created", {"signalIdentifier": "S-tone"})
+        self.desktop.wait_notifications(1)
+        wait_for(lambda: self.desktop.peak() > 1000, 10, "the WAV file on the null sink")
+        time.sleep(1.0)  # the whole tone
+        pitch = self.desktop.pitch()
+        self.assertTrue(950 < pitch < 1050, "the recorded tone is the file's 1000 Hz, not a theme "
+                        "sound (measured %.0f Hz)" % pitch)
+        self.assertEqual(self.metric(hub, "sounds"), 1)
+        # A rule whose file is missing: counted and logged, and the toast still shows.
+        hub.publish("signal:assigned", {})
+        second = self.desktop.wait_notifications(2)[1]
+        self.assertEqual(second["summary"], "Taken")
+        self.wait_metric(hub, "failures_audio", 1)
+        hub.wait_log("sound file %s is not readable" % os.path.join(self.desktop.dir, "no.wav"))
+
+    def test_sound_via_server_leaves_the_sound_to_the_server(self):
+        self.desktop.start_bus()
+        self.desktop.start_audio()
+        hub = self.hub(notify_chain(sound_via="server", coalesce=800), env=self.desktop.env())
+        hub.wait_running("desk")
+        hub.publish("assignment:created", {"signalIdentifier": "S-1"})
+        hub.publish("assignment:created", {"signalIdentifier": "S-2"})
+        first, update = self.desktop.wait_notifications(2)
+        self.assertEqual(first["hints"]["sound-name"], "message-new-instant")
+        self.assertIs(first["hints"]["suppress-sound"], False, "the server may play it")
+        self.assertNotIn("sound-name", update["hints"], "a coalesced update makes no sound")
+        self.assertIs(update["hints"]["suppress-sound"], True)
+        time.sleep(0.5)
+        self.assertLess(self.desktop.peak(), 20, "the plugin itself played nothing")
+        self.assertEqual(self.metric(hub, "sounds"), 0)
+        bad = self.hub(notify_chain(sound_via="speaker"), start=False)
+        check = subprocess.run([LIVEHUBD, "--check", bad.conf_path], capture_output=True,
+                               text=True, timeout=20)
+        self.assertNotEqual(check.returncode, 0)
+        self.assertIn("sound_via: 'speaker' is neither canberra nor server", check.stderr)
 
 
 if __name__ == "__main__":
