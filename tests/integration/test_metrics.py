@@ -28,6 +28,15 @@ def project_version():
         return re.search(r"project\(livehub VERSION ([0-9.]+)", cmake.read()).group(1)
 
 
+def plugin_abi():
+    """The SDK's ABI as MAJOR.MINOR, from the installed header's macros."""
+    with open(os.path.join(SOURCE_DIR, "include", "livehub", "plugin.h")) as header:
+        text = header.read()
+    major = re.search(r"#define LH_PLUGIN_ABI_MAJOR (\d+)", text).group(1)
+    minor = re.search(r"#define LH_PLUGIN_ABI_MINOR (\d+)", text).group(1)
+    return "%s.%s" % (major, minor)
+
+
 def chains(port, interval=0, **options):
     """A metrics source and a log sink (so that per-sink latency histograms exist)."""
     options = dict({"listen": "127.0.0.1:%d" % port, "interval": interval}, **options)
@@ -186,7 +195,7 @@ class MetricsTest(HubTestCase):
         self.assertGreater(samples[("process_open_fds", "")], 3)
         start = samples[("process_start_time_seconds", "")]
         self.assertTrue(before - 2 <= start <= time.time() + 1, (before, start))
-        build = 'version="%s",abi="1.0"' % project_version()
+        build = 'version="%s",abi="%s"' % (project_version(), plugin_abi())
         self.assertEqual(samples[("livehub_build_info", build)], 1)
 
         # HEAD: the same headers without a body; keep-alive serves several scrapes.
