@@ -132,6 +132,19 @@ static uint64_t reordered_total(void)
     return sum;
 }
 
+/* Clients the server closed (or that failed), and the close code of the last one. */
+static int closed_clients(int *code)
+{
+    int closed = 0;
+    *code = -1;
+    for (int i = 0; i < g_ws.n; i++)
+        if (g_ws.clients[i].state == WS_DEAD) {
+            closed++;
+            *code = g_ws.clients[i].close_code;
+        }
+    return closed;
+}
+
 static bool ingest_delivered(void)
 {
     return delivered_total() >= ingest_expected;
@@ -165,12 +178,7 @@ static void workload_ingest(void)
     if (O.subs > 0)
         run_until(O.drain, ingest_delivered);
     double all_secs = (double)(now_ns() - t0) / 1e9;
-    int closed = 0, code = -1;
-    for (int i = 0; i < g_ws.n; i++)
-        if (g_ws.clients[i].state == WS_DEAD) {
-            closed++;
-            code = g_ws.clients[i].close_code;
-        }
+    int code, closed = closed_clients(&code);
     print_head("ingest");
     printf(",\"subs\":%d,\"seconds\":%.3f,\"published\":%llu,\"failed\":%llu,"
            "\"events_per_s\":%.0f,\"cpu_us_per_event\":%.2f,\"delivered\":%llu,"
@@ -271,7 +279,7 @@ static bool broadcast_arrived(void)
 static void workload_fanout(void)
 {
     int n = O.clients, total = O.broadcasts + 3;
-    long rss_idle = proc_rss_kb();
+    long rss_idle = proc_rss_kb(), anon_idle = proc_rss_anon_kb();
     double connect_s = connect_clients(n, 0, false, 120);
     run_until(0.5, NULL);
     long rss_conn = proc_rss_kb();
@@ -292,6 +300,7 @@ static void workload_fanout(void)
         took[b] = (last_arrival[b] > sent ? last_arrival[b] : now_ns()) - sent;
     }
     double cpu1 = proc_cpu_us();
+    int code, closed = closed_clients(&code);
     uint64_t delivered = 0;
     for (int b = 3; b < total; b++)
         delivered += arrivals[b];
@@ -300,13 +309,13 @@ static void workload_fanout(void)
     printf(",\"clients\":%d,\"connected\":%d,\"connect_s\":%.2f,\"broadcasts\":%d,"
            "\"delivered\":%llu,\"expected\":%llu,\"last_p50_ms\":%.2f,\"last_p99_ms\":%.2f,"
            "\"last_max_ms\":%.2f,\"cpu_us_per_frame\":%.2f,\"rss_idle_kb\":%ld,\"rss_kb\":%ld,"
-           "\"rss_per_conn_kb\":%.2f}\n",
+           "\"rss_per_conn_kb\":%.2f,\"rss_idle_anon_kb\":%ld,\"closed\":%d,\"close_code\":%d}\n",
            n, g_ws.ready, connect_s, O.broadcasts, (unsigned long long)delivered,
            (unsigned long long)expected, (double)quantile(took + 3, (size_t)O.broadcasts, 0.5) / 1e6,
            (double)quantile(took + 3, (size_t)O.broadcasts, 0.99) / 1e6,
            (double)quantile(took + 3, (size_t)O.broadcasts, 1.0) / 1e6,
            delivered ? (cpu1 - cpu0) / (double)delivered : 0, rss_idle, rss_conn,
-           n ? (double)(rss_conn - rss_idle) / n : 0);
+           n ? (double)(rss_conn - rss_idle) / n : 0, anon_idle, closed, code);
     free(arrivals);
     free(last_arrival);
     free(took);

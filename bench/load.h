@@ -19,6 +19,8 @@ void proc_set_server(int pid);
 double proc_cpu_us(void);
 /* VmRSS of the server's processes added up, in KiB. */
 long proc_rss_kb(void);
+/* Their anonymous RSS (heap, stacks: not the shared libraries' pages), in KiB. */
+long proc_rss_anon_kb(void);
 /* Sorts samples and returns the q-quantile (0..1); 0 when there are none. */
 uint64_t quantile(uint64_t *samples, size_t n, double q);
 

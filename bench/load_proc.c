@@ -71,8 +71,10 @@ double proc_cpu_us(void)
     return total * 1e6 / (double)sysconf(_SC_CLK_TCK);
 }
 
-long proc_rss_kb(void)
+/* A field of /proc/PID/status (in kB) added up over the server's processes. */
+static long status_kb(const char *field)
 {
+    size_t flen = strlen(field);
     int pids[MAX_PIDS], n = server_pids(pids);
     long total = 0;
     for (int i = 0; i < n; i++) {
@@ -82,13 +84,23 @@ long proc_rss_kb(void)
         if (!f)
             continue;
         while (fgets(line, sizeof line, f))
-            if (strncmp(line, "VmRSS:", 6) == 0) {
-                total += strtol(line + 6, NULL, 10);
+            if (strncmp(line, field, flen) == 0) {
+                total += strtol(line + flen, NULL, 10);
                 break;
             }
         fclose(f);
     }
     return total;
+}
+
+long proc_rss_kb(void)
+{
+    return status_kb("VmRSS:");
+}
+
+long proc_rss_anon_kb(void)
+{
+    return status_kb("RssAnon:");
 }
 
 static int cmp_u64(const void *a, const void *b)
