@@ -33,7 +33,10 @@ const server = http.createServer((req, res) => {
     res.writeHead(204).end();
   });
 });
-server.keepAliveTimeout = 120000;
+// the publisher's keep-alive connections may wait idle while 10,000 clients connect
+server.keepAliveTimeout = 600000;
+server.headersTimeout = 0;
+server.requestTimeout = 0;
 
 io = new Server(server, {
   cors: { origin: "*" },
