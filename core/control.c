@@ -1,5 +1,7 @@
-/* The control endpoint: a ROUTER answering the CLI and any ZeroMQ client (docs/PROTOCOL.md). */
+/* The control endpoint: a ROUTER answering the CLI and any ZeroMQ client (docs/PROTOCOL.md), and
+ * its in-process twin that answers lh_io_publish for stages. */
 #include <inttypes.h>
+#include "envelope.h"
 #include "hub_internal.h"
 #include "log.h"
 
@@ -595,4 +597,115 @@ bool lh_control_handle(lh_hub_t *self)
         zmq_msg_close(&request.identity);
     }
     return changed;
+}
+
+/* ---- the stages' publish endpoint (lh_io_publish) ------------------------------------------ */
+
+#define S_PUBLISH_MAX_FRAMES (3 + 2 * LH_IO_PUBLISH_MAX) /* routing id, seq, stage, events */
+
+/* Checks every event of a request before any is accepted, so a batch is all or nothing; the
+ * refusal is counted as the router counts its own. 0, or -1 with "event N: reason". */
+static int s_check_batch(lh_hub_t *self, zmq_msg_t *events, size_t count, lh_error_t *err)
+{
+    for (size_t i = 0; i < count; i++) {
+        zmq_msg_t *topic = &events[2 * i], *body = &events[2 * i + 1];
+        size_t size = zmq_msg_size(topic) + zmq_msg_size(body);
+        lh_envelope_t env;
+        lh_error_t reason;
+        if (size > self->conf->max_event_size) {
+            lh_metric_add(self->rejected_oversized, 1);
+            lh_error_set(err, "event %zu: %zu bytes exceed max_event_size %zu", i, size,
+                         self->conf->max_event_size);
+            return -1;
+        }
+        if (lh_envelope_parse(zmq_msg_data(topic), zmq_msg_size(topic), zmq_msg_data(body),
+                              zmq_msg_size(body), 0, &env, &reason) != 0) {
+            lh_metric_add(self->rejected_malformed, 1);
+            lh_error_set(err, "event %zu: %s", i, reason.text);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Accepts a checked batch through lh_hub_accept, the control PUBLISH path, as the named stage:
+ * src is its name, and it does not get its own events back. */
+static void s_publish_batch(lh_hub_t *self, zmq_msg_t *frames, size_t frame_count)
+{
+    zmq_msg_t *identity = &frames[0], *seq = &frames[1];
+    char stage_name[LH_TYPE_MAX + 1] = "";
+    size_t count = frame_count >= 3 ? (frame_count - 3) / 2 : 0;
+    lh_error_t err = {"malformed publish request"};
+    uint64_t *ids = NULL;
+    bool ok = frame_count >= 5 && (frame_count - 3) % 2 == 0 &&
+              s_frame_text(&frames[2], stage_name, sizeof stage_name) &&
+              (ids = calloc(count, sizeof *ids)) && s_check_batch(self, &frames[3], count, &err) == 0;
+    if (ok) {
+        lh_stage_t *from = NULL;
+        for (size_t i = 0; i < self->stage_count && !from; i++)
+            if (strcmp(self->stages[i]->conf->name, stage_name) == 0)
+                from = self->stages[i];
+        for (size_t i = 0; i < count; i++)
+            if (lh_hub_accept(self, &frames[3 + 2 * i], &frames[4 + 2 * i], stage_name, from,
+                              &ids[i], NULL) != 0)
+                ids[i] = 0; /* cannot happen after s_check_batch; never a stale id */
+    }
+    /* the routing id and seq go back as they came */
+    zmq_msg_send(identity, self->stage_publish, ZMQ_SNDMORE);
+    zmq_msg_send(seq, self->stage_publish, ZMQ_SNDMORE);
+    zmq_send(self->stage_publish, ok ? "OK" : "ERR", ok ? 2 : 3, ZMQ_SNDMORE);
+    if (ok)
+        zmq_send(self->stage_publish, ids, count * sizeof *ids, 0);
+    else
+        zmq_send(self->stage_publish, err.text, strlen(err.text), 0);
+    free(ids);
+}
+
+void lh_control_handle_publish(lh_hub_t *self)
+{
+    for (int n = 0; n < 64; n++) {
+        zmq_msg_t first;
+        zmq_msg_init(&first);
+        if (zmq_msg_recv(&first, self->stage_publish, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&first);
+            return;
+        }
+        size_t capacity = 16, count = 0;
+        zmq_msg_t *frames = malloc(capacity * sizeof *frames);
+        bool more = zmq_msg_more(&first), fits = frames != NULL;
+        if (fits)
+            frames[count++] = first;
+        else
+            zmq_msg_close(&first);
+        while (more) {
+            zmq_msg_t frame;
+            zmq_msg_init(&frame);
+            zmq_msg_recv(&frame, self->stage_publish, 0);
+            more = zmq_msg_more(&frame);
+            if (fits && count == capacity && capacity < S_PUBLISH_MAX_FRAMES) {
+                size_t grown = capacity * 2 < S_PUBLISH_MAX_FRAMES ? capacity * 2
+                                                                   : S_PUBLISH_MAX_FRAMES;
+                zmq_msg_t *bigger = realloc(frames, grown * sizeof *frames);
+                if (bigger) {
+                    frames = bigger;
+                    capacity = grown;
+                }
+            }
+            if (fits && count < capacity) {
+                frames[count++] = frame;
+            } else {
+                fits = false; /* over the cap or out of memory: the request is refused */
+                zmq_msg_close(&frame);
+            }
+        }
+        /* a request cut short keeps only its routing id and seq, which makes it malformed */
+        size_t kept = fits ? count : (count < 2 ? count : 2);
+        for (size_t i = kept; i < count; i++)
+            zmq_msg_close(&frames[i]);
+        if (kept >= 2)
+            s_publish_batch(self, frames, kept);
+        for (size_t i = 0; i < kept; i++)
+            zmq_msg_close(&frames[i]);
+        free(frames);
+    }
 }

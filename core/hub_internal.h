@@ -60,6 +60,7 @@ struct lh_hub {
     void *ingest_tcp, *ingest_inproc;
     void *events_inproc, *events_tcp; /* XPUB */
     void *control;
+    void *stage_publish; /* ROUTER on LH_PUBLISH_ENDPOINT: lh_io_publish requests */
     zactor_t *auth;
     zcert_t *server_cert;
     char *token_secret;
@@ -98,6 +99,8 @@ void lh_control_expire(lh_hub_t *self, int64_t now);
 int64_t lh_control_next_deadline(lh_hub_t *self, int64_t next);
 /* Forgets the waiting STAGE requests without answering them (the hub is going away). */
 void lh_control_destroy_pending(lh_hub_t *self);
+/* Answers the lh_io_publish requests waiting on stage_publish (control.c). */
+void lh_control_handle_publish(lh_hub_t *self);
 
 /* The status document (new reference). */
 json_t *lh_hub_status(lh_hub_t *self);

@@ -33,6 +33,8 @@ struct lh_io {
     bool terminated;
     void *self; /* the plugin's instance between create() and destroy(), for commands */
     lh_metric_t *emitted, *emit_failed, *latency;
+    void *publisher; /* DEALER to LH_PUBLISH_ENDPOINT, made by the first lh_io_publish */
+    uint64_t publish_seq;
 };
 
 /* Seconds from the router's accept to a sink's lh_io_recv: where a slow stage shows first. */
@@ -516,6 +518,128 @@ int lh_io_emit(lh_io_t *io, lh_event_t **event_p)
     return rc;
 }
 
+/* The instance's DEALER to the router's publish endpoint; it lives as long as the thread. */
+static void *s_publisher(lh_io_t *io)
+{
+    if (!io->publisher) {
+        void *socket = zmq_socket(io->services->zmq_context, ZMQ_DEALER);
+        int linger = 0, timeout = LH_IO_PUBLISH_TIMEOUT_MS;
+        if (!socket)
+            return NULL;
+        zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof linger);
+        zmq_setsockopt(socket, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+        if (zmq_connect(socket, LH_PUBLISH_ENDPOINT) != 0) {
+            zmq_close(socket);
+            return NULL;
+        }
+        io->publisher = socket;
+    }
+    return io->publisher;
+}
+
+/* Sends one request; every event is encoded first so a bad one fails before anything leaves. */
+static int s_publish_send(lh_io_t *io, void *socket, lh_event_t *const *events, size_t count,
+                          lh_error_t *err)
+{
+    for (size_t i = 0; i < count; i++) {
+        lh_error_t inner;
+        if (!events[i] || !lh_event_body(events[i], &(size_t){0}, &inner)) {
+            lh_error_set(err, "event %zu: %s", i, events[i] ? inner.text : "NULL event");
+            return LH_PUBLISH_REFUSED;
+        }
+    }
+    const char *stage = io->conf->name;
+    if (zmq_send(socket, &io->publish_seq, sizeof io->publish_seq, ZMQ_SNDMORE) < 0) {
+        lh_error_set(err, "the hub takes no request: %s", zmq_strerror(zmq_errno()));
+        return LH_PUBLISH_NO_ANSWER;
+    }
+    /* the parts after the first of a message always follow it */
+    zmq_send(socket, stage, strlen(stage), ZMQ_SNDMORE);
+    for (size_t i = 0; i < count; i++) {
+        size_t size;
+        const void *body = lh_event_body(events[i], &size, NULL);
+        const char *type = lh_event_type(events[i]);
+        zmq_send(socket, type, strlen(type), ZMQ_SNDMORE);
+        zmq_send(socket, body, size, i + 1 < count ? ZMQ_SNDMORE : 0);
+    }
+    return LH_PUBLISH_OK;
+}
+
+/* Waits for the answer carrying this request's sequence number; answers to earlier requests
+ * that timed out are read and dropped. */
+static int s_publish_wait(lh_io_t *io, void *socket, size_t count, uint64_t *ids_out,
+                          lh_error_t *err)
+{
+    int64_t deadline = zclock_mono() + LH_IO_PUBLISH_TIMEOUT_MS;
+    while (true) {
+        long wait = (long)(deadline - zclock_mono());
+        zmq_pollitem_t item = {socket, 0, ZMQ_POLLIN, 0};
+        int ready = wait > 0 ? zmq_poll(&item, 1, wait) : 0;
+        if (ready < 0 && zmq_errno() == EINTR)
+            continue;
+        if (ready <= 0) {
+            lh_error_set(err, "the hub did not answer within %d ms", LH_IO_PUBLISH_TIMEOUT_MS);
+            return LH_PUBLISH_NO_ANSWER;
+        }
+        zmq_msg_t frames[3];
+        int n = 0;
+        bool more = true;
+        while (more) {
+            zmq_msg_t frame;
+            zmq_msg_init(&frame);
+            zmq_msg_recv(&frame, socket, 0);
+            more = zmq_msg_more(&frame);
+            if (n < 3)
+                frames[n++] = frame;
+            else
+                zmq_msg_close(&frame);
+        }
+        int rc = 1; /* not ours (an answer to a request that timed out): keep waiting */
+        uint64_t seq = 0;
+        if (n == 3 && zmq_msg_size(&frames[0]) == sizeof seq)
+            memcpy(&seq, zmq_msg_data(&frames[0]), sizeof seq);
+        if (seq == io->publish_seq) {
+            bool ok =
+                zmq_msg_size(&frames[1]) == 2 && memcmp(zmq_msg_data(&frames[1]), "OK", 2) == 0;
+            rc = LH_PUBLISH_REFUSED;
+            if (!ok)
+                lh_error_set(err, "%.*s", (int)zmq_msg_size(&frames[2]),
+                             (const char *)zmq_msg_data(&frames[2]));
+            else if (zmq_msg_size(&frames[2]) != count * sizeof(uint64_t))
+                lh_error_set(err, "malformed answer from the hub");
+            else {
+                memcpy(ids_out, zmq_msg_data(&frames[2]), count * sizeof(uint64_t));
+                rc = LH_PUBLISH_OK;
+            }
+        }
+        for (int i = 0; i < n; i++)
+            zmq_msg_close(&frames[i]);
+        if (rc != 1)
+            return rc;
+    }
+}
+
+int lh_io_publish(lh_io_t *io, lh_event_t *const *events, size_t count, uint64_t *ids_out,
+                  lh_error_t *err)
+{
+    int rc = LH_PUBLISH_REFUSED;
+    void *socket = NULL;
+    if (!io->output)
+        lh_error_set(err, "this stage is a sink: it cannot publish");
+    else if (!events || !ids_out || count == 0 || count > LH_IO_PUBLISH_MAX)
+        lh_error_set(err, "publish takes 1 to %d events", LH_IO_PUBLISH_MAX);
+    else if (!(socket = s_publisher(io)))
+        lh_error_set(err, "cannot reach the hub's publish endpoint: %s", zmq_strerror(zmq_errno()));
+    else {
+        io->publish_seq++;
+        rc = s_publish_send(io, socket, events, count, err);
+        if (rc == LH_PUBLISH_OK)
+            rc = s_publish_wait(io, socket, count, ids_out, err);
+    }
+    lh_metric_add(rc == LH_PUBLISH_OK ? io->emitted : io->emit_failed, count);
+    return rc;
+}
+
 void *lh_io_pipe_socket(lh_io_t *io)
 {
     return io->pipe;
@@ -627,6 +751,10 @@ static void *s_instance_main(void *arg)
         else if (!io->terminated)
             reason = "run() returned without a stop request";
         io->plugin->destroy(&self);
+    }
+    if (io->publisher) {
+        zmq_close(io->publisher);
+        io->publisher = NULL;
     }
     zmq_send(io->pipe, LH_PIPE_EXIT, strlen(LH_PIPE_EXIT), ZMQ_SNDMORE);
     zmq_send(io->pipe, reason, strlen(reason), 0);

@@ -45,6 +45,10 @@ typedef struct lh_services {
     void *zmq_context;
 } lh_services_t;
 
+/* The router's ROUTER for lh_io_publish; requests [seq][stage][topic][body]..., answers
+ * [seq][OK][ids: count uint64_t, host order] or [seq][ERR][reason]. In-process only. */
+#define LH_PUBLISH_ENDPOINT "inproc://livehub-publish"
+
 /* Messages an instance thread sends the core on its pipe (first frame). */
 #define LH_PIPE_READY "READY"
 #define LH_PIPE_EXIT "EXIT" /* second frame: reason; sent when the thread ends */

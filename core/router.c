@@ -604,7 +604,11 @@ static void s_stop_stages(lh_hub_t *self, lh_stage_t **stages, size_t count)
         zmq_pollitem_t items[256];
         lh_worker_t *owners[256];
         lh_stage_t *emitters[256];
-        int n = 0;
+        /* item 0: stages stopping may be waiting in lh_io_publish */
+        items[0] = (zmq_pollitem_t){self->stage_publish, 0, ZMQ_POLLIN, 0};
+        owners[0] = NULL;
+        emitters[0] = NULL;
+        int n = 1;
         for (size_t i = 0; i < count && n < 250; i++) {
             if (stages[i]->emit) {
                 emitters[n] = stages[i];
@@ -625,7 +629,9 @@ static void s_stop_stages(lh_hub_t *self, lh_stage_t **stages, size_t count)
         for (int k = 0; k < n; k++) {
             if (!(items[k].revents & ZMQ_POLLIN))
                 continue;
-            if (emitters[k]) {
+            if (k == 0) {
+                lh_control_handle_publish(self);
+            } else if (emitters[k]) {
                 s_drain_ingest(self, emitters[k]->emit, emitters[k]->conf->name, emitters[k]);
             } else {
                 s_handle_pipe(self, owners[k]);
@@ -905,9 +911,11 @@ lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err
     self->ingest_inproc = s_socket(self, ZMQ_PULL);
     self->events_inproc = s_socket(self, ZMQ_XPUB);
     self->control = s_socket(self, ZMQ_ROUTER);
-    if (!self->ingest_inproc || !self->events_inproc || !self->control ||
+    self->stage_publish = s_socket(self, ZMQ_ROUTER);
+    if (!self->ingest_inproc || !self->events_inproc || !self->control || !self->stage_publish ||
         zmq_bind(self->ingest_inproc, "inproc://livehub-ingest") ||
-        zmq_bind(self->events_inproc, "inproc://livehub-events")) {
+        zmq_bind(self->events_inproc, "inproc://livehub-events") ||
+        zmq_bind(self->stage_publish, LH_PUBLISH_ENDPOINT)) {
         lh_error_set(err, "cannot set up the inproc endpoints: %s", zmq_strerror(zmq_errno()));
         goto failed;
     }
@@ -963,8 +971,11 @@ void lh_hub_destroy(lh_hub_t **self_p)
         zmq_unbind(self->ingest_inproc, "inproc://livehub-ingest");
     if (self->events_inproc)
         zmq_unbind(self->events_inproc, "inproc://livehub-events");
+    if (self->stage_publish)
+        zmq_unbind(self->stage_publish, LH_PUBLISH_ENDPOINT);
     s_close(&self->ingest_inproc);
     s_close(&self->events_inproc);
+    s_close(&self->stage_publish);
     s_close(&self->events_tcp);
     s_close(&self->control);
     zactor_destroy(&self->auth);
@@ -995,7 +1006,8 @@ typedef enum {
     S_ITEM_INGEST,
     S_ITEM_SUBS,
     S_ITEM_EMIT,
-    S_ITEM_PIPE
+    S_ITEM_PIPE,
+    S_ITEM_PUBLISH
 } s_item_kind_t;
 
 typedef struct {
@@ -1026,6 +1038,7 @@ static size_t s_build_poll_set(lh_hub_t *self, int signal_fd, zmq_pollitem_t **i
     if (self->ingest_tcp)
         S_ADD(S_ITEM_INGEST, self->ingest_tcp, 0, NULL, NULL);
     S_ADD(S_ITEM_SUBS, self->events_inproc, 0, NULL, NULL);
+    S_ADD(S_ITEM_PUBLISH, self->stage_publish, 0, NULL, NULL);
     if (self->events_tcp)
         S_ADD(S_ITEM_SUBS, self->events_tcp, 0, NULL, NULL);
     for (size_t i = 0; i < self->stage_count; i++) {
@@ -1116,6 +1129,9 @@ int lh_hub_run(lh_hub_t *self)
                 break;
             case S_ITEM_PIPE:
                 s_handle_pipe(self, meta[k].worker);
+                break;
+            case S_ITEM_PUBLISH:
+                lh_control_handle_publish(self);
                 break;
             }
             if (rebuild)

@@ -12,7 +12,9 @@
  *   naming both numbers. Minor versions only append fields to the end of lh_plugin_t; the hub reads
  *   struct_size to know which fields a plugin built against an older minor has, so a plugin built
  *   for 1.0 keeps loading into every 1.x hub. A plugin built for a newer minor than the hub is
- *   refused.
+ *   refused. A minor version may also add host functions (1.1: lh_io_publish); a plugin that
+ *   calls one declares that minor through LH_PLUGIN_ABI_MINOR, so an older hub refuses it with a
+ *   message instead of failing to resolve the symbol.
  *
  * ROLES
  *   A source emits events into the hub. A sink receives the events whose type starts with one of
@@ -76,7 +78,7 @@ extern "C" {
 #endif
 
 #define LH_PLUGIN_ABI_MAJOR 1
-#define LH_PLUGIN_ABI_MINOR 1
+#define LH_PLUGIN_ABI_MINOR 1 /* 1.1: the command callback, lh_io_publish */
 #define LH_PLUGIN_SYMBOL "lh_plugin_v1"
 
 #if defined(__GNUC__)
@@ -191,6 +193,39 @@ bool lh_io_terminated(lh_io_t *io);
 /* Emits an event (sources and filters). Takes ownership of *event_p and nulls it. Returns 0, or -1
  * when the hub's ingest is full (the event is dropped and counted). */
 int lh_io_emit(lh_io_t *io, lh_event_t **event_p);
+
+/* Publishes events synchronously and reports the ids the hub assigned (sources and filters;
+ * ABI 1.1). Where lh_io_emit fires and forgets, this call waits for the router's answer: the
+ * events go to it on an in-process request/reply endpoint and take the same accept path as the
+ * control endpoint's PUBLISH, so when it returns 0 they are ACCEPTED: checked, deduplicated,
+ * stamped (src = the stage name), stored in history (and the journal) and handed to the matching
+ * stages and subscribers. A client told these ids can resume from them. Published events enter
+ * the router directly, like emitted ones: stages do not pass events along a chain, so no filter
+ * stands between a source and the router; filters see them by their subscribe prefixes, the
+ * publishing stage never does.
+ *
+ * All or nothing: the router checks every event (envelope, max_event_size) before it accepts
+ * any, so one bad event refuses the whole batch. Accepted events get increasing, consecutive ids
+ * in the order given, except that an event whose idempotency key the hub already holds is not
+ * published again: its ids_out slot is 0 (the hub does not say which id the first one got).
+ *
+ * events: count events (1..LH_IO_PUBLISH_MAX), borrowed: encoded, never freed or changed.
+ * ids_out: count slots, filled on success. Blocks the calling thread until the router answers
+ * (microseconds normally; the router serves these requests while it stops stages too), at most
+ * LH_IO_PUBLISH_TIMEOUT_MS. Returns LH_PUBLISH_OK (0); LH_PUBLISH_REFUSED when nothing was
+ * published (err says why; "event N: ..." names the first bad event, counting from 0); or
+ * LH_PUBLISH_NO_ANSWER when the hub did not take or answer the request in time: the events may or
+ * may not be published, so a producer that retries should give them idempotency keys. Only from
+ * the instance's thread. Its order relative to lh_io_emit is not defined (two paths). */
+#define LH_IO_PUBLISH_MAX 10000
+#define LH_IO_PUBLISH_TIMEOUT_MS 10000
+typedef enum {
+    LH_PUBLISH_OK = 0,
+    LH_PUBLISH_REFUSED = -1,
+    LH_PUBLISH_NO_ANSWER = -2,
+} lh_publish_result_t;
+int lh_io_publish(lh_io_t *io, lh_event_t *const *events, size_t count, uint64_t *ids_out,
+                  lh_error_t *err);
 
 /* Raw sockets for plugins that run their own loop (libzmq void * sockets, borrowed):
  * - pipe: receives "$TERM" (a one-frame message) when the hub stops the instance;

@@ -1,0 +1,309 @@
+/* One HTTP transaction on POST /v1/publish: check path, method, key and size from the headers,
+ * read the body, publish it through lh_io_publish (which returns once the router has accepted
+ * the events) and answer with their ids; every refusal is a status with a JSON error. */
+#include <ctype.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "hp_internal.h"
+
+/* A body over max_body is still read and dropped, so the connection stays usable, up to this
+ * many times max_body; beyond, the answer goes out at once and the connection is closed. */
+#define HP_DISCARD_FACTOR 4
+
+static void s_reset(hp_request_t *self)
+{
+    if (self->state != HP_IDLE && self->server && self->server->active)
+        self->server->active--;
+    free(self->body);
+    free(self->answer);
+    hp_server_t *server = self->server;
+    struct lws *wsi = self->wsi;
+    memset(self, 0, sizeof *self);
+    self->server = server;
+    self->wsi = wsi;
+}
+
+/* Prepares the answer: status and a JSON document (stolen), then waits to be writable. */
+static int s_answer_json(hp_request_t *self, unsigned status, json_t *document)
+{
+    char *text = document ? json_dumps(document, JSON_COMPACT) : NULL;
+    json_decref(document);
+    if (!text) {
+        status = 500;
+        text = strdup("{\"error\":\"internal\",\"message\":\"out of memory\"}");
+        if (!text)
+            return -1;
+    }
+    size_t size = strlen(text);
+    self->answer = malloc(LWS_PRE + size);
+    if (!self->answer) {
+        free(text);
+        return -1;
+    }
+    memcpy(self->answer + LWS_PRE, text, size);
+    free(text);
+    self->answer_size = size;
+    self->status = status;
+    self->state = HP_ANSWERING;
+    hp_count_status(self->server, status);
+    lws_callback_on_writable(self->wsi);
+    return 0;
+}
+
+static int s_error(hp_request_t *self, unsigned status, const char *error, const char *message)
+{
+    return s_answer_json(self, status, json_pack("{s:s, s:s}", "error", error, "message", message));
+}
+
+/* Refuses a request whose body may still be on its way: reads and drops it first when that is
+ * cheap, so the connection stays usable. */
+static int s_refuse(hp_request_t *self, unsigned status, const char *error, const char *message)
+{
+    int64_t discard_max = self->server->opt.max_body * HP_DISCARD_FACTOR;
+    if (!self->chunked && self->body_expected > 0 &&
+        (int64_t)self->body_expected <= discard_max) {
+        free(self->body);
+        self->body = NULL;
+        self->body_size = 0;
+        self->state = HP_DISCARDING;
+        self->status = status;
+        self->error = error;
+        snprintf(self->message, sizeof self->message, "%s", message);
+        return 0; /* answered at the end of the body */
+    }
+    /* libwebsockets 4.1 does not decode chunked request bodies: those, and bodies too large to
+     * read for nothing, end the connection after the answer */
+    self->close_after = self->chunked || self->body_expected > 0;
+    return s_error(self, status, error, message);
+}
+
+static int s_header(struct lws *wsi, enum lws_token_indexes token, char *out, size_t size)
+{
+    int length = lws_hdr_total_length(wsi, token);
+    if (length <= 0 || (size_t)length >= size || lws_hdr_copy(wsi, out, (int)size, token) < 0)
+        return length > 0 ? -2 : -1; /* -2: present but too long */
+    return length;
+}
+
+/* 0 when the request carries one of the keys as "Authorization: Bearer <key>". */
+static int s_authorize(hp_request_t *self, const char **message)
+{
+    char value[600];
+    int length = s_header(self->wsi, WSI_TOKEN_HTTP_AUTHORIZATION, value, sizeof value);
+    if (length == -1) {
+        *message = "missing API key: send Authorization: Bearer <key>";
+        return -1;
+    }
+    if (length < 0 || strncasecmp(value, "Bearer ", 7) != 0) {
+        *message = "malformed Authorization header: expected Bearer <key>";
+        return -1;
+    }
+    const char *key = value + 7;
+    while (*key == ' ')
+        key++;
+    size_t key_size = strlen(key);
+    while (key_size && key[key_size - 1] == ' ')
+        key_size--;
+    bool matched = hp_keys_match(self->server->keys, key, key_size);
+    explicit_bzero(value, sizeof value);
+    if (!matched) {
+        *message = "unknown API key";
+        return -1;
+    }
+    return 0;
+}
+
+int hp_request_http(hp_server_t *server, hp_request_t *self, struct lws *wsi, const char *uri)
+{
+    s_reset(self);
+    self->server = server;
+    self->wsi = wsi;
+    self->state = HP_READING;
+    server->active++;
+
+    char value[64];
+    int length = s_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, value, sizeof value);
+    bool has_length = length > 0;
+    if (has_length) {
+        char *end;
+        unsigned long long parsed = strtoull(value, &end, 10);
+        if (!isdigit((unsigned char)value[0]) || *end) {
+            self->close_after = true;
+            return s_error(self, 400, "bad_request", "Content-Length is not a number");
+        }
+        self->body_expected = (size_t)parsed;
+    }
+    length = s_header(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING, value, sizeof value);
+    self->chunked = length > 0 && strcasestr(value, "chunked") != NULL;
+    if (self->chunked)
+        self->body_expected = 0;
+
+    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    if (strcmp(uri, HP_PATH) != 0)
+        return s_refuse(self, 404, "not_found", "no such endpoint (POST " HP_PATH ")");
+    if (!post)
+        return s_refuse(self, 405, "method_not_allowed", "use POST");
+    if (server->terminating) {
+        self->close_after = true;
+        return s_error(self, 503, "stopping", "the hub is stopping");
+    }
+    const char *message;
+    if (s_authorize(self, &message) != 0)
+        return s_refuse(self, 401, "unauthorized", message);
+    if (self->chunked || !has_length) {
+        /* lws would take whatever follows on the connection as this request's body */
+        self->close_after = true;
+        return s_error(self, 411, "length_required", "send the body with Content-Length");
+    }
+    if ((int64_t)self->body_expected > server->opt.max_body) {
+        char text[96];
+        snprintf(text, sizeof text, "the body is larger than max_body (%" PRId64 " bytes)",
+                 server->opt.max_body);
+        return s_refuse(self, 413, "body_too_large", text);
+    }
+    if (self->body_expected == 0)
+        return s_error(self, 400, "bad_json", "the body is empty");
+    return 0; /* the body follows */
+}
+
+int hp_request_body(hp_request_t *self, const void *data, size_t size)
+{
+    if (!self->server)
+        return 0;
+    if (self->state == HP_DISCARDING)
+        return 0;
+    if (self->state != HP_READING)
+        return 0; /* the answer is already decided */
+    if (self->body_size + size > (size_t)self->server->opt.max_body) {
+        char text[96];
+        snprintf(text, sizeof text, "the body is larger than max_body (%" PRId64 " bytes)",
+                 self->server->opt.max_body);
+        free(self->body);
+        self->body = NULL;
+        self->body_size = 0;
+        return s_refuse(self, 413, "body_too_large", text);
+    }
+    char *grown = realloc(self->body, self->body_size + size + 1);
+    if (!grown)
+        return s_error(self, 500, "internal", "out of memory");
+    self->body = grown;
+    memcpy(self->body + self->body_size, data, size);
+    self->body_size += size;
+    return 0;
+}
+
+/* The answer to a published batch: {"epoch", "id", "duplicate"} for one event, {"epoch", "ids",
+ * "duplicates"} for an array; a duplicate's id is null. */
+static json_t *s_receipt(hp_server_t *server, const hp_batch_t *batch, const uint64_t *ids)
+{
+    json_t *list = json_array();
+    size_t duplicates = 0;
+    for (size_t i = 0; list && i < batch->count; i++) {
+        duplicates += ids[i] == 0;
+        json_array_append_new(list, ids[i] ? json_integer((json_int_t)ids[i]) : json_null());
+    }
+    lh_metric_add(server->published, batch->count - duplicates);
+    lh_metric_add(server->duplicates, duplicates);
+    const char *epoch = lh_io_epoch(server->io);
+    if (!list)
+        return NULL;
+    if (batch->array)
+        return json_pack("{s:s, s:o, s:I}", "epoch", epoch, "ids", list, "duplicates",
+                         (json_int_t)duplicates);
+    json_t *id = json_incref(json_array_get(list, 0));
+    json_decref(list);
+    return json_pack("{s:s, s:o, s:b}", "epoch", epoch, "id", id, "duplicate", duplicates > 0);
+}
+
+int hp_request_body_done(hp_request_t *self)
+{
+    if (!self->server)
+        return 0;
+    if (self->state == HP_DISCARDING)
+        return s_error(self, self->status, self->error, self->message);
+    if (self->state != HP_READING)
+        return 0;
+    hp_batch_t batch;
+    hp_failure_t failure;
+    if (hp_batch_parse(self->body ? self->body : "", self->body_size,
+                       (size_t)self->server->opt.max_events, &batch, &failure) != 0) {
+        json_t *document = json_pack("{s:s, s:s}", "error", failure.error, "message",
+                                     failure.message);
+        if (document && failure.index >= 0)
+            json_object_set_new(document, "index", json_integer(failure.index));
+        return s_answer_json(self, failure.status, document);
+    }
+    uint64_t *ids = calloc(batch.count, sizeof *ids);
+    lh_error_t err = {"out of memory"};
+    int rc = ids ? lh_io_publish(self->server->io, batch.events, batch.count, ids, &err)
+                 : LH_PUBLISH_REFUSED;
+    int answered;
+    if (rc == LH_PUBLISH_OK)
+        answered = s_answer_json(self, 200, s_receipt(self->server, &batch, ids));
+    else if (rc == LH_PUBLISH_NO_ANSWER)
+        answered = s_error(self, 503, "hub_unavailable", err.text);
+    else
+        answered = s_error(self, ids ? 400 : 500, ids ? "event_refused" : "internal", err.text);
+    free(ids);
+    hp_batch_free(&batch);
+    return answered;
+}
+
+static int s_add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,
+                        unsigned char *end)
+{
+    return lws_add_http_header_by_name(wsi, (const unsigned char *)name,
+                                       (const unsigned char *)value, (int)strlen(value), p, end);
+}
+
+static int s_write_headers(hp_request_t *self)
+{
+    unsigned char buffer[LWS_PRE + 1024];
+    unsigned char *start = buffer + LWS_PRE, *p = start, *end = buffer + sizeof buffer - 1;
+    struct lws *wsi = self->wsi;
+    if (lws_add_http_common_headers(wsi, self->status, "application/json", self->answer_size, &p,
+                                    end) ||
+        s_add_header(wsi, "cache-control:", "no-store", &p, end))
+        return -1;
+    if (self->status == 405 && s_add_header(wsi, "allow:", "POST", &p, end))
+        return -1;
+    if (self->status == 401 &&
+        s_add_header(wsi, "www-authenticate:", "Bearer realm=\"livehub-publish\"", &p, end))
+        return -1;
+    if (self->status == 503 && s_add_header(wsi, "retry-after:", "1", &p, end))
+        return -1;
+    if (self->close_after && s_add_header(wsi, "connection:", "close", &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    self->headers_sent = true;
+    return 0;
+}
+
+int hp_request_writable(hp_request_t *self)
+{
+    if (!self || !self->server || self->state != HP_ANSWERING)
+        return 0;
+    if (!self->headers_sent) {
+        if (s_write_headers(self) != 0)
+            return -1;
+        lws_callback_on_writable(self->wsi);
+        return 0;
+    }
+    if (lws_write(self->wsi, self->answer + LWS_PRE, self->answer_size, LWS_WRITE_HTTP_FINAL) <
+        (int)self->answer_size)
+        return -1;
+    bool close_after = self->close_after;
+    s_reset(self);
+    if (close_after)
+        return -1; /* lws flushes what is still buffered before it closes */
+    return lws_http_transaction_completed(self->wsi) ? -1 : 0;
+}
+
+void hp_request_closed(hp_request_t *self)
+{
+    if (self && self->server)
+        s_reset(self);
+}

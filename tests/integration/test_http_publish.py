@@ -1,0 +1,319 @@
+"""The http_publish source, driven by real HTTP clients (http.client, curl, raw sockets) against a
+real hub: POST /v1/publish answers with the ids the router assigned, once it has accepted the
+events; keep-alive; API keys; every bad input gets a status and a JSON error and publishes
+nothing. Protocol: docs/HTTP_PUBLISH.md."""
+import http.client
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import unittest
+
+from hubtest import LIVEHUBD, HubTestCase, free_port
+
+KEY_ONE = "key-one-0123456789abcdef"
+KEY_TWO = "key-two-fedcba9876543210"
+ENV = {"LIVEHUB_HP_TEST_KEYS": "%s %s" % (KEY_ONE, KEY_TWO)}
+AUTH = {"Authorization": "Bearer " + KEY_ONE, "Content-Type": "application/json"}
+
+
+def stage_conf(port, keys="env:LIVEHUB_HP_TEST_KEYS", extra=""):
+    return """
+chain = backend
+    source = api
+        plugin = http_publish
+        listen = 127.0.0.1:%d
+        keys = %s
+        max_body = 4096
+        max_events = 50
+%s""" % (port, keys, extra)
+
+
+class HttpPublishTest(HubTestCase):
+    def start(self, hub_extra="", keys="env:LIVEHUB_HP_TEST_KEYS", env=ENV):
+        self.port = free_port()
+        hub = self.hub(chains=stage_conf(self.port, keys), hub_extra=hub_extra, env=env)
+        hub.wait_running("api")
+        return hub
+
+    def connect(self):
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        self.addCleanup(connection.close)
+        return connection
+
+    def post(self, connection, body, headers=AUTH, path="/v1/publish", method="POST"):
+        """One request; the status, headers and decoded JSON body."""
+        if not isinstance(body, (bytes, str)):
+            body = json.dumps(body)
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        raw = response.read()
+        self.assertEqual(response.getheader("Content-Type"), "application/json", raw)
+        return response.status, response, json.loads(raw)
+
+    def last_id(self, hub):
+        return hub.status()["last_id"]
+
+    def metric(self, hub, name, labels):
+        return hub.status()["metrics"].get('%s{stage="api"%s}' % (name, labels), 0)
+
+    # ---- publishing ----------------------------------------------------------------------
+
+    def test_one_and_an_array_get_their_ids_and_reach_subscribers_in_order(self):
+        hub = self.start()
+        subscriber = hub.subscriber("order:")
+        connection = self.connect()
+
+        status, _, answer = self.post(connection, {"type": "order:created", "data": {"n": 1},
+                                                   "to": ["user:42"], "key": "order-1"})
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(answer, {"epoch": subscriber.hello["epoch"], "id": 1, "duplicate": False})
+        # Answered only after the router accepted it: history already holds it.
+        state, _, replayed = hub.replay(0)
+        self.assertEqual(state, "OK")
+        self.assertEqual([(e["id"], e["type"]) for e in replayed], [(1, "order:created")])
+
+        batch = [{"type": "order:paid", "data": i} for i in range(3)] + [{"type": "order:shipped"}]
+        status, _, answer = self.post(connection, batch)
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(answer, {"epoch": subscriber.hello["epoch"], "ids": [2, 3, 4, 5],
+                                  "duplicates": 0})
+
+        events = subscriber.recv_n(5)
+        self.assertEqual([e["id"] for e in events], [1, 2, 3, 4, 5])
+        self.assertEqual([e["type"] for e in events],
+                         ["order:created", "order:paid", "order:paid", "order:paid",
+                          "order:shipped"])
+        self.assertEqual(events[0]["data"], {"n": 1})
+        self.assertEqual(events[0]["to"], ["user:42"])
+        self.assertEqual(events[0]["key"], "order-1")
+        self.assertEqual([e["data"] for e in events[1:]], [0, 1, 2, None])
+        self.assertEqual({e["src"] for e in events}, {"api"})
+        self.assertEqual(events[4]["to"], ["public"])
+
+        # curl, with the second key.
+        result = subprocess.run(
+            ["curl", "-sS", "-H", "Authorization: Bearer " + KEY_TWO, "-H",
+             "Content-Type: application/json", "--data-binary", '{"type":"order:curl"}',
+             "http://127.0.0.1:%d/v1/publish" % self.port],
+            capture_output=True, text=True, timeout=30)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout)["id"], 6)
+        self.assertEqual(subscriber.recv()["id"], 6)
+
+        self.assertEqual(self.metric(hub, "livehub_http_publish_events_total", ""), 6)
+        self.assertEqual(self.metric(hub, "livehub_http_publish_requests_total",
+                                     ',status="200"'), 3)
+
+    def test_idempotency_keys_are_not_published_twice(self):
+        hub = self.start()
+        subscriber = hub.subscriber("pay:")
+        connection = self.connect()
+        event = {"type": "pay:done", "key": "pay-7", "data": 7}
+        self.assertEqual(self.post(connection, event)[2]["id"], 1)
+        status, _, answer = self.post(connection, event)
+        self.assertEqual((status, answer["id"], answer["duplicate"]), (200, None, True))
+        status, _, answer = self.post(connection, [event, {"type": "pay:done", "key": "pay-8"},
+                                                   {"type": "pay:done", "key": "pay-8"}])
+        self.assertEqual((status, answer["ids"], answer["duplicates"]), (200, [None, 2, None], 2))
+        self.assertEqual([e["id"] for e in subscriber.recv_n(3, timeout=3)], [1, 2])
+        self.assertEqual(self.metric(hub, "livehub_http_publish_duplicates_total", ""), 3)
+
+    def test_keep_alive_serves_many_posts_on_one_connection(self):
+        hub = self.start()
+        subscriber = hub.subscriber("tick:")
+        connection = self.connect()
+        connection.connect()
+        local_port = connection.sock.getsockname()[1]
+        ids = []
+        for i in range(200):
+            status, response, answer = self.post(connection, {"type": "tick:n", "data": i})
+            self.assertEqual(status, 200, answer)
+            self.assertFalse(response.will_close)
+            ids.append(answer["id"])
+            if i % 50 == 25:  # refusals that read the body keep the connection too
+                self.assertEqual(self.post(connection, "{")[0], 400)
+                self.assertEqual(self.post(connection, "x" * 10000)[0], 413)
+                self.assertEqual(self.post(connection, "{}", headers={})[0], 401)
+                self.assertEqual(self.post(connection, "", path="/nope", method="GET")[0], 404)
+                self.assertEqual(self.post(connection, "", method="GET")[0], 405)
+        self.assertEqual(connection.sock.getsockname()[1], local_port, "one connection")
+        self.assertEqual(ids, list(range(1, 201)))
+        events = subscriber.recv_n(200, timeout=30)
+        self.assertEqual([e["id"] for e in events], ids)
+        self.assertEqual([e["data"] for e in events], list(range(200)))
+
+    # ---- bad input ------------------------------------------------------------------------
+
+    def assert_refused(self, hub, connection, body, status, error, headers=AUTH,
+                       path="/v1/publish", method="POST"):
+        before = self.last_id(hub)
+        got, response, answer = self.post(connection, body, headers, path, method)
+        self.assertEqual((got, answer.get("error")), (status, error), answer)
+        self.assertTrue(answer.get("message"), answer)
+        self.assertEqual(self.last_id(hub), before, "nothing published")
+        return response, answer
+
+    def test_bad_bodies_are_refused_with_a_json_error_and_publish_nothing(self):
+        hub = self.start()
+        subscriber = hub.subscriber("")
+        connection = self.connect()
+        cases = [
+            ('{"type": "a:b",', 400, "bad_json"),
+            ('{"type": "a:b"} {}', 400, "bad_json"),
+            ('{"type": "a:b", "type": "a:c"}', 400, "bad_json"),
+            ("", 400, "bad_json"),
+            ('"a:b"', 400, "bad_event"),
+            ("[]", 400, "bad_event"),
+            ({"data": 1}, 400, "bad_event"),
+            ({"type": 5}, 400, "bad_event"),
+            ({"type": ""}, 400, "bad_event"),
+            ({"type": "x" * 256}, 400, "bad_event"),
+            ({"type": "$gap"}, 400, "bad_event"),
+            ({"type": "a:b", "to": "user:1"}, 400, "bad_event"),
+            ({"type": "a:b", "to": []}, 400, "bad_event"),
+            ({"type": "a:b", "to": [""]}, 400, "bad_event"),
+            ({"type": "a:b", "to": [1]}, 400, "bad_event"),
+            ({"type": "a:b", "key": ""}, 400, "bad_event"),
+            ({"type": "a:b", "v": 2}, 400, "bad_event"),
+            ({"type": "a:b", "id": 99}, 400, "bad_event"),
+            ({"type": "a:b", "color": "red"}, 400, "bad_event"),
+            ({"type": "a:b\u0000c"}, 400, "bad_json"),
+            ('{"type": "a:b", "data": %s1%s}' % ("[" * 40, "]" * 40), 400, "bad_json"),
+            ([{"type": "ok:1"}] * 51, 413, "too_many_events"),
+            ("x" * 5000, 413, "body_too_large"),
+        ]
+        for body, status, error in cases:
+            with self.subTest(body=str(body)[:60]):
+                self.assert_refused(hub, connection, body, status, error)
+        # One bad event in an array refuses the whole array, naming it.
+        _, answer = self.assert_refused(hub, connection,
+                                        [{"type": "ok:1"}, {"type": "$x"}, {"type": "ok:2"}],
+                                        400, "bad_event")
+        self.assertEqual(answer["index"], 1)
+        self.assertIn("event 1", answer["message"])
+        # The same connection and the hub still work.
+        status, _, answer = self.post(connection, {"type": "ok:after"})
+        self.assertEqual((status, answer["id"]), (200, 1))
+        self.assertEqual(subscriber.recv()["type"], "ok:after")
+        self.assertIsNone(subscriber.recv(0.5))
+        self.assertEqual(self.metric(hub, "livehub_http_publish_requests_total",
+                                     ',status="400"'), len(cases) - 2 + 1)
+        self.assertEqual(self.metric(hub, "livehub_http_publish_requests_total",
+                                     ',status="413"'), 2)
+
+    def test_keys_methods_and_paths(self):
+        hub = self.start()
+        connection = self.connect()
+        event = {"type": "k:1"}
+        response, answer = self.assert_refused(hub, connection, event, 401, "unauthorized",
+                                               headers={})
+        self.assertIn("missing", answer["message"])
+        self.assertEqual(response.getheader("WWW-Authenticate"), 'Bearer realm="livehub-publish"')
+        wrong_keys = ["Bearer " + KEY_ONE[:-1], "Bearer " + KEY_ONE + "x", "Bearer " + KEY_ONE.upper(),
+                      "Bearer ", "Basic " + KEY_ONE, KEY_ONE]
+        for value in wrong_keys:
+            with self.subTest(authorization=value[:12]):
+                self.assert_refused(hub, connection, event, 401, "unauthorized",
+                                    headers={"Authorization": value})
+        for method in ("GET", "PUT", "DELETE", "PATCH"):
+            with self.subTest(method=method):
+                response, _ = self.assert_refused(hub, connection, event, 405,
+                                                  "method_not_allowed", method=method)
+                self.assertEqual(response.getheader("Allow"), "POST")
+        for path in ("/", "/v1/publish/", "/v1/publis", "/v2/publish", "/v1/publish/x"):
+            with self.subTest(path=path):
+                self.assert_refused(hub, connection, event, 404, "not_found", path=path)
+        # Both keys work; the scheme is case-insensitive.
+        self.assertEqual(self.post(connection, event,
+                                   headers={"Authorization": "bearer " + KEY_TWO})[0], 200)
+        self.assertEqual(self.metric(hub, "livehub_http_publish_requests_total",
+                                     ',status="401"'), 1 + len(wrong_keys))
+        self.assertNotIn(KEY_ONE, hub.log())
+        self.assertNotIn(KEY_TWO, hub.log())
+
+    def test_bodies_that_cannot_be_read_cheaply_close_the_connection(self):
+        hub = self.start()
+        # Chunked request bodies are refused (411) and the connection closed.
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         + KEY_ONE.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"e\r\n{\"type\":\"c:1\"}\r\n0\r\n\r\n")
+            reply = self.read_until_closed(sock)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 411"), reply)
+        self.assertIn(b"connection: close", reply.lower())
+        self.assertIn(b'"error":"length_required"', reply)
+        # A declared length far over max_body: 413 at once, without reading the body.
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         + KEY_ONE.encode() + b"\r\nContent-Length: 1000000000\r\n\r\n{")
+            reply = self.read_until_closed(sock)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 413"), reply)
+        self.assertIn(b'"error":"body_too_large"', reply)
+        # No Content-Length at all: 411, and the connection is closed (what follows on it
+        # would be taken for the body).
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                         + KEY_ONE.encode() + b"\r\n\r\n")
+            reply = self.read_until_closed(sock)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 411"), reply)
+        self.assertIn(b"connection: close", reply.lower())
+        self.assertEqual(self.last_id(hub), 0)
+        self.assertEqual(self.post(self.connect(), {"type": "c:2"})[2]["id"], 1)
+
+    def read_until_closed(self, sock):
+        data = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+    def test_events_the_router_refuses_publish_nothing(self):
+        # The body fits max_body, but the second event exceeds the hub's max_event_size: the
+        # router checks the whole batch before accepting any of it.
+        hub = self.start(hub_extra="max_event_size = 1024")
+        connection = self.connect()
+        before = hub.status()["counters"]["rejected"]["oversized"]
+        batch = [{"type": "big:ok", "data": "x"}, {"type": "big:no", "data": "y" * 2000}]
+        _, answer = self.assert_refused(hub, connection, batch, 400, "event_refused")
+        self.assertIn("event 1", answer["message"])
+        self.assertIn("max_event_size", answer["message"])
+        self.assertEqual(hub.status()["counters"]["rejected"]["oversized"], before + 1)
+        self.assertEqual(self.post(connection, batch[:1])[2]["ids"], [1])
+
+    # ---- configuration --------------------------------------------------------------------
+
+    def test_keys_from_a_file(self):
+        keys = tempfile.NamedTemporaryFile("w", suffix=".keys", delete=False)
+        self.addCleanup(os.unlink, keys.name)
+        keys.write("%s\n  %s\n" % (KEY_TWO, KEY_ONE))  # any whitespace separates keys
+        keys.close()
+        hub = self.start(keys="file:" + keys.name, env={})
+        connection = self.connect()
+        for key in (KEY_ONE, KEY_TWO):
+            self.assertEqual(self.post(connection, {"type": "f:1"},
+                                       headers={"Authorization": "Bearer " + key})[0], 200)
+        self.assertEqual(self.last_id(hub), 2)
+
+    def test_bad_key_configuration(self):
+        # No keys: the conf is refused before anything starts; inline keys too.
+        for keys_line, reason in (("", "keys"), ("keys = " + KEY_ONE, "env:NAME or file:PATH")):
+            hub = self.hub(chains=stage_conf(free_port(), keys="x").replace(
+                "keys = x", keys_line), start=False)
+            result = subprocess.run([LIVEHUBD, "--check", hub.conf_path], capture_output=True,
+                                    text=True, timeout=30)
+            self.assertNotEqual(result.returncode, 0)
+            self.assertIn(reason, result.stderr + result.stdout)
+        # A key too short to be safe: the stage does not start, and says why without the key.
+        hub = self.hub(chains=stage_conf(free_port()), env={"LIVEHUB_HP_TEST_KEYS": "short-key"})
+        hub.wait_log("keys: key 1 has 9 characters")
+        self.assertNotIn("short-key", hub.log())
+        # An unset variable: the same.
+        hub = self.hub(chains=stage_conf(free_port(), keys="env:LIVEHUB_HP_TEST_UNSET"))
+        hub.wait_log("LIVEHUB_HP_TEST_UNSET")
+
+
+if __name__ == "__main__":
+    unittest.main()
