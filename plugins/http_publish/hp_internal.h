@@ -82,7 +82,7 @@ typedef struct hp_request {
     hp_state_t state;
     char *body;
     size_t body_size, body_expected;
-    bool chunked;
+    bool unframed; /* a body of unknown length: chunked, or a POST without Content-Length */
     unsigned status;
     const char *error;    /* a refusal waiting for the end of the body it discards */
     char message[160];

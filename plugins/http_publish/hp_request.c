@@ -62,7 +62,7 @@ static int s_error(hp_request_t *self, unsigned status, const char *error, const
 static int s_refuse(hp_request_t *self, unsigned status, const char *error, const char *message)
 {
     int64_t discard_max = self->server->opt.max_body * HP_DISCARD_FACTOR;
-    if (!self->chunked && self->body_expected > 0 &&
+    if (!self->unframed && self->body_expected > 0 &&
         (int64_t)self->body_expected <= discard_max) {
         free(self->body);
         self->body = NULL;
@@ -73,9 +73,10 @@ static int s_refuse(hp_request_t *self, unsigned status, const char *error, cons
         snprintf(self->message, sizeof self->message, "%s", message);
         return 0; /* answered at the end of the body */
     }
-    /* libwebsockets 4.1 does not decode chunked request bodies: those, and bodies too large to
-     * read for nothing, end the connection after the answer */
-    self->close_after = self->chunked || self->body_expected > 0;
+    /* a body without a length (lws 4.1 does not decode chunked request bodies, and would take
+     * whatever follows a POST without Content-Length for its body) or one too large to read for
+     * nothing: the connection ends after the answer */
+    self->close_after = self->unframed || self->body_expected > 0;
     return s_error(self, status, error, message);
 }
 
@@ -136,11 +137,12 @@ int hp_request_http(hp_server_t *server, hp_request_t *self, struct lws *wsi, co
         self->body_expected = (size_t)parsed;
     }
     length = s_header(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING, value, sizeof value);
-    self->chunked = length > 0 && strcasestr(value, "chunked") != NULL;
-    if (self->chunked)
+    bool chunked = length > 0 && strcasestr(value, "chunked") != NULL;
+    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    self->unframed = chunked || (post && !has_length);
+    if (self->unframed)
         self->body_expected = 0;
 
-    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
     if (strcmp(uri, HP_PATH) != 0)
         return s_refuse(self, 404, "not_found", "no such endpoint (POST " HP_PATH ")");
     if (!post)
@@ -152,11 +154,8 @@ int hp_request_http(hp_server_t *server, hp_request_t *self, struct lws *wsi, co
     const char *message;
     if (s_authorize(self, &message) != 0)
         return s_refuse(self, 401, "unauthorized", message);
-    if (self->chunked || !has_length) {
-        /* lws would take whatever follows on the connection as this request's body */
-        self->close_after = true;
-        return s_error(self, 411, "length_required", "send the body with Content-Length");
-    }
+    if (self->unframed)
+        return s_refuse(self, 411, "length_required", "send the body with Content-Length");
     if ((int64_t)self->body_expected > server->opt.max_body) {
         char text[96];
         snprintf(text, sizeof text, "the body is larger than max_body (%" PRId64 " bytes)",

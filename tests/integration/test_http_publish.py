@@ -5,6 +5,7 @@ nothing. Protocol: docs/HTTP_PUBLISH.md."""
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -259,6 +260,12 @@ class HttpPublishTest(HubTestCase):
             reply = self.read_until_closed(sock)
         self.assertTrue(reply.startswith(b"HTTP/1.1 411"), reply)
         self.assertIn(b"connection: close", reply.lower())
+        # The same without a key: 401, and closed for the same reason.
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/publish HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = self.read_until_closed(sock)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 401"), reply)
+        self.assertIn(b"connection: close", reply.lower())
         self.assertEqual(self.last_id(hub), 0)
         self.assertEqual(self.post(self.connect(), {"type": "c:2"})[2]["id"], 1)
 
@@ -285,17 +292,30 @@ class HttpPublishTest(HubTestCase):
 
     # ---- configuration --------------------------------------------------------------------
 
-    def test_keys_from_a_file(self):
-        keys = tempfile.NamedTemporaryFile("w", suffix=".keys", delete=False)
-        self.addCleanup(os.unlink, keys.name)
-        keys.write("%s\n  %s\n" % (KEY_TWO, KEY_ONE))  # any whitespace separates keys
-        keys.close()
-        hub = self.start(keys="file:" + keys.name, env={})
+    def test_keys_from_a_file_and_rotation_by_reload(self):
+        directory = tempfile.mkdtemp(prefix="livehub-hp-keys-")
+        self.addCleanup(shutil.rmtree, directory)
+        old_keys, new_keys = os.path.join(directory, "old"), os.path.join(directory, "new")
+        with open(old_keys, "w") as keys:
+            keys.write("%s\n" % KEY_ONE)
+        with open(new_keys, "w") as keys:
+            keys.write("%s\n  %s\n" % (KEY_TWO, KEY_ONE))  # any whitespace separates keys
+        hub = self.start(keys="file:" + old_keys, env={})
         connection = self.connect()
-        for key in (KEY_ONE, KEY_TWO):
-            self.assertEqual(self.post(connection, {"type": "f:1"},
-                                       headers={"Authorization": "Bearer " + key})[0], 200)
-        self.assertEqual(self.last_id(hub), 2)
+
+        def post_with(key):
+            return self.post(connection, {"type": "f:1"},
+                             headers={"Authorization": "Bearer " + key})[0]
+
+        self.assertEqual((post_with(KEY_ONE), post_with(KEY_TWO)), (200, 401))
+        # Rotation: point the stage at the new key file and reload; the stage restarts with it.
+        hub.write_conf(stage_conf(self.port, keys="file:" + new_keys))
+        self.assertEqual(hub.control(b"RELOAD")[0], b"OK")
+        hub.wait_log("with 2 key(s)")
+        hub.wait_running("api")
+        connection = self.connect()
+        self.assertEqual((post_with(KEY_ONE), post_with(KEY_TWO)), (200, 200))
+        self.assertEqual(self.last_id(hub), 3)
 
     def test_bad_key_configuration(self):
         # No keys: the conf is refused before anything starts; inline keys too.
