@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import unittest
 
 from hubtest import LIVEHUBD, HubTestCase, free_port
@@ -139,11 +140,17 @@ class HttpPublishTest(HubTestCase):
                 self.assertEqual(self.post(connection, "{}", headers={})[0], 401)
                 self.assertEqual(self.post(connection, "", path="/nope", method="GET")[0], 404)
                 self.assertEqual(self.post(connection, "", method="GET")[0], 405)
+        # An idle pause longer than libwebsockets' default keep-alive (5 s) does not end it:
+        # idle_timeout (3600 s by default) applies.
+        time.sleep(6.5)
+        status, _, answer = self.post(connection, {"type": "tick:n", "data": 200})
+        self.assertEqual((status, answer["id"]), (200, 201))
+        ids.append(answer["id"])
         self.assertEqual(connection.sock.getsockname()[1], local_port, "one connection")
-        self.assertEqual(ids, list(range(1, 201)))
-        events = subscriber.recv_n(200, timeout=30)
+        self.assertEqual(ids, list(range(1, 202)))
+        events = subscriber.recv_n(201, timeout=30)
         self.assertEqual([e["id"] for e in events], ids)
-        self.assertEqual([e["data"] for e in events], list(range(200)))
+        self.assertEqual([e["data"] for e in events], list(range(201)))
 
     # ---- bad input ------------------------------------------------------------------------
 
