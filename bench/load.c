@@ -323,12 +323,16 @@ static void workload_fanout(void)
 
 /* ---- (d) one slow reader among fast ones ---- */
 
-static long rss_max;
+#define MAX_RSS_SAMPLES 1000
+static long rss_max, rss_samples[MAX_RSS_SAMPLES];
+static int nrss;
 static void sample_rss(void)
 {
     long rss = proc_rss_kb();
     if (rss > rss_max)
         rss_max = rss;
+    if (nrss < MAX_RSS_SAMPLES)
+        rss_samples[nrss++] = rss;
 }
 
 static void workload_slow(void)
@@ -365,7 +369,10 @@ static void workload_slow(void)
            (unsigned long long)(slow->got - slow->dup), open_before ? "true" : "false",
            hup ? "true" : "false", slow->close_code);
     print_latency();
-    printf("}\n");
+    printf(",\"rss_every_100ms_kb\":[");
+    for (int i = 0; i < nrss; i++)
+        printf("%s%ld", i ? "," : "", rss_samples[i]);
+    printf("]}\n");
 }
 
 /* ---- (e) resume: clients away for different times while events are published ---- */
