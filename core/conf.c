@@ -431,6 +431,8 @@ static const s_hub_key_t s_hub_keys[] = {
     {NULL, "hwm", S_INT, "100000", 1, 10000000, S_FIELD(hwm), "ZeroMQ high-water marks"},
     {NULL, "token_secret", S_SECRET, NULL, 0, 0, S_FIELD(token_secret),
      "env:NAME or file:PATH of the browser token secret"},
+    {NULL, "ephemeral", S_TEXT, NULL, 0, 0, S_FIELD(ephemeral),
+     "space-separated type prefixes routed live but not kept in history or the journal"},
     {"curve", "server_cert", S_TEXT, NULL, 0, 0, S_FIELD(curve_server_cert),
      "zcert secret file of the hub"},
     {"curve", "clients", S_TEXT, NULL, 0, 0, S_FIELD(curve_clients),

@@ -47,6 +47,7 @@ typedef struct lh_hub_conf {
     size_t max_event_size;    /* bytes of topic+body (default 262144) */
     int hwm;                  /* ZeroMQ high-water marks (default 100000) */
     char *token_secret;       /* secret reference (env:/file:) or NULL */
+    char *ephemeral;          /* space-separated type prefixes not kept in history, or NULL */
     char *curve_server_cert;  /* path of a zcert secret file, or NULL */
     char *curve_clients;      /* directory of client public certs, or NULL */
     lh_stage_conf_t **stages; /* in file order */

@@ -77,10 +77,27 @@ static void s_expire_locked(lh_history_t *self, uint64_t now_us)
         s_drop_oldest(self);
 }
 
+static void s_add_locked(lh_history_t *self, uint64_t id, uint64_t ts_us, zmq_msg_t *topic,
+                         zmq_msg_t *body, const char *key, size_t key_size);
+
 void lh_history_add(lh_history_t *self, uint64_t id, uint64_t ts_us, zmq_msg_t *topic,
                     zmq_msg_t *body, const char *key, size_t key_size)
 {
     pthread_mutex_lock(&self->lock);
+    /* A journal has no ephemeral events: their ids come back as placeholders (at most a ring) */
+    if (self->count && id > self->last_id + 1) {
+        uint64_t first = id - self->last_id - 1 > self->capacity ? id - self->capacity
+                                                                 : self->last_id + 1;
+        for (uint64_t hole = first; hole < id; hole++)
+            s_add_locked(self, hole, ts_us, NULL, NULL, NULL, 0);
+    }
+    s_add_locked(self, id, ts_us, topic, body, key, key_size);
+    pthread_mutex_unlock(&self->lock);
+}
+
+static void s_add_locked(lh_history_t *self, uint64_t id, uint64_t ts_us, zmq_msg_t *topic,
+                         zmq_msg_t *body, const char *key, size_t key_size)
+{
     self->last_id = id;
     if (self->capacity) {
         if (self->count == self->capacity)
@@ -90,14 +107,15 @@ void lh_history_add(lh_history_t *self, uint64_t id, uint64_t ts_us, zmq_msg_t *
         slot->ts_us = ts_us;
         zmq_msg_init(&slot->topic);
         zmq_msg_init(&slot->body);
-        zmq_msg_copy(&slot->topic, topic);
-        zmq_msg_copy(&slot->body, body);
+        if (topic) { /* NULL: an ephemeral event, a placeholder that keeps ids consecutive */
+            zmq_msg_copy(&slot->topic, topic);
+            zmq_msg_copy(&slot->body, body);
+        }
         slot->key = key ? strndup(key, key_size) : NULL;
         if (slot->key)
             zhashx_update(self->keys, slot->key, (void *)(uintptr_t)id);
         self->count++;
     }
-    pthread_mutex_unlock(&self->lock);
 }
 
 bool lh_history_has_key(lh_history_t *self, const char *key, size_t key_size, uint64_t now_us)
@@ -155,7 +173,7 @@ lh_replay_result_t lh_history_since(lh_history_t *self, uint64_t since, const ch
             if (max_events && visited == max_events)
                 break;
             reached = slot->id;
-            if (!s_matches(&slot->topic, prefixes, prefix_count))
+            if (zmq_msg_size(&slot->topic) == 0 || !s_matches(&slot->topic, prefixes, prefix_count))
                 continue;
             visited++;
             if (fn(&slot->topic, &slot->body, slot->id, arg) != 0)

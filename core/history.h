@@ -16,8 +16,10 @@ typedef struct lh_history lh_history_t;
 lh_history_t *lh_history_new(size_t capacity, uint64_t max_age_us);
 void lh_history_destroy(lh_history_t **self_p);
 
-/* Appends an event whose id must be the previous id + 1. topic and body are copied by reference
- * (zmq_msg_copy), key (may be NULL) is indexed for lh_history_has_key. */
+/* Appends an event whose id should be the previous id + 1 (missing ids, e.g. ephemeral events
+ * absent from a journal, become placeholders). topic and body are copied by reference
+ * (zmq_msg_copy), key (may be NULL) is indexed for lh_history_has_key. topic and body NULL: a
+ * placeholder for an ephemeral event, which holds its id's place but is never replayed. */
 void lh_history_add(lh_history_t *self, uint64_t id, uint64_t ts_us, zmq_msg_t *topic,
                     zmq_msg_t *body, const char *key, size_t key_size);
 

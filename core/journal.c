@@ -1,7 +1,8 @@
 /* Journal file: a header line "livehub-journal 1 EPOCH\n", then records
  * [u64 id][u64 ts][u32 topic size][u32 body size][topic][body], little-endian. A record is taken
- * only when complete, its id follows the previous one and its body is a valid envelope; the first
- * record that fails ends the file (a crash mid-write leaves at most one torn record). */
+ * only when complete, its id is greater than the previous one (ephemeral events leave holes) and
+ * its body is a valid envelope; the first record that fails ends the file (a crash mid-write
+ * leaves at most one torn record). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,7 +55,7 @@ static long s_read_records(lh_journal_t *self, lh_journal_visit_fn *fn, void *ar
         uint64_t id = s_get(header, 8), ts = s_get(header + 8, 8);
         uint32_t topic_size = (uint32_t)s_get(header + 16, 4);
         uint32_t body_size = (uint32_t)s_get(header + 20, 4);
-        if ((previous && id != previous + 1) || topic_size == 0 || topic_size > 255 ||
+        if ((previous && id <= previous) || topic_size == 0 || topic_size > 255 ||
             body_size > S_MAX_RECORD)
             break;
         uint8_t *grown = realloc(data, topic_size + body_size);

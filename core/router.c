@@ -325,9 +325,24 @@ static void s_log_reject(lh_hub_t *self, const char *src, const char *reason)
                 src, reason, S_REJECT_LOG_INTERVAL_MS / 1000);
 }
 
-/* lh_hub_accept with the accept time given: a drained batch shares one clock reading. */
+/* True when the type starts with one of the hub's `ephemeral` prefixes (space-separated). */
+static bool s_ephemeral(const char *prefixes, const void *topic, size_t topic_size)
+{
+    for (const char *word = prefixes; word && *word;) {
+        size_t size = strcspn(word, " ");
+        if (size && size <= topic_size && memcmp(word, topic, size) == 0)
+            return true;
+        word += size + (word[size] == ' ');
+    }
+    return false;
+}
+
+/* lh_hub_accept with the accept time given: a drained batch shares one clock reading. trust_src:
+ * the producer is in-process code (inproc ingest), whose own `src` is kept (a sink stamps
+ * client-originated events with the token's user, docs/PRESENCE.md). */
 static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
-                    lh_stage_t *from, uint64_t now, uint64_t *id, lh_error_t *err)
+                    bool trust_src, lh_stage_t *from, uint64_t now, uint64_t *id,
+                    lh_error_t *err)
 {
     size_t topic_size = zmq_msg_size(topic), body_size = zmq_msg_size(body);
     lh_envelope_t env;
@@ -350,6 +365,12 @@ static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const cha
         *id = 0;
         return 0;
     }
+    char own_src[LH_TYPE_MAX + 1];
+    if (trust_src && env.has[LH_FIELD_SRC]) {
+        memcpy(own_src, env.value[LH_FIELD_SRC].ptr, env.value[LH_FIELD_SRC].size);
+        own_src[env.value[LH_FIELD_SRC].size] = '\0';
+        src = own_src;
+    }
     size_t src_size = strlen(src);
     size_t epoch_size = strlen(self->epoch);
     zmq_msg_t stamped;
@@ -357,9 +378,14 @@ static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const cha
     *id = ++self->last_id;
     lh_envelope_stamp(&env, *id, self->epoch, epoch_size, now, src, src_size,
                       zmq_msg_data(&stamped));
-    lh_history_add(self->history, *id, now, topic, &stamped,
-                   env.has[LH_FIELD_KEY] ? (const char *)key->ptr : NULL, key->size);
-    if (self->journal) {
+    /* An ephemeral event keeps its id's place in history, but nothing a replay would send */
+    bool ephemeral = s_ephemeral(self->conf->ephemeral, zmq_msg_data(topic), topic_size);
+    if (ephemeral)
+        lh_history_add(self->history, *id, now, NULL, NULL, NULL, 0);
+    else
+        lh_history_add(self->history, *id, now, topic, &stamped,
+                       env.has[LH_FIELD_KEY] ? (const char *)key->ptr : NULL, key->size);
+    if (self->journal && !ephemeral) {
         if (lh_journal_append(self->journal, *id, now, zmq_msg_data(topic), topic_size,
                               zmq_msg_data(&stamped), zmq_msg_size(&stamped)) != 0) {
             if (lh_metric_value(self->journal_errors) == 0)
@@ -386,7 +412,7 @@ rejected:
 int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
                   lh_stage_t *from, uint64_t *id, lh_error_t *err)
 {
-    return s_accept(self, topic, body, src, from, s_now_us(), id, err);
+    return s_accept(self, topic, body, src, false, from, s_now_us(), id, err);
 }
 
 /* Receives whole messages from an ingest socket; each must be exactly [topic][body]. */
@@ -431,7 +457,8 @@ static void s_drain_ingest(lh_hub_t *self, void *socket, const char *fixed_src, 
             lh_metric_add(self->rejected_frames, 1);
             s_log_reject(self, src, reason);
         } else {
-            s_accept(self, &topic, &body, src, from, now, &id, NULL);
+            s_accept(self, &topic, &body, src, socket == self->ingest_inproc, from, now, &id,
+                     NULL);
         }
         zmq_msg_close(&topic);
         zmq_msg_close(&body);

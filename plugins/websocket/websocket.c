@@ -61,6 +61,16 @@ static const lh_option_t s_options[] = {
      "seconds a closing connection has to take its close frame before it is dropped"},
     {"stats", LH_OPTION_STRING, NULL, false, 0, 0,
      "URL path serving this stage's counters as JSON, e.g. /stats (default: none)"},
+    {"presence", LH_OPTION_BOOL, "false", false, 0, 0,
+     "announce token connections to a presence tracker stage and answer presence queries"},
+    {"publish", LH_OPTION_STRING, NULL, false, 0, 0,
+     "types clients may publish, per role: role=pattern,pattern ... (default: none)"},
+    {"publish_rate", LH_OPTION_INT, "5", false, 1, 10000,
+     "publications per second per connection (a token bucket)"},
+    {"publish_burst", LH_OPTION_INT, "10", false, 1, 10000,
+     "publications a connection may make at once before publish_rate applies"},
+    {"publish_max_data", LH_OPTION_INT, "2048", false, 2, 1048576,
+     "largest data of a publication, in bytes of compact JSON"},
     {"socketio_path", LH_OPTION_STRING, "/socket.io/", false, 0, 0,
      "URL path of the Socket.IO (Engine.IO v4) endpoint; off: none (docs/SOCKETIO.md)"},
     {"socketio_ping_interval", LH_OPTION_INT, "25", false, 1, 3600,
@@ -194,11 +204,15 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
         {"socketio_ping_interval", &opt->sio_ping_interval_s},
         {"socketio_ping_timeout", &opt->sio_ping_timeout_s},
         {"socketio_recovery", &opt->sio_recovery_s},
+        {"publish_rate", &opt->publish_rate},
+        {"publish_burst", &opt->publish_burst},
+        {"publish_max_data", &opt->publish_max_data},
     };
     for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
         if (lh_conf_get_int(conf, ints[i].key, ints[i].value, err) != 0)
             return -1;
     if (lh_conf_get_bool(conf, "anonymous", &opt->anonymous, err) != 0 ||
+        lh_conf_get_bool(conf, "presence", &opt->presence, err) != 0 ||
         s_parse_listen(lh_conf_get(conf, "listen"), opt, err) != 0 ||
         s_parse_namespaces(lh_conf_get(conf, "namespaces"), opt, err) != 0)
         goto failed;
@@ -221,6 +235,9 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
                      s_readable_file(opt->tls_cert) ? "tls_key" : "tls_cert");
         goto failed;
     }
+    opt->publish = lh_conf_get(conf, "publish");
+    if (ws_publish_validate(opt->publish, err) != 0)
+        goto failed;
     opt->stats_path = lh_conf_get(conf, "stats");
     if (opt->stats_path &&
         (opt->stats_path[0] != '/' || strncmp(opt->stats_path, "/ws/", 4) == 0)) {
@@ -331,6 +348,7 @@ static void s_take_event(ws_server_t *server, void *input)
             if (to > server->live_id)
                 server->live_id = to;
         } else if (lh_event_type(event)[0] != '$') {
+            ws_presence_observe(server, event);
             ws_sessions_fan_out(server, event);
             if (lh_event_id(event) > server->live_id)
                 server->live_id = lh_event_id(event);
@@ -608,6 +626,10 @@ static void s_register_metrics(ws_server_t *server)
     m->queued = lh_io_gauge(io, "livehub_ws_queued_frames", "Frames waiting in send queues");
     m->errors = lh_io_counter(io, "livehub_ws_errors_total", "Error frames sent to clients");
     server->sio_gauge = lh_io_gauge(io, "livehub_ws_socketio_sessions", "Open Engine.IO sessions");
+    server->published = lh_io_counter(io, "livehub_ws_published_total",
+                                      "Events published by clients (the publish op)");
+    server->publish_refused = lh_io_counter(io, "livehub_ws_publish_refused_total",
+                                            "Client publications refused");
     static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
                                     0.01,   0.025,   0.05,   0.1,   0.25,   1};
     static const char help[] = "Time from the router accepting an event to its frame being "
@@ -659,6 +681,10 @@ static void *websocket_create(lh_io_t *io)
     s_register_metrics(server);
     if (!(server->audiences = ws_audiences_new()))
         goto failed;
+    if (ws_presence_start(server) != 0) {
+        lh_log(io, LH_LOG_ERROR, "cannot connect to the hub's inproc ingest");
+        goto failed;
+    }
 
     lws_set_log_level(LLL_ERR, s_lws_log);
     struct lws_context_creation_info info;
@@ -713,6 +739,7 @@ static int websocket_run(void *handle, lh_io_t *io)
     ws_server_t *server = handle;
     lh_io_ready(io);
     server->live_id = ws_hub_last_id(server);
+    ws_presence_hello(server);
     /* Sending on the pipe and anything routed before the loop watched the descriptors may have
      * consumed an edge: look once by hand. */
     s_drain_pipe(server);
@@ -740,6 +767,7 @@ static void websocket_destroy(void **handle_p)
         lws_context_destroy(server->context); /* closes every session: CLOSED cleans each up */
     }
     ws_sio_destroy_saved(server);
+    ws_presence_stop(server); /* after the sessions: their leaves go out first */
     ws_audiences_destroy(&server->audiences);
     free(server->www);
     s_options_free(&server->opt);

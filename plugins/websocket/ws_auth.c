@@ -137,7 +137,10 @@ int ws_auth_grant_claims(ws_session_t *self, const lh_claims_t *claims)
     snprintf(user, sizeof user, "user:%s", claims->sub);
     snprintf(role, sizeof role, "role:%s", claims->role);
     const char *names[WS_GRANTS_MAX] = {"public", role, user, "admin"};
-    return s_grant(self, names, strcmp(claims->role, "admin") == 0 ? 4 : 3);
+    if (s_grant(self, names, strcmp(claims->role, "admin") == 0 ? 4 : 3) != 0)
+        return -1;
+    ws_presence_join(self);
+    return 0;
 }
 
 int ws_auth_token(ws_session_t *self, const char *token)

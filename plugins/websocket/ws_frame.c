@@ -58,17 +58,32 @@ ws_frame_t *ws_frame_event(const lh_event_t *event, lh_error_t *err)
     json_t *type_json = json_string(lh_event_type(event));
     char *type = type_json ? json_dumps(type_json, JSON_ENCODE_ANY) : NULL;
     json_decref(type_json);
+    /* a client-originated event says who sent it (docs/PRESENCE.md); others keep their src */
+    const char *src = lh_event_src(event);
+    char *src_field = NULL;
+    if (src && strncmp(src, "user:", 5) == 0) {
+        json_t *src_json = json_pack("{s:s}", "src", src);
+        char *text = src_json ? json_dumps(src_json, JSON_COMPACT) : NULL;
+        json_decref(src_json);
+        if (text) { /* {"src":"user:7"} -> ,"src":"user:7" */
+            text[0] = ',';
+            text[strlen(text) - 1] = '\0';
+        }
+        src_field = text;
+    }
     ws_frame_t *self = NULL;
     if (type) {
-        static const char format[] =
-            "{\"op\":\"event\",\"id\":%" PRIu64 ",\"type\":%s,\"ts\":%" PRIu64 ",\"data\":%s}";
+        static const char format[] = "{\"op\":\"event\",\"id\":%" PRIu64
+                                     ",\"type\":%s,\"ts\":%" PRIu64 "%s,\"data\":%s}";
         uint64_t id = lh_event_id(event), ts = lh_event_ts(event);
-        int size = snprintf(NULL, 0, format, id, type, ts, data);
+        const char *extra = src_field ? src_field : "";
+        int size = snprintf(NULL, 0, format, id, type, ts, extra, data);
         if (size > 0 && (self = ws_frame_new((size_t)size))) {
             self->event = true;
-            snprintf(ws_frame_text(self), (size_t)size + 1, format, id, type, ts, data);
+            snprintf(ws_frame_text(self), (size_t)size + 1, format, id, type, ts, extra, data);
         }
     }
+    free(src_field);
     if (!self)
         lh_error_set(err, "out of memory rendering the event");
     free(type);

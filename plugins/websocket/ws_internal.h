@@ -82,6 +82,10 @@ typedef struct {
     size_t namespace_count;
     char **origins; /* NULL: any origin */
     size_t origin_count;
+    /* client publications (ws_publish.c): "role=pattern,pattern ..." or NULL (none) */
+    bool presence; /* announce connections to the presence tracker */
+    const char *publish;
+    int64_t publish_rate, publish_burst, publish_max_data;
     /* Socket.IO (ws_engineio.c, ws_socketio.c) */
     char sio_path[64]; /* e.g. "/socket.io/"; empty: off */
     int64_t sio_ping_interval_s, sio_ping_timeout_s, sio_recovery_s;
@@ -152,6 +156,9 @@ typedef struct ws_server {
     lws_dll2_owner_t sio_sockets;  /* Socket.IO namespace sockets (ws_session_t.link) */
     lws_dll2_owner_t sio_saved;    /* disconnected sockets kept for connection state recovery */
     lh_metric_t *sio_gauge;        /* open Engine.IO sessions */
+    struct presence_link *presence; /* announcements to the presence tracker, and its mirror */
+    uint64_t presence_conns;        /* connection ids handed out */
+    lh_metric_t *published, *publish_refused; /* client publications */
 } ws_server_t;
 
 int64_t ws_now_us(void);
@@ -214,6 +221,10 @@ struct ws_session {
     uint8_t eio_role;
     bool eio_too_big;
     ws_eio_t *transport_of;
+    /* presence and client publications (ws_presence.c, ws_publish.c) */
+    uint64_t presence_conn; /* announced to the tracker as this id; 0: not announced */
+    double publish_tokens;  /* rate limit bucket */
+    int64_t publish_refill_us;
 };
 
 enum { WS_EIO_NONE, WS_EIO_GET, WS_EIO_POST, WS_EIO_WS };
@@ -303,6 +314,30 @@ size_t ws_auth_grants(const ws_session_t *self, const char *granted[WS_GRANTS_MA
 /* Called by ws_auth once a session is authenticated (again, when refreshed): sends the welcome,
  * and the first time applies the URL's resume and subscription (ws_session.c). */
 void ws_session_welcome(ws_session_t *self, bool refreshed);
+
+/* Sends a control frame built from json (reference taken), or an error frame that counts toward
+ * max_errors (ws_session.c). */
+void ws_session_send(ws_session_t *self, json_t *json);
+void ws_session_error(ws_session_t *self, const char *code, const char *format, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* ---- presence (ws_presence.c) and client publications (ws_publish.c), docs/PRESENCE.md ------- */
+
+int ws_presence_start(ws_server_t *server);
+void ws_presence_stop(ws_server_t *server);
+/* The instance serves: tells the tracker, which drops what an earlier incarnation announced. */
+void ws_presence_hello(ws_server_t *server);
+/* A session authenticated with a token: announced once; its closing is announced as a leave. */
+void ws_presence_join(ws_session_t *self);
+void ws_presence_leave(ws_session_t *self);
+/* Feeds a received event to the presence mirror (and answers the tracker's sync). */
+void ws_presence_observe(ws_server_t *server, const lh_event_t *event);
+/* {"op":"presence"}: who is online, as far as this session may see. */
+void ws_presence_query(ws_session_t *self);
+/* Checks the publish option's text; 0 or -1 with a reason. */
+int ws_publish_validate(const char *rules, lh_error_t *err);
+/* {"op":"publish","type":..,"data":..,"to":[..]}: a client-originated event. */
+void ws_publish_op(ws_session_t *self, json_t *message);
 
 /* ---- static files and stats (ws_static.c) ------------------------------------------------- */
 

@@ -123,6 +123,21 @@ static void s_error(ws_session_t *self, const char *code, const char *format, ..
     s_send(self, json_pack("{s:s, s:s, s:s}", "op", "error", "code", code, "message", message));
 }
 
+void ws_session_send(ws_session_t *self, json_t *json)
+{
+    s_send(self, json);
+}
+
+void ws_session_error(ws_session_t *self, const char *code, const char *format, ...)
+{
+    char message[256];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    s_error(self, code, "%s", message);
+}
+
 void ws_session_close(ws_session_t *self, int code, const char *reason)
 {
     if (self->closing)
@@ -513,6 +528,10 @@ static void s_handle(ws_session_t *self, const char *text, size_t size)
         s_op_subscribe(self, message, false);
     else if (strcmp(op, "resume") == 0)
         s_op_resume(self, message);
+    else if (strcmp(op, "publish") == 0)
+        ws_publish_op(self, message);
+    else if (strcmp(op, "presence") == 0)
+        ws_presence_query(self);
     else
         s_error(self, "unknown_op", "unknown op \"%.64s\"", op);
     json_decref(message);
@@ -676,6 +695,7 @@ void ws_session_closed(ws_session_t *self)
 void ws_session_free_state(ws_session_t *self)
 {
     ws_server_t *server = self->server;
+    ws_presence_leave(self);
     for (size_t i = 0; i < self->member_count; i++)
         ws_audiences_leave(server->audiences, &self->members[i]);
     self->member_count = 0;
