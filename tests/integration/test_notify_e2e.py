@@ -4,9 +4,12 @@ team's hub A; a person's own hub B whose `bridge` source subscribes to A's egres
 PulseAudio with a null sink whose monitor is recorded) the toast appears and the sound plays."""
 import json
 import os
+import signal
 import subprocess
 import time
 import unittest
+
+import dbus
 
 from hubtest import HubTestCase, LIVEHUB_CLI
 from test_notify import Desktop, wait_for
@@ -18,9 +21,51 @@ class NotifyEndToEndTest(HubTestCase):
         self.desktop = Desktop()
         self.addCleanup(self.desktop.stop)
 
-    def test_pub_on_the_team_hub_notifies_and_sounds_on_the_desktop_hub(self):
-        self.desktop.start_bus()
-        self.desktop.start_audio()
+    def start_dunst(self):
+        """A real desktop's notification daemon: dunst on its own Xvfb display, on the private
+        bus. Returns the environment that reaches it (for dunstctl)."""
+        read_end, write_end = os.pipe()
+        xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(write_end), "-screen", "0",
+                                 "640x240x24", "-nolisten", "tcp"], pass_fds=(write_end,),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(write_end)
+        self.addCleanup(self.stop_process, xvfb)
+        # Xvfb writes "N\n" once it serves; read to the newline before closing our end, or its
+        # write of the newline fails and it exits.
+        display = b""
+        while not display.endswith(b"\n"):
+            chunk = os.read(read_end, 16)
+            if not chunk:
+                break
+            display += chunk
+        os.close(read_end)
+        display = display.decode().strip()
+        self.assertTrue(display.isdigit(), "Xvfb did not start")
+        env = dict(os.environ, DISPLAY=":" + display, **self.desktop.env())
+        dunst = subprocess.Popen(["dunst"], env=env, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        self.addCleanup(self.stop_process, dunst)
+        # Talk to dunst's own D-Bus interface (what dunstctl does, without needing busctl).
+        bus = dbus.bus.BusConnection(self.desktop.bus_address)
+        self.addCleanup(bus.close)
+        wait_for(lambda: bus.name_has_owner("org.freedesktop.Notifications"), 20, "dunst")
+        return dbus.Interface(bus.get_object("org.freedesktop.Notifications",
+                                             "/org/freedesktop/Notifications"),
+                              "org.dunstproject.cmd0")
+
+    @staticmethod
+    def stop_process(process):
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def bridged_hubs(self):
+        """Hub A (the team's) and hub B (a desktop's: bridge from A into notify), with the
+        bridge's subscription known to be active."""
         team = self.hub()
         desk = self.hub("chain = alerts\n"
                         "    source = team\n"
@@ -34,12 +79,40 @@ class NotifyEndToEndTest(HubTestCase):
         desk.wait_running("team")
         desk.wait_running("desk")
         # The bridge's SUB joins A's egress asynchronously: publish an event no rule notifies
-        # until one arrives on B, so the assignment below cannot fall before the subscription.
+        # until one arrives on B, so nothing published later can fall before the subscription.
         deadline = time.time() + 20
         while desk.status()["last_id"] == 0:
             self.assertLess(time.time(), deadline, "the bridge never joined the team hub")
             team.publish("assignment:warmup", {})
             time.sleep(0.2)
+        return team, desk
+
+    def test_a_real_notification_daemon_shows_it(self):
+        self.desktop.start_bus(server=False)
+        dunst = self.start_dunst()
+        team, desk = self.bridged_hubs()
+        pub = subprocess.run([LIVEHUB_CLI, "--control", team.control_endpoint, "pub",
+                              "assignment:created", '{"signalIdentifier":"S-7 <R&D>"}'],
+                             capture_output=True, text=True, timeout=30)
+        self.assertEqual(pub.returncode, 0, pub.stderr)
+        wait_for(lambda: desk.status()["metrics"].get('livehub_notify_sent_total{stage="desk"}'),
+                 20, "dunst to take the notification")
+        # dunst keeps what it showed in its history once closed.
+        dunst.NotificationCloseAll()
+
+        def history():
+            return [{str(key): str(value) for key, value in entry.items()}
+                    for entry in dunst.NotificationListHistory()]
+        [shown] = wait_for(history, 20, "the notification in dunst's history")
+        self.assertEqual((shown["appname"], shown["summary"]), ("livehub", "New Signal Assignment"))
+        # The body as sent: event data escaped for the spec's markup, which dunst renders.
+        self.assertEqual(shown["body"], "You've been assigned: S-7 &lt;R&amp;D&gt;")
+        self.assertEqual(shown["category"], "im.received")
+
+    def test_pub_on_the_team_hub_notifies_and_sounds_on_the_desktop_hub(self):
+        self.desktop.start_bus()
+        self.desktop.start_audio()
+        team, desk = self.bridged_hubs()
         time.sleep(0.3)
         self.assertLess(self.desktop.peak(), 20, "the desktop is silent before the assignment")
         self.assertEqual(self.desktop.notifications(), [])
