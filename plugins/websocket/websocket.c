@@ -30,6 +30,9 @@ static const lh_option_t s_options[] = {
      "space-separated namespaces served at /ws/<name>; /ws/admin needs role admin"},
     {"anonymous", LH_OPTION_BOOL, "false", false, 0, 0,
      "connections without a token may see public events"},
+    {"dev_login", LH_OPTION_BOOL, "false", false, 0, 0,
+     "development only: GET /dev/token?sub=&role= gives requests from this machine a 15-minute "
+     "token (needs a loopback listen and the hub's token_secret; docs/CLIENT.md)"},
     {"origins", LH_OPTION_STRING, NULL, false, 0, 0,
      "space-separated Origin values allowed to open WebSockets (default: any)"},
     {"www", LH_OPTION_STRING, NULL, false, 0, 0,
@@ -216,6 +219,13 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
         s_parse_listen(lh_conf_get(conf, "listen"), opt, err) != 0 ||
         s_parse_namespaces(lh_conf_get(conf, "namespaces"), opt, err) != 0)
         goto failed;
+    if (lh_conf_get_bool(conf, "dev_login", &opt->dev_login, err) != 0)
+        goto failed;
+    if (opt->dev_login && strncmp(opt->host, "127.", 4) != 0 && strcmp(opt->host, "::1") != 0) {
+        lh_error_set(err, "dev_login: needs a loopback listen (127.0.0.1 or [::1]), not %s",
+                     opt->host[0] ? opt->host : "every interface");
+        goto failed;
+    }
     const char *origins = lh_conf_get(conf, "origins");
     if (origins && s_parse_origins(origins, opt, err) != 0)
         goto failed;

@@ -1,6 +1,7 @@
 /* ws_auth: who may connect and what they may see (DESIGN §4). An upgrade is admitted or refused
  * with an HTTP status; a session is authenticated by a token (Authorization header, access_token
- * URL parameter or an auth frame) or, when the stage allows it, anonymously for public events. */
+ * URL parameter or an auth frame) or, when the stage allows it, anonymously for public events.
+ * The dev login mints short-lived tokens for people on the same machine. */
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -277,4 +278,107 @@ void ws_auth_open(ws_session_t *self)
     else if (self->server->opt.anonymous && !s_is_admin_namespace(self))
         s_grant_anonymous(self);
     /* else: the first frame must be auth, within auth_timeout */
+}
+
+/* ---- dev login ---------------------------------------------------------------------------- */
+
+static int s_dev_refuse(struct lws *wsi, unsigned status, const char *error, const char *message)
+{
+    return ws_static_json(wsi, status, json_pack("{ssss}", "error", error, "message", message));
+}
+
+/* 127.0.0.0/8, ::1 and their IPv4-mapped form. */
+static bool s_loopback_address(const char *address)
+{
+    if (strncmp(address, "::ffff:", 7) == 0)
+        address += 7;
+    return strncmp(address, "127.", 4) == 0 || strcmp(address, "::1") == 0;
+}
+
+/* Host is 127.x.x.x, localhost or [::1], with or without a port: a name that resolves elsewhere
+ * (DNS rebinding) makes a page of another site look same-origin, so it is refused. */
+static bool s_loopback_host(const char *host)
+{
+    char name[256];
+    snprintf(name, sizeof name, "%s", host);
+    char *end = name[0] == '[' ? strchr(name, ']') : strrchr(name, ':');
+    if (name[0] == '[') {
+        if (!end || (end[1] != '\0' && end[1] != ':'))
+            return false;
+        end[0] = '\0';
+        return strcmp(name + 1, "::1") == 0;
+    }
+    if (end)
+        *end = '\0';
+    if (strcasecmp(name, "localhost") == 0)
+        return true;
+    unsigned a, b, c, d;
+    char extra;
+    return sscanf(name, "%u.%u.%u.%u%c", &a, &b, &c, &d, &extra) == 4 && a == 127 && b < 256 &&
+           c < 256 && d < 256;
+}
+
+/* 1 to 32 of A-Z a-z 0-9 _ . @ - : a claim that needs no escaping anywhere it is shown. */
+static bool s_dev_claim(const char *text)
+{
+    size_t size = strlen(text);
+    if (size == 0 || size > 32)
+        return false;
+    for (size_t i = 0; i < size; i++)
+        if (!isalnum((unsigned char)text[i]) && !strchr("_.@-", text[i]))
+            return false;
+    return true;
+}
+
+int ws_auth_dev_token(ws_server_t *server, struct lws *wsi)
+{
+    if (!server->opt.dev_login)
+        return s_dev_refuse(wsi, HTTP_STATUS_FORBIDDEN, "disabled",
+                            "dev login is off on this stage (websocket option dev_login)");
+    char address[64] = "", host[256] = "", origin[256] = "", site[32] = "";
+    lws_get_peer_simple(wsi, address, sizeof address);
+    if (!s_loopback_address(address))
+        return s_dev_refuse(wsi, HTTP_STATUS_FORBIDDEN, "not_loopback",
+                            "dev login answers requests from this machine only");
+    if (lws_hdr_copy(wsi, host, sizeof host, WSI_TOKEN_HOST) <= 0 || !s_loopback_host(host))
+        return s_dev_refuse(wsi, HTTP_STATUS_FORBIDDEN, "not_loopback",
+                            "dev login needs the page opened as 127.0.0.1, localhost or [::1]");
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_X_FORWARDED_FOR) > 0 ||
+        lws_hdr_custom_length(wsi, "forwarded:", 10) > 0)
+        return s_dev_refuse(wsi, HTTP_STATUS_FORBIDDEN, "proxied",
+                            "dev login does not answer proxied requests");
+    /* A page of another site may send the request but must not get a token: browsers say
+     * where a request comes from in Sec-Fetch-Site and Origin. */
+    lws_hdr_custom_copy(wsi, site, sizeof site, "sec-fetch-site:", 15);
+    bool cross_site = site[0] && strcmp(site, "same-origin") != 0 && strcmp(site, "none") != 0;
+    if (lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) > 0) {
+        const char *after_scheme = strstr(origin, "://");
+        cross_site = cross_site || !after_scheme || strcasecmp(after_scheme + 3, host) != 0;
+    }
+    if (cross_site)
+        return s_dev_refuse(wsi, HTTP_STATUS_FORBIDDEN, "cross_site",
+                            "dev login answers the dashboard's own pages only");
+    if (!server->secret)
+        return s_dev_refuse(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "no_secret",
+                            "this hub has no token_secret: add token_secret = "
+                            "env:LIVEHUB_TOKEN_SECRET to the hub block to sign tokens");
+    char sub_arg[64], role_arg[64];
+    const char *sub = lws_get_urlarg_by_name(wsi, "sub=", sub_arg, sizeof sub_arg);
+    const char *role = lws_get_urlarg_by_name(wsi, "role=", role_arg, sizeof role_arg);
+    if (!sub || !role || !s_dev_claim(sub) || !s_dev_claim(role))
+        return s_dev_refuse(wsi, HTTP_STATUS_BAD_REQUEST, "bad_request",
+                            "sub and role: 1 to 32 of A-Z a-z 0-9 _ . @ -");
+    int64_t now = (int64_t)time(NULL);
+    lh_error_t err;
+    char *token = lh_token_mint(server->secret, server->secret_size, sub, role, WS_DEV_TOKEN_TTL_S,
+                                now, &err);
+    if (!token)
+        return s_dev_refuse(wsi, HTTP_STATUS_INTERNAL_SERVER_ERROR, "internal", err.text);
+    lh_log(server->io, LH_LOG_INFO, "dev login: a token for sub %s, role %s, valid %d s", sub, role,
+           WS_DEV_TOKEN_TTL_S);
+    json_t *answer = json_pack("{sssssssI}", "token", token, "sub", sub, "role", role, "expires",
+                               (json_int_t)(now + WS_DEV_TOKEN_TTL_S));
+    memset(token, 0, strlen(token));
+    free(token);
+    return ws_static_json(wsi, HTTP_STATUS_OK, answer);
 }

@@ -74,6 +74,7 @@ typedef struct {
     char host[256]; /* bind address; empty: every interface */
     int port;
     bool anonymous;
+    bool dev_login; /* GET /dev/token mints tokens for loopback requests (ws_auth.c) */
     int64_t max_connections, max_queue, max_queue_bytes, max_frame, max_errors, send_buffer;
     int64_t heartbeat_s, idle_timeout_s, auth_timeout_s, clock_skew_s, close_timeout_s;
     const char *tls_cert, *tls_key; /* borrowed from the conf */
@@ -300,6 +301,13 @@ int ws_auth_verify(ws_server_t *server, size_t ns, const char *token, lh_claims_
 /* Grants the audiences of claims (NULL: anonymous, public only); -1 when out of memory. */
 int ws_auth_grant_claims(ws_session_t *self, const lh_claims_t *claims);
 
+/* The dev login (option dev_login): GET WS_DEV_TOKEN_PATH?sub=&role= answers a token that lives
+ * WS_DEV_TOKEN_TTL_S, to requests from loopback that name a loopback Host and are not cross-site or
+ * proxied; anything else gets 400/403/503 with {"error","message"}. */
+#define WS_DEV_TOKEN_PATH "/dev/token"
+#define WS_DEV_TOKEN_TTL_S 900
+int ws_auth_dev_token(ws_server_t *server, struct lws *wsi);
+
 /* Decides whether an upgrade request (to `upgrade`, the protocol the client asked for) may become
  * a session; 0, or answers the request with an HTTP status itself and returns 1. */
 int ws_auth_admit(ws_server_t *server, struct lws *wsi, const char *upgrade);
@@ -342,6 +350,8 @@ void ws_publish_op(ws_session_t *self, json_t *message);
 /* ---- static files and stats (ws_static.c) ------------------------------------------------- */
 
 /* Answers a plain HTTP request; returns what the lws callback should return. */
+/* Answers with status and json as the body (takes the reference; NULL answers 500). */
+int ws_static_json(struct lws *wsi, unsigned status, json_t *json);
 int ws_static_http(ws_server_t *server, struct lws *wsi, const char *uri);
 /* Finds the default www folder next to the plugin; NULL when there is none. New string. */
 char *ws_static_default_root(void);

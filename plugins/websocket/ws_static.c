@@ -1,5 +1,5 @@
 /* ws_static: the plain HTTP side: files from the `www` folder (with content types, never outside
- * it) and, when configured, the stage's counters as JSON. */
+ * it), when configured the stage's counters as JSON, and the dev login's answers (ws_auth.c). */
 #include <dlfcn.h>
 #include <libgen.h>
 #include <limits.h>
@@ -138,15 +138,10 @@ static void s_collect(const lh_metric_view_t *view, void *arg)
         json_object_set_new(stats->object, view->name, json_real(view->value));
 }
 
-/* The stage's livehub_ws_* metrics as one JSON object. */
-static int s_stats(ws_server_t *server, struct lws *wsi)
+int ws_static_json(struct lws *wsi, unsigned status, json_t *json)
 {
-    char labels[300];
-    snprintf(labels, sizeof labels, "stage=\"%s\"", lh_io_stage(server->io));
-    s_stats_t stats = {labels, json_object()};
-    lh_io_metrics_each(server->io, s_collect, &stats);
-    char *body = json_dumps(stats.object, JSON_COMPACT | JSON_SORT_KEYS);
-    json_decref(stats.object);
+    char *body = json ? json_dumps(json, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(json);
     if (!body)
         return s_status(wsi, HTTP_STATUS_INTERNAL_SERVER_ERROR, NULL);
     size_t body_size = strlen(body);
@@ -154,8 +149,7 @@ static int s_stats(ws_server_t *server, struct lws *wsi)
     int rc = -1;
     if (buffer) {
         unsigned char *start = buffer + LWS_PRE, *p = start, *end = start + 512;
-        if (!lws_add_http_common_headers(wsi, HTTP_STATUS_OK, "application/json", body_size, &p,
-                                         end) &&
+        if (!lws_add_http_common_headers(wsi, status, "application/json", body_size, &p, end) &&
             !lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                          (const unsigned char *)"no-store", 8, &p, end) &&
             !lws_finalize_http_header(wsi, &p, end)) {
@@ -166,8 +160,20 @@ static int s_stats(ws_server_t *server, struct lws *wsi)
         }
     }
     free(buffer);
+    /* the body may hold a token: wipe it like the other secret-bearing buffers */
+    memset(body, 0, body_size);
     free(body);
     return rc;
+}
+
+/* The stage's livehub_ws_* metrics as one JSON object. */
+static int s_stats(ws_server_t *server, struct lws *wsi)
+{
+    char labels[300];
+    snprintf(labels, sizeof labels, "stage=\"%s\"", lh_io_stage(server->io));
+    s_stats_t stats = {labels, json_object()};
+    lh_io_metrics_each(server->io, s_collect, &stats);
+    return ws_static_json(wsi, HTTP_STATUS_OK, stats.object);
 }
 
 int ws_static_http(ws_server_t *server, struct lws *wsi, const char *uri)
@@ -176,6 +182,8 @@ int ws_static_http(ws_server_t *server, struct lws *wsi, const char *uri)
         return s_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "only GET");
     if (server->opt.stats_path && strcmp(uri, server->opt.stats_path) == 0)
         return s_stats(server, wsi);
+    if (strcmp(uri, WS_DEV_TOKEN_PATH) == 0)
+        return ws_auth_dev_token(server, wsi);
     if (strncmp(uri, "/ws/", 4) == 0)
         return s_status(wsi, HTTP_STATUS_BAD_REQUEST, "a WebSocket endpoint: upgrade required");
     char *path = server->www ? s_resolve(server->www, uri) : NULL;

@@ -1,12 +1,15 @@
-// The dashboard and livehub.js in Debian's chromium (playwright-core), against a real hub started
-// by tests/integration/test_browser.py, which passes the URLs, tokens and control endpoint in the
-// environment. Events are published with the livehub CLI; the WebSocket is made unreachable by a
-// hub reload that removes the websocket stage (the polling stage stays), then brought back.
+// The dashboard, livehub.js and its React hook in Debian's chromium (playwright-core), against a
+// real hub started by tests/integration/test_browser.py, which passes the URLs, tokens and control
+// endpoint in the environment. Events are published with the livehub CLI; the WebSocket is made
+// unreachable by a hub reload that removes the websocket stage (the polling stage stays), then
+// brought back. Screenshots of each state go to $LH_SHOTS.
 import {test, before, after} from "node:test";
 import assert from "node:assert/strict";
 import {execFileSync} from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
+import http from "node:http";
+import {fileURLToPath} from "node:url";
 import {chromium} from "playwright-core";
 
 const E = process.env;
@@ -46,7 +49,8 @@ const dashboard = (ns, token, extra = "") =>
 
 before(async () => {
   browser = await chromium.launch({executablePath: "/usr/bin/chromium", headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    // the user-gesture rule for audio as desktop Chrome applies it, so the sound test means something
+    args: ["--no-sandbox", "--disable-gpu", "--autoplay-policy=user-gesture-required", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync"]});
 });
 after(async () => { if (browser) await browser.close(); });
@@ -63,7 +67,8 @@ test("live, then polling while the WebSocket is gone, then live: every event onc
     await waitSeen(page, [first]);
     await page.waitForSelector(`#stream li[data-id="${first}"]`);
     await page.waitForSelector(`.toast[data-id="${first}"]`);
-    assert.match(await page.textContent(`.toast[data-id="${first}"]`), /S-7/);
+    assert.equal(await page.textContent(`.toast[data-id="${first}"] .toast-title`), "New Signal Assignment");
+    assert.equal(await page.textContent(`.toast[data-id="${first}"] .toast-body`), "You've been assigned: S-7");
     await shot(page, "live");
 
     const conf = fs.readFileSync(E.LH_CONF, "utf8");
@@ -149,4 +154,285 @@ test("a client never sees another user's events; an admin sees admin events", {t
     await waitSeen(pp, [mine, everyone]);
     await shot(pp, "client-phone");
     await client.close(); await admin.close(); await phone.close();
+  });
+
+test("toasts use the event's template, or a readable fallback for unknown types", {timeout: 30000},
+  async () => {
+    const context = await browser.newContext({viewport: {width: 1280, height: 800}});
+    const page = await context.newPage();
+    await page.goto(dashboard("client", E.LH_TOKEN_CLIENT7));
+    await badge(page, "live");
+    const published = pub("signal:published", {title: "Water infrastructure grant", signalIdentifier: "S-12"});
+    const status = pub("connection:statusChanged", {field: "Status", value: "Accepted",
+      previousValue: "Pending", fields: {Name: "Acme Robotics"}}, "user:7");
+    const unknown = pub("demo:deployFinished", {service: "api", version: "1.4.2", took_ms: 5300,
+      details: {nested: {deep: true}}});
+    await waitSeen(page, [published, status, unknown]);
+    const text = async (id) => page.$eval(`.toast[data-id="${id}"]`, (div) => ({
+      title: div.querySelector(".toast-title").textContent,
+      body: div.querySelector(".toast-body")?.textContent ?? ""}));
+    await page.waitForSelector(`.toast[data-id="${unknown}"]`);
+    assert.deepEqual(await text(published), {title: "Signal published",
+      body: "Water infrastructure grant is now in the Signal Pool"});
+    assert.deepEqual(await text(status), {title: "Connection Accepted",
+      body: "Acme Robotics: Pending → Accepted"});
+    assert.deepEqual(await text(unknown), {title: "Demo deploy finished",
+      body: "Service: api · Version: 1.4.2 · Took ms: 5300"});
+    for (const id of [published, status, unknown]) {
+      assert.doesNotMatch(await page.textContent(`.toast[data-id="${id}"]`), /[{}"]/);
+    }
+    await shot(page, "toast");
+    // the notification centre lists the same texts, newest first
+    await page.click("#bell");
+    const history = await page.$$eval("#history li b", (bs) => bs.map((b) => b.textContent));
+    assert.deepEqual(history.slice(0, 3), ["Demo deploy finished", "Connection Accepted", "Signal published"]);
+    await context.close();
+  });
+
+test("sound plays only after a user gesture: an Enable sound button, no autoplay errors",
+  {timeout: 40000}, async () => {
+    const context = await browser.newContext({viewport: {width: 1280, height: 800}});
+    // count what the page asks of Web Audio: contexts made, and tones started
+    await context.addInitScript(() => {
+      window.audioLog = {contexts: 0, tones: 0};
+      const Original = window.AudioContext;
+      window.AudioContext = class extends Original {
+        constructor(...args) { super(...args); window.audioLog.contexts++; window.audioLog.last = this; }
+      };
+      const start = OscillatorNode.prototype.start;
+      OscillatorNode.prototype.start = function (...args) {
+        window.audioLog.tones++;
+        window.audioLog.state = this.context.state;
+        return start.apply(this, args);
+      };
+    });
+    const page = await context.newPage();
+    const warnings = [];
+    page.on("console", (m) => { if (/audio|autoplay|gesture/i.test(m.text())) warnings.push(m.text()); });
+    page.on("pageerror", (e) => warnings.push(String(e)));
+    await page.goto(dashboard("client", E.LH_TOKEN_CLIENT7));
+    await badge(page, "live");
+    // sound was turned on in an earlier visit: the page may not play until the person acts
+    await page.evaluate(() => localStorage.setItem("livehub.sound", "on"));
+    await page.reload();
+    await badge(page, "live");
+    assert.equal(await page.getAttribute("#sound", "data-sound"), "locked");
+    assert.equal(await page.textContent("#sound-text"), "Enable sound");
+    const before = pub("assignment:created", {signalIdentifier: "S-20"}, "user:7");
+    await page.waitForSelector(`.toast[data-id="${before}"]`);
+    assert.deepEqual(await page.evaluate(() => [window.audioLog.contexts, window.audioLog.tones]), [0, 0]);
+    await shot(page, "sound-locked");
+
+    await page.click("#sound");  // the gesture
+    await page.waitForFunction(() => document.getElementById("sound").dataset.sound === "on");
+    await page.waitForFunction(() => window.audioLog.tones >= 1);  // the confirmation ping
+    const afterClick = await page.evaluate(() => window.audioLog.tones);
+    const after = pub("assignment:created", {signalIdentifier: "S-21"}, "user:7");
+    await page.waitForSelector(`.toast[data-id="${after}"]`);
+    await page.waitForFunction((n) => window.audioLog.tones >= n + 2, afterClick);  // the chime
+    assert.equal(await page.evaluate(() => window.audioLog.state), "running");
+    assert.equal(await page.evaluate(() => window.audioLog.contexts), 1);
+    // a type whose preference has no sound stays silent
+    const quiet = pub("signal:created", {title: "Quiet"});
+    await page.waitForSelector(`.toast[data-id="${quiet}"]`);
+    assert.equal(await page.evaluate(() => window.audioLog.tones), afterClick + 2);
+    // muting: no tone afterwards
+    await page.click("#sound");
+    assert.equal(await page.getAttribute("#sound", "data-sound"), "off");
+    const muted = pub("assignment:created", {signalIdentifier: "S-22"}, "user:7");
+    await page.waitForSelector(`.toast[data-id="${muted}"]`);
+    assert.equal(await page.evaluate(() => window.audioLog.tones), afterClick + 2);
+    assert.deepEqual(warnings, []);
+    await context.close();
+  });
+
+async function metricsNumbers(page) {
+  return page.evaluate(() => ["m-eps", "m-conn", "m-last"].map((id) =>
+    document.getElementById(id).textContent));
+}
+
+test("dev login: Admin gets the admin view with live hub metrics; Client user gets theirs",
+  {timeout: 60000}, async () => {
+    const context = await browser.newContext({viewport: {width: 1280, height: 800}});
+    const page = await context.newPage();
+    await page.goto(dashboard("client", ""));
+    await badge(page, "live");
+    assert.equal(await page.textContent("#who-name"), "anonymous");
+    await shot(page, "signed-out");
+    await page.click("#login-admin");
+    await page.waitForURL(/ns=admin/);
+    await badge(page, "live");
+    assert.equal(await page.textContent("#who-name"), "Admin · dev login");
+    // metrics:update from the metrics stage (interval 1 s) fills the Hub card ...
+    await page.waitForFunction(() => /^\d+$/.test(document.getElementById("m-last").textContent),
+      null, {timeout: 20000});
+    const [, connections] = await metricsNumbers(page);
+    assert.ok(Number(connections) >= 1, connections);
+    // ... and its numbers follow traffic: 40 events make the rate and the newest id move
+    const ids = [];
+    for (let i = 0; i < 40; i++) ids.push(pub("admin:audit", {action: "export", n: i}, "admin"));
+    await waitSeen(page, ids);
+    await page.waitForFunction((last) => Number(document.getElementById("m-last").textContent) >= last &&
+      Number(document.getElementById("m-eps").textContent) > 0, ids.at(-1), {timeout: 20000});
+    await page.waitForSelector(`#stream li[data-id="${ids.at(-1)}"]`);
+    // a burst of one type is one toast with the newest text, not a wall of toasts
+    assert.equal((await page.$$('.toast[data-type="admin:audit"]')).length, 1);
+    assert.equal(await page.textContent('.toast[data-type="admin:audit"] .toast-body'), "Action: export · N: 39");
+    await shot(page, "admin-metrics");
+
+    // sign out, then a client user with id 7: sees user:7 events, not user:8's
+    await page.click("#sign-out");
+    await page.waitForFunction(() => document.getElementById("who-name").textContent === "anonymous");
+    await page.fill("#login-sub", "7");
+    await page.click("#login-client");
+    await page.waitForURL(/ns=client/);
+    await badge(page, "live");
+    assert.equal(await page.textContent("#who-name"), "Client user 7 (startup) · dev login");
+    const other = pub("assignment:created", {signalIdentifier: "S-8 secret"}, "user:8");
+    const mine = pub("assignment:created", {signalIdentifier: "S-7 dev"}, "user:7");
+    await waitSeen(page, [mine]);
+    assert.ok(!(await seen(page)).includes(other));
+    assert.equal(await page.$("#metrics:not([hidden])"), null, "no Hub card for a client");
+    // a bad user id is refused in the page, nothing changes
+    await page.fill("#login-sub", "a b");
+    await page.click("#login-client");
+    assert.match(await page.textContent("#login-error"), /user id/);
+    assert.match(page.url(), /ns=client/);
+    await context.close();
+  });
+
+test("a pasted token signs in; a stage without dev_login refuses the dev login", {timeout: 40000},
+  async () => {
+    const context = await browser.newContext({viewport: {width: 1280, height: 800}});
+    const page = await context.newPage();
+    await page.goto(dashboard("client", ""));
+    await badge(page, "live");
+    await page.click("#paste summary");
+    await page.fill("#token", "not-a-token");
+    await page.click("#token-form button");
+    assert.match(await page.textContent("#login-error"), /not a token/);
+    await page.fill("#token", E.LH_TOKEN_CLIENT8);
+    await page.click("#token-form button");
+    await page.waitForFunction(() => document.getElementById("who-name").textContent === "Client user 8 (startup)");
+    await badge(page, "live");
+    const mine = pub("connection:statusChanged", {value: "Accepted", fields: {Name: "Grid Co"}}, "user:8");
+    await waitSeen(page, [mine]);
+
+    const plain = await context.newPage();
+    await plain.goto(`${E.LH_HTTP_PLAIN}/?ns=client&poll=none`);
+    await badge(plain, "live");
+    await plain.click("#login-admin");
+    await plain.waitForSelector("#login-error:not([hidden])");
+    assert.match(await plain.textContent("#login-error"), /dev login is off/);
+    assert.match(plain.url(), /ns=client/);
+    assert.equal(await plain.textContent("#who-name"), "anonymous");
+    await shot(plain, "dev-login-refused");
+    await context.close();
+  });
+
+// A page built like the seed's: React (from npm, served from tests/browser/node_modules by a local
+// HTTP server, no CDN) with useLivehub from react.js.
+function serveReactPage() {
+  const www = fileURLToPath(new URL("../../plugins/websocket/www/", import.meta.url));
+  const modules = fileURLToPath(new URL("./node_modules/", import.meta.url));
+  const files = {
+    "/react.js": path.join(www, "react.js"),
+    "/livehub.js": path.join(www, "livehub.js"),
+    "/vendor/react.js": path.join(modules, "react/umd/react.production.min.js"),
+    "/vendor/react-dom.js": path.join(modules, "react-dom/umd/react-dom.production.min.js"),
+  };
+  const page = `<!doctype html><meta charset="utf-8"><title>useLivehub</title>
+<div id="root"></div>
+<script src="/vendor/react.js"></script><script src="/vendor/react-dom.js"></script>
+<script type="module">
+import {makeUseLivehub} from "/react.js";
+const useLivehub = makeUseLivehub(React);
+const h = React.createElement;
+const params = new URLSearchParams(location.search);
+window.clients = [];
+window.renders = 0;
+function Feed({tick}) {
+  const [items, setItems] = React.useState([]);
+  window.renders++;
+  const {state, client} = useLivehub({url: params.get("ws"), namespace: "client",
+    token: params.get("token"), share: false},
+    {"signal:*": (data, event) => setItems((list) => [...list, event.id])});
+  React.useEffect(() => { if (client) window.clients.push(client); }, [client]);
+  return h("div", null, h("b", {id: "state"}, state), h("span", {id: "tick"}, tick),
+    h("ol", {id: "items"}, items.map((id) => h("li", {key: id}, id))));
+}
+function App() {
+  const [shown, setShown] = React.useState(true);
+  const [tick, setTick] = React.useState(0);
+  window.unmountFeed = () => setShown(false);
+  window.rerender = () => setTick((t) => t + 1);
+  return shown ? h(Feed, {tick}) : h("p", {id: "gone"}, "unmounted");
+}
+ReactDOM.createRoot(document.getElementById("root")).render(h(App));
+</script>`;
+  const server = http.createServer((request, response) => {
+    const url = new URL(request.url, "http://x");
+    if (url.pathname === "/") {
+      response.writeHead(200, {"content-type": "text/html; charset=utf-8"});
+      response.end(page);
+    } else if (files[url.pathname]) {
+      response.writeHead(200, {"content-type": "text/javascript; charset=utf-8"});
+      response.end(fs.readFileSync(files[url.pathname]));
+    } else {
+      response.writeHead(404);
+      response.end();
+    }
+  });
+  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
+}
+
+async function wsConnections() {
+  const stats = JSON.parse(await (await fetch(`${HTTP}/stats`)).text());
+  return stats.livehub_ws_connections;
+}
+
+test("useLivehub in React: subscribes in an effect, exposes state, cleans up on unmount",
+  {timeout: 40000}, async () => {
+    const server = await serveReactPage();
+    const context = await browser.newContext({viewport: {width: 800, height: 600}});
+    try {
+      const page = await context.newPage();
+      const errors = [];
+      page.on("pageerror", (e) => errors.push(String(e)));
+      const sockets = [];
+      page.on("websocket", (ws) => sockets.push(ws));
+      const wsUrl = HTTP.replace(/^http/, "ws");
+      await page.goto(`http://127.0.0.1:${server.address().port}/?ws=${encodeURIComponent(wsUrl)}` +
+        `&token=${E.LH_TOKEN_CLIENT7}`);
+      await page.waitForFunction(() => document.getElementById("state")?.textContent === "live",
+        null, {timeout: 20000});
+      const signal = pub("signal:created", {title: "From React"});
+      const other = pub("connection:updated", {status: "x"}, "user:7");
+      const signal2 = pub("signal:updated", {title: "Again"});
+      await page.waitForFunction((id) => [...document.querySelectorAll("#items li")]
+        .some((li) => li.textContent === String(id)), signal2);
+      const items = await page.$$eval("#items li", (lis) => lis.map((li) => Number(li.textContent)));
+      assert.deepEqual(items, [signal, signal2], `not ${other}: the handler is for signal:* only`);
+      // re-renders with new handler objects keep the one connection
+      for (let i = 1; i <= 3; i++) await page.evaluate(() => window.rerender());
+      await page.waitForFunction(() => document.getElementById("tick").textContent === "3");
+      assert.equal(sockets.length, 1);
+      assert.equal(await page.evaluate(() => window.clients.length), 1);
+      const closed = new Promise((resolve) => sockets[0].on("close", resolve));
+      await page.evaluate(() => window.unmountFeed());
+      await page.waitForSelector("#gone");
+      await closed;  // the WebSocket is gone ...
+      const client = await page.evaluate(() => ({role: window.clients[0].role,
+        state: window.clients[0].state, listeners: window.clients[0].listeners.size,
+        ws: window.clients[0].ws}));
+      assert.deepEqual(client, {role: "closed", state: "offline", listeners: 0, ws: null});  // ... and so are the listeners
+      const late = pub("signal:created", {title: "After unmount"});
+      assert.ok(late > signal2);
+      for (let i = 0; i < 100 && await wsConnections() !== 0; i++) await new Promise((r) => setTimeout(r, 100));
+      assert.equal(await wsConnections(), 0, "the hub saw the connection close");
+      assert.deepEqual(errors, []);
+    } finally {
+      await context.close();
+      server.close();
+    }
   });

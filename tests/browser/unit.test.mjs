@@ -3,7 +3,8 @@
 // a real browser by dashboard.test.mjs.
 import {test} from "node:test";
 import assert from "node:assert/strict";
-import {connect, matches, backoff, tokenClaims} from "../../plugins/websocket/www/livehub.js";
+import {connect, matches, backoff, tokenClaims, describeEvent, toastTemplates, fillTemplate,
+  humanizeType} from "../../plugins/websocket/www/livehub.js";
 
 class FakeTimers {
   constructor() { this.now = 0; this.queue = []; this.seq = 0; }
@@ -240,4 +241,47 @@ test("shared: one leader connection, followers get events and take over", async 
   await flush();
   assert.deepEqual(seenB, [1, 2, 3]);
   b.close();
+});
+
+test("toast texts: the product's templates, a readable fallback, never a JSON dump", () => {
+  const d = (type, data) => describeEvent({id: 1, type, ts: 0, data});
+  assert.deepEqual(d("assignment:created", {signalIdentifier: "S-7"}),
+    {title: "New Signal Assignment", body: "You've been assigned: S-7", tone: "chime"});
+  assert.equal(d("assignment:created", {}).body, "You've been assigned: New Signal");
+  assert.equal(d("assignment:created", {fields: {Signal: ["S-9"]}}).body, "You've been assigned: S-9");
+  assert.deepEqual(d("assignment:responseChanged", {signalIdentifier: "S-7", response: "interested"}),
+    {title: "Assignment updated", body: "S-7: interested", tone: "ping"});
+  assert.equal(d("signal:published", {title: "Water grant"}).title, "Signal published");
+  assert.equal(d("signal:published", {title: "Water grant"}).body, "Water grant is now in the Signal Pool");
+  assert.equal(d("signal:created", {fields: {Title: "Grid study", Status: "Open"}}).body, "Grid study was added");
+  const status = d("connection:statusChanged",
+    {field: "Status", value: "Accepted", previousValue: "Pending", fields: {Name: "Acme"}});
+  assert.deepEqual([status.title, status.body], ["Connection Accepted", "Acme: Pending → Accepted"]);
+  assert.equal(d("sync:error", {error: "rate_limited", message: "429 from Airtable"}).body, "429 from Airtable");
+  // an unknown type: humanised title, a short key: value summary, no braces or quotes of JSON
+  const unknown = d("admin:auditLogExported", {action: "export", user: {name: "Ann", id: 3},
+    rows: 12, nested: {deep: {x: 1}}, tags: ["a", "b"]});
+  assert.equal(unknown.title, "Admin audit log exported");
+  assert.equal(unknown.body, "Action: export · User: Ann · Rows: 12 · Tags: a, b");
+  assert.doesNotMatch(unknown.body, /[{}"]/);
+  assert.equal(d("demo:hello", "hi").body, "hi");
+  assert.equal(d("x", null).body, "");
+  assert.ok(d("bulk:data", {text: "y".repeat(500)}).body.length <= 120);
+  assert.equal(humanizeType("sync:recovered"), "Sync recovered");
+});
+
+test("toast templates: pages extend the table; placeholders, defaults, braces, functions", () => {
+  const event = {id: 9, type: "invoice:paid", ts: 0, data: {number: "INV-1", customer: {name: "Acme"}}};
+  assert.equal(describeEvent(event).title, "Invoice paid");  // fallback before extending
+  toastTemplates.unshift({pattern: "invoice:*", title: "Invoice {verb}",
+    body: (data) => `${data.number} from ${data.customer.name}`, tone: "chime"});
+  try {
+    assert.deepEqual(describeEvent(event), {title: "Invoice paid", body: "INV-1 from Acme", tone: "chime"});
+  } finally {
+    toastTemplates.shift();
+  }
+  assert.equal(fillTemplate("#{id} {{literal}} {missing|customer.name} {nope|'none'} {nope}", event),
+    "#9 {literal} Acme none ");
+  const own = [{pattern: "*", title: "{type}", body: "{number}"}];
+  assert.deepEqual(describeEvent(event, own), {title: "invoice:paid", body: "INV-1", tone: "ping"});
 });

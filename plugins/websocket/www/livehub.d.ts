@@ -66,6 +66,27 @@ export function connect(options?: ConnectOptions): LivehubClient;
 export function matches(pattern: string, type: string): boolean;
 export function backoff(attempt: number, min?: number, max?: number, random?: () => number): number;
 export function tokenClaims(token: string): Record<string, unknown> | null;
+
+/** A toast text: {path} placeholders with "|" alternatives and a quoted default, or a function. */
+export type TemplateText = string | ((data: any, event: LivehubEvent) => string);
+export interface ToastTemplate {
+  /** an event type, "prefix:*" or "*" */
+  pattern: string;
+  title?: TemplateText;
+  /** left out: a short "Key: value · ..." summary of the data */
+  body?: TemplateText;
+  /** "chime" (needs attention) or "ping" (default) */
+  tone?: string;
+}
+export interface EventText {title: string; body: string; tone: string}
+/** The built-in templates, first match wins; pages may unshift their own. */
+export const toastTemplates: ToastTemplate[];
+export function describeEvent(event: LivehubEvent, templates?: ToastTemplate[]): EventText;
+export function fillTemplate(template: TemplateText, event: LivehubEvent): string;
+export function humanizeType(type: string): string;
+export function summarize(data: unknown, max?: number): string;
 declare const _default: {connect: typeof connect; matches: typeof matches; backoff: typeof backoff;
-  tokenClaims: typeof tokenClaims};
+  tokenClaims: typeof tokenClaims; describeEvent: typeof describeEvent;
+  toastTemplates: typeof toastTemplates; fillTemplate: typeof fillTemplate;
+  humanizeType: typeof humanizeType; summarize: typeof summarize};
 export default _default;

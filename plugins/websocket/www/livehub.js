@@ -40,6 +40,118 @@ export function backoff(attempt, min = 500, max = 30000, random = Math.random) {
   return Math.round(ceiling / 2 + random() * ceiling / 2);
 }
 
+// ---- toast texts ---------------------------------------------------------------------------
+// What a person reads for an event: a title and a one-line body per type pattern, first match
+// wins. The vocabulary is the product's (the seed's toasts and the notify sink's built-in rules);
+// pages add their own with toastTemplates.unshift({pattern, title, body}) or pass their own list
+// to describeEvent. A template is a string with {path} placeholders looked up in the event's data
+// ({fields.Title} reads data.fields.Title; {type}, {id} read the event), alternatives separated by
+// "|" and a quoted default last: {signalIdentifier|fields.Title|'New Signal'}. It may also be a
+// function (data, event) => string. tone names the sound ("chime" for what needs attention).
+
+export const toastTemplates = [
+  {pattern: "assignment:created", title: "New Signal Assignment",
+    body: "You've been assigned: {signalIdentifier|fields.Signal|fields.Title|'New Signal'}",
+    tone: "chime"},
+  {pattern: "assignment:responseChanged", title: "Assignment updated",
+    body: "{signalIdentifier|fields.Signal|'An assignment'}: {response|value|fields.Response|'response changed'}"},
+  {pattern: "assignment:*", title: "Assignment {verb}",
+    body: "{signalIdentifier|fields.Signal|fields.Title|'An assignment'}"},
+  {pattern: "signal:assigned", title: "Signal assigned",
+    body: "{signalIdentifier|fields.Title|title|'A signal'} was assigned", tone: "chime"},
+  {pattern: "signal:published", title: "Signal published",
+    body: "{title|fields.Title|signalIdentifier|'A new signal'} is now in the Signal Pool"},
+  {pattern: "signal:created", title: "New signal",
+    body: "{title|fields.Title|signalIdentifier|'A new signal'} was added"},
+  {pattern: "signal:updated", title: "Signal updated",
+    body: "{title|fields.Title|signalIdentifier|'A signal'} changed"},
+  {pattern: "signal:deleted", title: "Signal removed",
+    body: "{title|fields.Title|signalIdentifier|'A signal'} was removed"},
+  {pattern: "connection:statusChanged", title: "Connection {status|value|fields.Status|'status changed'}",
+    body: "{name|startupName|fields.Name|'A connection'}: {previousStatus|previousValue|'before'} → {status|value|fields.Status|'now'}"},
+  {pattern: "connection:created", title: "New connection",
+    body: "{name|startupName|fields.Name|'A new connection'}"},
+  {pattern: "connection:*", title: "Connection {verb}",
+    body: "{name|startupName|fields.Name|'A connection'}"},
+  {pattern: "sync:error", title: "Airtable sync error",
+    body: "{message|error|'the sync failed'}", tone: "chime"},
+  {pattern: "sync:recovered", title: "Airtable sync recovered", body: "Changes are flowing again"},
+  {pattern: "sync:completed", title: "Airtable sync", body: "{events|'0'} changes from {payloads|'0'} payloads"},
+];
+
+/** "assignment:responseChanged" → "Assignment response changed". */
+export function humanizeType(type) {
+  const words = String(type).replace(/([a-z0-9])([A-Z])/g, "$1 $2").split(/[:._\-\s]+/)
+    .filter(Boolean).map((word) => word.toLowerCase());
+  const text = words.join(" ");
+  return text ? text[0].toUpperCase() + text.slice(1) : "Event";
+}
+
+function lookupPath(path, event) {
+  const data = event.data;
+  if (path === "type" || path === "id") return event[path];
+  if (path === "verb") return humanizeType(event.type.split(":").slice(1).join(" ") || "event").toLowerCase();
+  let value = data;
+  for (const key of path.replace(/^data\./, "").split(".")) {
+    if (value === null || typeof value !== "object") return undefined;
+    value = value[key];
+  }
+  return value;
+}
+
+function plainText(value) {
+  if (value === null || value === undefined || value === "") return undefined;
+  if (Array.isArray(value)) return value.map((item) => plainText(item) ?? "").filter(Boolean).join(", ") || undefined;
+  if (typeof value === "object") return value.name ?? value.title ?? value.id ?? undefined;
+  return String(value);
+}
+
+/** Fills {a|b|'default'} placeholders from an event; "{{" and "}}" are literal braces. */
+export function fillTemplate(template, event) {
+  if (typeof template === "function") return String(template(event.data, event) ?? "");
+  return String(template).replace(/\{\{|\}\}|\{([^{}]*)\}/g, (whole, inner) => {
+    if (inner === undefined) return whole[0];
+    for (const choice of inner.split("|").map((part) => part.trim())) {
+      const quoted = /^'(.*)'$/.exec(choice);
+      if (quoted) return quoted[1];
+      const text = plainText(lookupPath(choice, event));
+      if (text !== undefined) return text;
+    }
+    return "";
+  });
+}
+
+/** A short "key: value · key: value" line of an event's data; never a JSON dump. */
+export function summarize(data, max = 120) {
+  let text;
+  if (data === null || data === undefined) text = "";
+  else if (typeof data !== "object") text = String(data);
+  else {
+    const fields = data.fields && typeof data.fields === "object" && !Array.isArray(data.fields)
+      ? data.fields : data;
+    const parts = [];
+    for (const [key, value] of Object.entries(fields)) {
+      const shown = plainText(value);
+      if (shown !== undefined) parts.push(`${humanizeType(key)}: ${shown}`);
+      if (parts.length === 4) break;
+    }
+    text = parts.join(" · ");
+  }
+  return text.length > max ? text.slice(0, max - 1) + "…" : text;
+}
+
+/** {title, body, tone} for an event: the first matching template, else the type humanised and
+ *  a short summary of its data. */
+export function describeEvent(event, templates = toastTemplates) {
+  const template = templates.find((t) => matches(t.pattern, event.type));
+  if (!template) return {title: humanizeType(event.type), body: summarize(event.data), tone: "ping"};
+  return {
+    title: fillTemplate(template.title ?? humanizeType(event.type), event),
+    body: template.body === undefined ? summarize(event.data) : fillTemplate(template.body, event),
+    tone: template.tone || "ping",
+  };
+}
+
 function trimSlash(text) {
   return String(text || "").replace(/\/+$/, "");
 }
@@ -474,4 +586,5 @@ export function connect(options = {}) {
   return new Client(options);
 }
 
-export default {connect, matches, backoff, tokenClaims};
+export default {connect, matches, backoff, tokenClaims, describeEvent, toastTemplates, fillTemplate,
+  humanizeType, summarize};
