@@ -383,6 +383,7 @@ ReactDOM.createRoot(document.getElementById("root")).render(h(App));
       response.end();
     }
   });
+  server.unref();  // a failed test must not keep the test process alive
   return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve(server)));
 }
 
@@ -418,7 +419,7 @@ test("useLivehub in React: subscribes in an effect, exposes state, cleans up on 
       await page.waitForFunction(() => document.getElementById("tick").textContent === "3");
       assert.equal(sockets.length, 1);
       assert.equal(await page.evaluate(() => window.clients.length), 1);
-      const closed = new Promise((resolve) => sockets[0].on("close", resolve));
+      const closed = sockets[0].waitForEvent("close", {timeout: 20000});
       await page.evaluate(() => window.unmountFeed());
       await page.waitForSelector("#gone");
       await closed;  // the WebSocket is gone ...
@@ -433,6 +434,7 @@ test("useLivehub in React: subscribes in an effect, exposes state, cleans up on 
       assert.deepEqual(errors, []);
     } finally {
       await context.close();
+      server.closeAllConnections();
       server.close();
     }
   });

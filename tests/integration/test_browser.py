@@ -163,15 +163,23 @@ chain = browsers
         env["LH_TOKEN_CLIENT7"] = mint("7", "startup", secret=SECRET)
         env["LH_TOKEN_CLIENT8"] = mint("8", "startup", secret=SECRET)
         env["LH_TOKEN_ADMIN"] = mint("1", "admin", secret=SECRET)
-        result = subprocess.run(["node", "--test", "--test-reporter=spec",
-                                 "--test-timeout=120000",
-                                 os.path.join(BROWSER_DIR, "dashboard.test.mjs")],
-                                cwd=BROWSER_DIR, env=env, timeout=240,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        output = result.stdout.decode(errors="replace")
+        # Output goes to a file, so a run that has to be killed still shows how far it got.
+        with tempfile.TemporaryFile() as output_file:
+            process = subprocess.Popen(["node", "--test", "--test-reporter=spec",
+                                        "--test-timeout=120000",
+                                        os.path.join(BROWSER_DIR, "dashboard.test.mjs")],
+                                       cwd=BROWSER_DIR, env=env, stdout=output_file,
+                                       stderr=subprocess.STDOUT)
+            try:
+                returncode = process.wait(timeout=240)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                returncode = "killed after 240 s"
+            output_file.seek(0)
+            output = output_file.read().decode(errors="replace")
         print(output)
-        self.assertEqual(result.returncode, 0, output + "\n--- hub log ---\n" + hub.log()[-4000:])
-
+        self.assertEqual(returncode, 0, output + "\n--- hub log ---\n" + hub.log()[-4000:])
 
 if __name__ == "__main__":
     unittest.main()
