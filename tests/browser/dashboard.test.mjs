@@ -28,7 +28,9 @@ function reload(text) {
 }
 
 async function shot(page, name) {
-  await page.screenshot({path: path.join(E.LH_SHOTS, `${name}.png`), fullPage: false});
+  // animations finished (a toast mid-slide is half transparent), so the picture shows the state
+  await page.screenshot({path: path.join(E.LH_SHOTS, `${name}.png`), fullPage: false,
+    animations: "disabled"});
 }
 
 async function badge(page, state, timeout = 20000) {

@@ -74,7 +74,7 @@ if (ns === "admin" && !token) {
 }
 
 const hub = connect({url: wsUrl, pollUrl, namespace: ns, token: token || undefined,
-  getToken: devWho && token ? () => devToken(devWho) : undefined});
+  getToken: devWho ? () => devToken(devWho) : undefined});  // also retries a failed dev login
 window.livehubClient = hub;
 
 function setBadge(state) {
