@@ -356,16 +356,19 @@ static void workload_slow(void)
     struct ws_client *slow = &g_ws.clients[0];
     bool hup = slow->hup, open_before = slow->state == WS_READY;
     uint64_t fast = 0;
-    for (int i = 1; i < n; i++)
+    int fast_closed = 0;
+    for (int i = 1; i < n; i++) {
         fast += g_ws.clients[i].got - g_ws.clients[i].dup;
+        fast_closed += g_ws.clients[i].state == WS_DEAD;
+    }
     g_ws.on_event = NULL; /* what the slow client drains now is not latency */
     ws_drain_slow(slow, 5000);
     print_head("slow");
     printf(",\"fast\":%d,\"rate\":%d,\"pad\":%d,\"published\":%llu,\"rss_start_kb\":%ld,"
            "\"rss_max_kb\":%ld,\"rss_end_kb\":%ld,\"fast_delivered\":%llu,\"fast_expected\":%llu,"
-           "\"slow_got\":%llu,\"slow_open\":%s,\"slow_hup\":%s,\"slow_close_code\":%d",
+           "\"fast_closed\":%d,\"slow_got\":%llu,\"slow_open\":%s,\"slow_hup\":%s,\"slow_close_code\":%d",
            O.subs, O.rate, O.pad, (unsigned long long)count, rss_start, rss_max, rss_end,
-           (unsigned long long)fast, (unsigned long long)(count * (uint64_t)O.subs),
+           (unsigned long long)fast, (unsigned long long)(count * (uint64_t)O.subs), fast_closed,
            (unsigned long long)(slow->got - slow->dup), open_before ? "true" : "false",
            hup ? "true" : "false", slow->close_code);
     print_latency();
