@@ -54,7 +54,7 @@ char *poll_render_sse(const lh_event_t *event, const char *json, size_t json_siz
 typedef struct {
     char host[256];
     int port;
-    bool anonymous;
+    bool anonymous, presence;
     int64_t ring, max_limit, default_limit, max_wait_s, max_parked, max_streams;
     int64_t heartbeat_s, clock_skew_s, rate, burst, stream_backlog;
     const char *tls_cert, *tls_key, *stats_path; /* borrowed from the conf */
@@ -105,6 +105,8 @@ typedef struct poll_server {
     int64_t stop_deadline_us;
     lws_sorted_usec_list_t sweep_timer, drain_timer;
     poll_metrics_t metrics;
+    struct presence_link *presence; /* announcements to the presence tracker (poll_presence.c) */
+    uint64_t presence_conns;
 } poll_server_t;
 
 int64_t poll_now_us(void);
@@ -149,6 +151,7 @@ typedef struct poll_request {
     int64_t deadline_us; /* long poll: answer empty then; stream: next heartbeat */
     char *out;           /* stream: text waiting to be written (reset, replay, heartbeat) */
     size_t out_size;
+    uint64_t presence_conn; /* announced to the presence tracker as this id; 0: not */
 } poll_request_t;
 
 /* libwebsockets callbacks of the HTTP protocol. */
@@ -162,6 +165,21 @@ void poll_requests_notify(poll_server_t *server, poll_entry_t *entry);
  * went away); the stop at $TERM. */
 void poll_requests_tick(poll_server_t *server, int64_t now_us, bool check_peers);
 void poll_requests_stop(poll_server_t *server);
+
+/* Answers with a JSON body (reference taken; NULL: 500); returns 0. */
+int poll_request_answer_json(poll_request_t *self, unsigned status, json_t *json);
+
+/* ---- presence (poll_presence.c, docs/PRESENCE.md) ------------------------------------------ */
+
+int poll_presence_start(poll_server_t *server);
+void poll_presence_stop(poll_server_t *server);
+void poll_presence_hello(poll_server_t *server);
+/* An authenticated SSE stream or long poll is a connection until poll_presence_leave. */
+void poll_presence_join(poll_request_t *self);
+void poll_presence_leave(poll_request_t *self);
+void poll_presence_observe(poll_server_t *server, const lh_event_t *event);
+/* GET /v1/presence, after authentication. */
+int poll_presence_answer(poll_request_t *self);
 
 /* ---- per-token rate limit (poll_limit.c) --------------------------------------------------- */
 

@@ -81,6 +81,7 @@ static void s_unlink(poll_request_t *self)
 /* Forgets the previous request on a kept-alive connection. */
 static void s_reset(poll_request_t *self)
 {
+    poll_presence_leave(self);
     if (self->server)
         s_unlink(self);
     if (self->server && self->state == POLL_ANSWERING)
@@ -111,6 +112,20 @@ static void s_answer_buf(poll_request_t *self, unsigned status, s_buf_t *buf)
     self->body_sent = 0;
     lh_metric_add(server->metrics.statuses[poll_status_index(status)], 1);
     lws_callback_on_writable(self->wsi);
+}
+
+int poll_request_answer_json(poll_request_t *self, unsigned status, json_t *json)
+{
+    char *text = json ? json_dumps(json, JSON_COMPACT) : NULL;
+    json_decref(json);
+    s_buf_t buf = {0};
+    if (text)
+        s_buf_add(&buf, text, strlen(text));
+    else
+        buf.failed = true;
+    free(text);
+    s_answer_buf(self, status, &buf);
+    return 0;
 }
 
 /* {"error": code, "message": ...} with the given status. */
@@ -468,6 +483,8 @@ static int s_events(poll_request_t *self)
         return 0;
     self->kind = params.wait_s > 0 ? POLL_KIND_LONG : POLL_KIND_SHORT;
     lh_metric_add(server->metrics.requests[self->kind], 1);
+    if (self->kind == POLL_KIND_LONG)
+        poll_presence_join(self);
     if (!params.has_since && !params.epoch_mismatch) {
         /* no position yet: the answer is where to start from */
         self->since = server->ring.newest;
@@ -565,6 +582,7 @@ static int s_stream(poll_request_t *self)
     self->deadline_us = poll_now_us() + server->opt.heartbeat_s * 1000000;
     lws_dll2_add_tail(&self->link, &server->streams);
     lh_metric_set(server->metrics.streams, (double)server->streams.count);
+    poll_presence_join(self);
     lh_metric_add(server->metrics.statuses[poll_status_index(200)], 1);
     lws_callback_on_writable(self->wsi);
     return 0;
@@ -788,6 +806,7 @@ int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *w
     bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
     bool options = lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) > 0;
     bool events = strcmp(uri, "/v1/events") == 0, stream = strcmp(uri, "/v1/stream") == 0;
+    bool presence = strcmp(uri, "/v1/presence") == 0;
     bool stats = server->opt.stats_path && strcmp(uri, server->opt.stats_path) == 0;
     if (options)
         self->kind = POLL_KIND_PREFLIGHT;
@@ -795,7 +814,7 @@ int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *w
         lh_metric_add(server->metrics.requests[self->kind], 1);
         return s_error(self, 403, "forbidden_origin", "this origin may not read events");
     }
-    if (!events && !stream && !stats) {
+    if (!events && !stream && !stats && !presence) {
         lh_metric_add(server->metrics.requests[self->kind], 1);
         return s_error(self, 404, "not_found", "no such endpoint (try /v1/events or /v1/stream)");
     }
@@ -819,6 +838,8 @@ int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *w
         lh_metric_add(server->metrics.requests[stream ? POLL_KIND_STREAM : POLL_KIND_SHORT], 1);
         return 0;
     }
+    if (presence)
+        return poll_presence_answer(self);
     return stream ? s_stream(self) : s_events(self);
 }
 

@@ -25,6 +25,8 @@ static const lh_option_t s_options[] = {
      "requests without a token may see public events"},
     {"origins", LH_OPTION_STRING, NULL, false, 0, 0,
      "space-separated origins allowed cross-origin (CORS), or * (default: none)"},
+    {"presence", LH_OPTION_BOOL, "false", false, 0, 0,
+     "announce SSE streams and long polls to a presence tracker; serve GET /v1/presence"},
     {"tls_cert", LH_OPTION_STRING, NULL, false, 0, 0, "PEM certificate chain: serve https"},
     {"tls_key", LH_OPTION_STRING, NULL, false, 0, 0, "PEM private key of tls_cert"},
     {"ring", LH_OPTION_INT, "10000", false, 16, 10000000,
@@ -136,6 +138,7 @@ int poll_options_load(const lh_conf_t *conf, poll_options_t *opt, lh_error_t *er
         if (lh_conf_get_int(conf, ints[i].key, ints[i].value, err) != 0)
             return -1;
     if (lh_conf_get_bool(conf, "anonymous", &opt->anonymous, err) != 0 ||
+        lh_conf_get_bool(conf, "presence", &opt->presence, err) != 0 ||
         s_parse_listen(lh_conf_get(conf, "listen"), opt, err) != 0)
         goto failed;
     const char *origins = lh_conf_get(conf, "origins");
@@ -264,6 +267,7 @@ static void s_take_event(poll_server_t *server, void *input)
         } else if (lh_event_type(event)[0] == '$' || lh_event_id(event) <= server->ring.newest) {
             /* the hub's own events, or one a gap fill already took */
         } else {
+            poll_presence_observe(server, event);
             poll_entry_t *entry = poll_ring_push(&server->ring, event, &err);
             if (entry) {
                 event = NULL; /* the ring owns it */
@@ -510,7 +514,8 @@ static void *polling_create(lh_io_t *io)
     json_decref(epoch);
     if (!server->epoch_json ||
         poll_ring_init(&server->ring, (size_t)server->opt.ring, poll_hub_last_id(server)) != 0 ||
-        !(server->limiter = poll_limiter_new((double)server->opt.rate, (double)server->opt.burst)))
+        !(server->limiter = poll_limiter_new((double)server->opt.rate, (double)server->opt.burst)) ||
+        poll_presence_start(server) != 0)
         goto failed;
 
     lws_set_log_level(LLL_ERR, NULL);
@@ -565,6 +570,7 @@ static int polling_run(void *handle, lh_io_t *io)
 {
     poll_server_t *server = handle;
     lh_io_ready(io);
+    poll_presence_hello(server);
     /* anything routed before the loop watched the descriptors may have consumed an edge */
     s_drain_pipe(server);
     s_drain_input(server, POLL_DRAIN_BUDGET);
@@ -590,6 +596,7 @@ static void polling_destroy(void **handle_p)
         lws_sul_cancel(&server->drain_timer);
         lws_context_destroy(server->context); /* CLOSED_HTTP cleans up every request */
     }
+    poll_presence_stop(server); /* after the requests: their leaves go out first */
     poll_ring_free(&server->ring);
     free(server->epoch_json);
     poll_limiter_destroy(&server->limiter);

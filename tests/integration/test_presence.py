@@ -2,14 +2,17 @@
 the presence tracker, browsers played by python3-websockets clients (and a raw socket for a peer
 that dies without closing), events checked on the WebSockets, the egress and the hub's history."""
 import asyncio
+import http.client
 import json
 import os
+import socket
 import time
 import unittest
 
 import websockets
 
 from hubtest import HubTestCase, free_port
+from test_polling import SSE
 from test_websocket import RawClient, SECRET_ENV, closed_with, mint, recv_json, run
 
 MARK = "mark:"
@@ -19,6 +22,7 @@ class PresenceTest(HubTestCase):
     def start(self, grace=2, ws_options="", hub_extra="", journal=None):
         """A hub with a websocket sink and the presence tracker; returns (hub, port)."""
         self.port = port = free_port()
+        self.poll_port = free_port()
         self.grace = grace
         self.ws_options = ws_options
         extra = ("token_secret = env:LIVEHUB_WS_TEST_SECRET\n"
@@ -36,7 +40,7 @@ class PresenceTest(HubTestCase):
                 "        plugin = websocket\n"
                 "        listen = 127.0.0.1:%d\n"
                 "        heartbeat = 1\n"
-                "        idle_timeout = 3\n"
+                "        idle_timeout = 6\n"
                 "        presence = true\n"
                 "        publish = admin=typing:started,typing:stopped startup=assignment:viewed\n"
                 "        publish_burst = 3\n"
@@ -47,9 +51,13 @@ class PresenceTest(HubTestCase):
                 "        plugin = presence\n"
                 "        subscribe = presence:\n"
                 "        grace = %d\n%s"
+                "    sink = poll\n"
+                "        plugin = polling\n"
+                "        listen = 127.0.0.1:%d\n"
+                "        presence = true\n"
                 % (self.port, "".join("        %s\n" % line for line in
                                       self.ws_options.split("\n") if line.strip()),
-                   ws_extra, self.grace, tracker_extra))
+                   ws_extra, self.grace, tracker_extra, self.poll_port))
 
     def connect(self, sub, role, path=None):
         path = path or ("/ws/admin" if role == "admin" else "/ws/client")
@@ -282,6 +290,62 @@ class PresenceTest(HubTestCase):
                 await self.next_event(s1, self.offline("boss"))
 
         run(scenario(), timeout=60)
+
+    def http_presence(self, token=None):
+        connection = http.client.HTTPConnection("127.0.0.1", self.poll_port, timeout=10)
+        try:
+            headers = {"Authorization": "Bearer " + token} if token else {}
+            connection.request("GET", "/v1/presence", headers=headers)
+            reply = connection.getresponse()
+            return reply.status, json.loads(reply.read())
+        finally:
+            connection.close()
+
+    def long_poll(self, sub, role):
+        """A long poll left waiting (its answer never read); close() ends it."""
+        sock = socket.create_connection(("127.0.0.1", self.poll_port), timeout=5)
+        sock.sendall(("GET /v1/events?wait=60 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      "Authorization: Bearer %s\r\n\r\n" % mint(sub, role)).encode())
+        return sock
+
+    def test_sse_and_long_polls_count_and_a_switch_to_polling_does_not_flap(self):
+        hub, port = self.start(grace=4)
+        hub.wait_running("poll")
+        loop = None
+
+        async def scenario():
+            loop = asyncio.get_running_loop()
+            async with self.connect("boss", "admin") as admin:
+                await self.ready(admin)
+                async with self.connect("s1", "startup") as tab:
+                    await self.ready(tab)
+                    await self.next_event(admin, self.online("s1", {"websocket": 1}))
+                    stream = await loop.run_in_executor(None, lambda: SSE(
+                        self.poll_port, "/v1/stream", {"Authorization": "Bearer " +
+                                                       mint("s1", "startup")}))
+                    self.assertEqual(stream.status, 200)
+                    await self.next_event(admin, self.online("s1", {"websocket": 1, "sse": 1}))
+                # the WebSocket went down, the page fell back to SSE: still online
+                await self.next_event(admin, self.online("s1", {"sse": 1}))
+                stream.close()
+                poll = await loop.run_in_executor(None, self.long_poll, "s1", "startup")
+                await self.next_event(admin, self.online("s1", {"longpoll": 1}))
+                status, body = await loop.run_in_executor(None, self.http_presence,
+                                                          mint("boss", "admin"))
+                self.assertEqual(status, 200)
+                users = {u["user"]: u for u in body["users"]}
+                self.assertEqual(users["s1"]["connections"], {"longpoll": 1})
+                await asyncio.sleep(self.grace + 1)
+                seen = await self.until_mark(hub, admin)
+                self.assertEqual([f for f in seen if f["type"] == "presence:offline"], [])
+                poll.close()
+                await self.next_event(admin, self.offline("s1"))
+
+        run(scenario(), timeout=90)
+        # the HTTP query: a token is needed, and a startup sees only its assigned admins
+        self.assertEqual(self.http_presence()[0], 401)
+        status, body = self.http_presence(mint("s1", "startup"))
+        self.assertEqual((status, body), (200, {"users": []}))
 
     # ---- client-originated events ------------------------------------------------------------
 
