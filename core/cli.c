@@ -449,6 +449,12 @@ static int s_token(s_client_t *client, int argc, char **argv)
                         "with token_secret)\n");
         return 2;
     }
+    if (strcmp(reference, "random") == 0) {
+        fprintf(stderr, "livehub: token: this hub's token_secret is random (new at each start, "
+                        "known only to the hub): sign in through the dashboard's dev login, or "
+                        "give the hub an env: or file: secret and pass it with --secret\n");
+        return 2;
+    }
     lh_error_t err;
     size_t size;
     char *secret = lh_secret_resolve(reference, &size, &err);

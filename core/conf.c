@@ -430,7 +430,7 @@ static const s_hub_key_t s_hub_keys[] = {
      "largest topic + body accepted, in bytes"},
     {NULL, "hwm", S_INT, "100000", 1, 10000000, S_FIELD(hwm), "ZeroMQ high-water marks"},
     {NULL, "token_secret", S_SECRET, NULL, 0, 0, S_FIELD(token_secret),
-     "env:NAME or file:PATH of the browser token secret"},
+     "env:NAME or file:PATH of the browser token secret, or random (new each start)"},
     {NULL, "ephemeral", S_TEXT, NULL, 0, 0, S_FIELD(ephemeral),
      "space-separated type prefixes routed live but not kept in history or the journal"},
     {"curve", "server_cert", S_TEXT, NULL, 0, 0, S_FIELD(curve_server_cert),
@@ -476,7 +476,9 @@ static int s_hub_set(s_ctx_t *ctx, const s_hub_key_t *key, const char *value, in
         break;
     case S_SECRET:
         /* Never echo the value: an inline secret is exactly what this refuses. */
-        if (!s_is_secret_ref(value))
+        /* "random" (token_secret only) is a fresh secret per start: dev logins without setup. */
+        if (!s_is_secret_ref(value) &&
+            !(strcmp(key->name, "token_secret") == 0 && strcmp(value, "random") == 0))
             reason = "must be a reference, env:NAME or file:PATH (inline secrets are refused)";
         break;
     case S_BOOL:

@@ -5,6 +5,7 @@
 #include <sys/signalfd.h>
 #include <time.h>
 #include <unistd.h>
+#include <openssl/rand.h>
 #include "envelope.h"
 #include "hub_internal.h"
 #include "livehub/codec.h"
@@ -17,6 +18,7 @@
 #define S_BACKOFF_MAX_MS 30000
 #define S_REJECT_LOG_INTERVAL_MS 5000
 #define S_HELLO_PREFIX "$hello"
+#define S_RANDOM_SECRET_SIZE 32 /* bytes of a token_secret = random */
 
 static uint64_t s_now_us(void)
 {
@@ -890,7 +892,16 @@ lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err
         goto failed;
     }
     s_make_epoch(self->epoch, sizeof self->epoch);
-    if (conf->token_secret) {
+    if (conf->token_secret && strcmp(conf->token_secret, "random") == 0) {
+        /* A per-process secret: tokens (from a sink's dev login) die with the process. */
+        self->token_secret_size = S_RANDOM_SECRET_SIZE;
+        self->token_secret = malloc(S_RANDOM_SECRET_SIZE);
+        if (!self->token_secret || RAND_bytes((unsigned char *)self->token_secret,
+                                              S_RANDOM_SECRET_SIZE) != 1) {
+            lh_error_set(err, "%s: token_secret: no random bytes for a random secret", conf->path);
+            goto failed;
+        }
+    } else if (conf->token_secret) {
         lh_error_t inner;
         self->token_secret =
             lh_secret_resolve(conf->token_secret, &self->token_secret_size, &inner);

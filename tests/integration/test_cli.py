@@ -119,6 +119,13 @@ class CliTest(HubTestCase):
         refused = self.cli(None, "token", "--sub", "42", "--role", "x", "--secret", "inline")
         self.assertEqual(refused.returncode, 1)
         self.assertIn("env:NAME or file:PATH", refused.stderr)
+        # The default conf's token_secret is random: only the hub knows it, so the CLI says so.
+        default_conf = os.path.join(os.environ["LIVEHUB_SOURCE_DIR"], "conf", "livehub.conf")
+        random_secret = self.cli(None, "--conf", default_conf, "token", "--sub", "1",
+                                 "--role", "admin")
+        self.assertEqual(random_secret.returncode, 2)
+        self.assertIn("token_secret is random", random_secret.stderr)
+        self.assertEqual(random_secret.stdout, "")
 
     def test_plugins_lists_options(self):
         result = self.cli(None, "plugins", env={"LIVEHUB_PLUGIN_DIR": PLUGIN_DIR})

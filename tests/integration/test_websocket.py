@@ -343,6 +343,28 @@ class WebSocketTest(HubTestCase):
 
         run(scenario())
 
+    def test_random_token_secret_serves_dev_login_tokens_of_this_process_only(self):
+        """token_secret = random (the default conf's): the dev login mints tokens the hub accepts;
+        a token signed with any other secret, or minted by another hub process, is refused."""
+        hubs = [self.start("dev_login = true", hub_extra="token_secret = random\n", secret=False)
+                for _ in range(2)]
+        (_, port), (_, other_port) = hubs
+        status, _, body = http_get(port, "/dev/token?sub=9&role=admin")
+        self.assertEqual(status, 200, body)
+        token = json.loads(body)["token"]
+
+        async def scenario():
+            async with self.connect(port, path="/ws/admin", token=token) as ws:
+                welcome = await recv_json(ws)
+                self.assertEqual(welcome["op"], "welcome")
+                self.assertIn("user:9", welcome["audiences"])
+            for where, forged in ((other_port, token), (port, mint("9", "admin"))):
+                async with self.connect(where, path="/ws/admin", token=forged) as ws:
+                    code, _ = await closed_with(ws)
+                    self.assertEqual(code, 4001)
+
+        run(scenario())
+
     def test_expiry_while_connected_and_token_refresh(self):
         hub, port = self.start("clock_skew = 0")
 

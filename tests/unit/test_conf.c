@@ -547,6 +547,11 @@ static void test_bad_token_secret(void **state)
     conf = s_load_ok("hub\n    token_secret = file:/etc/livehub/token\n", NULL);
     assert_string_equal(conf->token_secret, "file:/etc/livehub/token");
     lh_hub_conf_destroy(&conf);
+    /* "random" is the one non-reference value: a per-start secret, not an inline one. */
+    conf = s_load_ok("hub\n    token_secret = random\n", NULL);
+    assert_string_equal(conf->token_secret, "random");
+    lh_hub_conf_destroy(&conf);
+    s_refused("hub\n    token_secret = randomly\n", NULL, 2, "token_secret: must be a reference");
 }
 
 static void test_curve_half_configured(void **state)
