@@ -1,6 +1,8 @@
 /* notify: a sink that turns events into desktop notifications (freedesktop Notifications over the
  * session D-Bus) and event sounds (libcanberra), with per-type rules, coalescing of bursts, a rate
  * limit, quiet hours, an idle check and a do-not-disturb switch. docs/NOTIFY.md */
+#include <errno.h>
+#include <fcntl.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 #include <livehub/plugin.h>
 #include "nt_desktop.h"
 #include "nt_rules.h"
@@ -49,7 +52,7 @@ typedef struct {
     double tokens; /* rate limit bucket */
     int64_t tokens_at;
     int64_t bus_retry_at;
-    bool dnd_switch;         /* do not disturb set by `livehub stage NAME dnd on` */
+    bool dnd_switch;         /* `livehub stage NAME dnd on` when there is no dnd_file */
     uint64_t dnd_suppressed; /* events this instance kept quiet for do not disturb */
     bool down[S_DOWN_COUNT];
     s_link_t links[S_LINKS];
@@ -467,7 +470,7 @@ static bool s_dnd_file_exists(const notify_t *self)
     return self->dnd_file && stat(self->dnd_file, &info) == 0;
 }
 
-/* Do not disturb: switched on by command, or the dnd_file exists. */
+/* Do not disturb: switched on by command (without a dnd_file), or the dnd_file exists. */
 static bool s_dnd(const notify_t *self)
 {
     return self->dnd_switch || s_dnd_file_exists(self);
@@ -579,8 +582,33 @@ static int notify_run(void *handle, lh_io_t *io)
     return 0;
 }
 
+/* Sets do not disturb. With a dnd_file the file itself is the switch, so every worker, a
+ * restarted one and a person's `touch`/`rm` agree; without one it is this instance's memory.
+ * Returns 0, or -1 with a reason in reply. */
+static int s_set_dnd(notify_t *self, bool on, char *reply, size_t reply_size)
+{
+    if (!self->dnd_file) {
+        self->dnd_switch = on;
+        return 0;
+    }
+    int fd = on ? open(self->dnd_file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644) : -1;
+    if (on && fd < 0) {
+        snprintf(reply, reply_size, "cannot create dnd_file %s: %s", self->dnd_file,
+                 strerror(errno));
+        return -1;
+    }
+    if (fd >= 0)
+        close(fd);
+    if (!on && unlink(self->dnd_file) != 0 && errno != ENOENT) {
+        snprintf(reply, reply_size, "cannot remove dnd_file %s: %s", self->dnd_file,
+                 strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /* Operator commands: `dnd on|off|status` (also true/false/null). The reply reports the state:
- * {"dnd":true,"switch":true,"file":false,"suppressed":3}. */
+ * {"dnd":true,"dnd_file":null,"suppressed":3}. */
 static int notify_command(void *handle, lh_io_t *io, const char *name, const char *args_json,
                           char *reply, size_t reply_size)
 {
@@ -604,15 +632,19 @@ static int notify_command(void *handle, lh_io_t *io, const char *name, const cha
         snprintf(reply, reply_size, "dnd takes on, off or status (got %.100s)", args_json);
         return -1;
     }
-    if (set >= 0 && self->dnd_switch != (set == 1)) {
-        self->dnd_switch = set == 1;
-        lh_log(io, LH_LOG_INFO, "do not disturb %s by command%s", set ? "on" : "off",
-               !set && s_dnd_file_exists(self) ? " (still on: the dnd_file exists)" : "");
-    }
-    snprintf(reply, reply_size, "{\"dnd\":%s,\"switch\":%s,\"file\":%s,\"suppressed\":%llu}",
-             s_dnd(self) ? "true" : "false", self->dnd_switch ? "true" : "false",
-             s_dnd_file_exists(self) ? "true" : "false", (unsigned long long)self->dnd_suppressed);
-    return 0;
+    bool was = s_dnd(self);
+    if (set >= 0 && s_set_dnd(self, set == 1, reply, reply_size) != 0)
+        return -1;
+    if (s_dnd(self) != was)
+        lh_log(io, LH_LOG_INFO, "do not disturb %s by command", s_dnd(self) ? "on" : "off");
+    json_t *state = json_pack("{s:b, s:s?, s:I}", "dnd", s_dnd(self), "dnd_file", self->dnd_file,
+                              "suppressed", (json_int_t)self->dnd_suppressed);
+    char *text = state ? json_dumps(state, JSON_COMPACT) : NULL;
+    int rc = text ? 0 : -1;
+    snprintf(reply, reply_size, "%s", text ? text : "out of memory");
+    free(text);
+    json_decref(state);
+    return rc;
 }
 
 static void notify_destroy(void **self_p)

@@ -402,7 +402,7 @@ class NotifyTest(HubTestCase):
         hub.wait_running("desk")
         code, out, err = self.stage_command(hub, "desk", "dnd", "status")
         self.assertEqual((code, json.loads(out)),
-                         (0, {"dnd": False, "switch": False, "file": False, "suppressed": 0}), err)
+                         (0, {"dnd": False, "dnd_file": None, "suppressed": 0}), err)
         code, out, err = self.stage_command(hub, "desk", "dnd", "on")
         self.assertEqual((code, json.loads(out)["dnd"]), (0, True), err)
         hub.wait_log("do not disturb on by command")
@@ -414,8 +414,7 @@ class NotifyTest(HubTestCase):
         self.assertLess(self.desktop.peak(), 20, "and no sound")
         self.assertEqual(self.metric(hub, "sounds"), 0)
         code, out, err = self.stage_command(hub, "desk", "dnd", "status")
-        self.assertEqual(json.loads(out),
-                         {"dnd": True, "switch": True, "file": False, "suppressed": 2})
+        self.assertEqual(json.loads(out), {"dnd": True, "dnd_file": None, "suppressed": 2})
         # Bad arguments and commands change nothing.
         code, out, err = self.stage_command(hub, "desk", "dnd", "maybe")
         self.assertEqual(code, 1)
@@ -434,6 +433,41 @@ class NotifyTest(HubTestCase):
         self.assertEqual(shown["body"], "You've been assigned: S-back")
         wait_for(lambda: self.desktop.peak() > 100, 10, "the sound once do not disturb is off")
         self.assertEqual(self.metric(hub, "suppressed_dnd"), 2)
+
+    def test_do_not_disturb_command_with_a_dnd_file_outlives_a_restart(self):
+        self.desktop.start_bus()
+        dnd = os.path.join(self.desktop.dir, "dnd")
+        hub = self.hub(notify_chain(coalesce=0, dnd_file=dnd), env=self.desktop.env())
+        hub.wait_running("desk")
+        code, out, err = self.stage_command(hub, "desk", "dnd", "on")
+        self.assertEqual((code, json.loads(out)),
+                         (0, {"dnd": True, "dnd_file": dnd, "suppressed": 0}), err)
+        self.assertTrue(os.path.exists(dnd), "the command switched the file")
+        # A changed conf restarts the stage: do not disturb stays on, the file says so.
+        hub.write_conf(notify_chain(coalesce=0, dnd_file=dnd, app_name="desk"))
+        self.assertEqual(hub.control(b"RELOAD")[0], b"OK")
+        hub.wait_log("reloaded")
+        hub.wait_running("desk")
+        hub.publish("assignment:created", {"signalIdentifier": "after restart"})
+        self.wait_metric(hub, "suppressed_dnd", 1)
+        self.assertTrue(json.loads(self.stage_command(hub, "desk", "dnd")[1])["dnd"])
+        # `rm` by hand ends it as well as the command does.
+        os.unlink(dnd)
+        self.assertFalse(json.loads(self.stage_command(hub, "desk", "dnd")[1])["dnd"])
+        self.stage_command(hub, "desk", "dnd", "on")
+        code, out, err = self.stage_command(hub, "desk", "dnd", "off")
+        self.assertEqual((code, json.loads(out)["dnd"], os.path.exists(dnd)), (0, False, False))
+        hub.publish("assignment:created", {"signalIdentifier": "back"})
+        [shown] = self.desktop.wait_notifications(1)
+        self.assertEqual((shown["app"], shown["body"]), ("desk", "You've been assigned: back"))
+        # A dnd_file that cannot be created: refused, and nothing changes.
+        broken = self.hub(notify_chain(dnd_file="/nonexistent/dir/dnd"), env=self.desktop.env())
+        broken.wait_running("desk")
+        code, out, err = self.stage_command(broken, "desk", "dnd", "on")
+        self.assertEqual(code, 1)
+        self.assertIn("cannot create dnd_file /nonexistent/dir/dnd: No such file or directory",
+                      err)
+        self.assertFalse(json.loads(self.stage_command(broken, "desk", "dnd")[1])["dnd"])
 
     def test_no_notification_server_degrades_then_recovers(self):
         self.desktop.start_bus(server=False)  # a bus where nobody owns the Notifications name
