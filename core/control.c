@@ -79,6 +79,26 @@ static void s_add_metric(const lh_metric_view_t *view, void *arg)
     json_object_set_new(arg, key, value);
 }
 
+typedef struct {
+    const char *name, *labels_with; /* a family, and a label its series must carry (or "") */
+    double sum;
+} s_family_sum_t;
+
+static void s_sum_family(const lh_metric_view_t *view, void *arg)
+{
+    s_family_sum_t *family = arg;
+    if (strcmp(view->name, family->name) == 0 && strstr(view->labels, family->labels_with))
+        family->sum += view->value;
+}
+
+/* The total of a counter over every source (series of stages since removed included). */
+static json_int_t s_total(lh_hub_t *self, const char *name, const char *labels_with)
+{
+    s_family_sum_t family = {name, labels_with, 0};
+    lh_registry_each(self->registry, s_sum_family, &family);
+    return (json_int_t)family.sum;
+}
+
 json_t *lh_hub_status(lh_hub_t *self)
 {
     json_t *metrics = json_object();
@@ -115,11 +135,12 @@ json_t *lh_hub_status(lh_hub_t *self)
         (json_int_t)self->last_id, "uptime_ms", (json_int_t)(zclock_mono() - self->started_at),
         "history", "events", (json_int_t)lh_history_count(self->history), "capacity",
         (json_int_t)self->conf->history, "counters", "accepted",
-        (json_int_t)lh_metric_value(self->accepted), "duplicates",
+        s_total(self, "livehub_events_accepted_total", ""), "duplicates",
         (json_int_t)lh_metric_value(self->duplicates), "rejected", "malformed",
-        (json_int_t)lh_metric_value(self->rejected_malformed), "oversized",
-        (json_int_t)lh_metric_value(self->rejected_oversized), "frames",
-        (json_int_t)lh_metric_value(self->rejected_frames), "stages", stages, "metrics", metrics);
+        s_total(self, "livehub_events_rejected_total", "reason=\"malformed\""), "oversized",
+        s_total(self, "livehub_events_rejected_total", "reason=\"oversized\""), "frames",
+        s_total(self, "livehub_events_rejected_total", "reason=\"frames\""), "stages", stages,
+        "metrics", metrics);
 }
 
 static void s_status(lh_hub_t *self, s_request_t *request)

@@ -34,6 +34,12 @@ typedef struct lh_worker {
     char last_error[128];
 } lh_worker_t;
 
+/* The accept counters of one source of events (the tcp ingress, the inproc ingress, the control
+ * endpoint or an emitting stage): looked up once, so counting an event is one atomic add. */
+typedef struct {
+    lh_metric_t *accepted, *malformed, *oversized, *frames;
+} lh_source_counters_t;
+
 typedef struct lh_stage {
     lh_stage_conf_t *conf;
     const lh_plugin_t *plugin;
@@ -43,6 +49,7 @@ typedef struct lh_stage {
     int worker_count;
     uint64_t gap_from, gap_to; /* events dropped for this stage, not yet announced */
     lh_metric_t *delivered, *dropped, *restarts, *up;
+    lh_source_counters_t from; /* events it emitted (sources and filters) */
 } lh_stage_t;
 
 struct lh_hub {
@@ -73,12 +80,12 @@ struct lh_hub {
     zhashx_t *reject_log; /* src -> next time a rejection from it may be logged */
     zlist_t *commands;    /* STAGE requests waiting for their workers' replies (control.c) */
     uint64_t command_seq; /* ids of those requests */
-    lh_metric_t *accepted, *duplicates, *rejected_malformed, *rejected_oversized, *rejected_frames,
-        *history_events, *last_id_gauge, *journal_errors;
+    lh_source_counters_t from_ingress, from_inproc, from_control;
+    lh_metric_t *duplicates, *history_events, *last_id_gauge, *journal_errors;
 };
 
 /* Accepts one event from a producer (validate, dedup, stamp, store, fan out). from is the
- * emitting stage or NULL. On success *id receives the new id (0 for a dropped duplicate) and 0
+ * emitting stage, or NULL for the control endpoint (the source it is counted under). On success *id receives the new id (0 for a dropped duplicate) and 0
  * is returned; -1 with a reason when the event is refused (already counted). */
 int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
                   lh_stage_t *from, uint64_t *id, lh_error_t *err);

@@ -157,6 +157,34 @@ static void s_stage_destroy(lh_stage_t **stage_p)
     *stage_p = NULL;
 }
 
+/* Registers the accept counters of one source: livehub_events_accepted_total and
+ * livehub_events_rejected_total{reason} under labels (`source="..."`[,stage="..."]). frames
+ * only for sources read as raw ZeroMQ messages, the only ones that can send the wrong count. */
+static void s_source_counters_init(lh_hub_t *self, lh_source_counters_t *counters,
+                                   const char *labels, bool framed)
+{
+    static const char rejected_help[] = "Events refused before routing, by source and reason";
+    char reasoned[300];
+    *counters = (lh_source_counters_t){
+        .accepted = lh_registry_metric(self->registry, LH_METRIC_COUNTER,
+                                       "livehub_events_accepted_total",
+                                       "Events accepted and routed, by source", labels, NULL, 0),
+    };
+    snprintf(reasoned, sizeof reasoned, "%s,reason=\"malformed\"", labels);
+    counters->malformed = lh_registry_metric(self->registry, LH_METRIC_COUNTER,
+                                             "livehub_events_rejected_total", rejected_help,
+                                             reasoned, NULL, 0);
+    snprintf(reasoned, sizeof reasoned, "%s,reason=\"oversized\"", labels);
+    counters->oversized = lh_registry_metric(self->registry, LH_METRIC_COUNTER,
+                                             "livehub_events_rejected_total", rejected_help,
+                                             reasoned, NULL, 0);
+    snprintf(reasoned, sizeof reasoned, "%s,reason=\"frames\"", labels);
+    if (framed) /* the control endpoint checks the frame count itself */
+        counters->frames = lh_registry_metric(self->registry, LH_METRIC_COUNTER,
+                                              "livehub_events_rejected_total", rejected_help,
+                                              reasoned, NULL, 0);
+}
+
 /* Creates a stage's sockets and starts its workers. */
 static lh_stage_t *s_stage_new(lh_hub_t *self, lh_stage_conf_t *conf, lh_error_t *err)
 {
@@ -206,6 +234,12 @@ static lh_stage_t *s_stage_new(lh_hub_t *self, lh_stage_conf_t *conf, lh_error_t
     stage->up = lh_registry_metric(self->registry, LH_METRIC_GAUGE, "livehub_stage_workers_up",
                                    "Workers of a stage that are serving", labels, NULL, 0);
     free(labels);
+    if (gives_output) {
+        char source_labels[200];
+        snprintf(source_labels, sizeof source_labels, "source=\"stage\",stage=\"%s\"",
+                 conf->name);
+        s_source_counters_init(self, &stage->from, source_labels, true);
+    }
     for (int i = 0; i < stage->worker_count; i++)
         s_worker_start(self, &stage->workers[i]);
     return stage;
@@ -343,8 +377,8 @@ static bool s_ephemeral(const char *prefixes, const void *topic, size_t topic_si
  * the producer is in-process code (inproc ingest), whose own `src` is kept (a sink stamps
  * client-originated events with the token's user, docs/PRESENCE.md). */
 static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
-                    bool trust_src, lh_stage_t *from, uint64_t now, uint64_t *id,
-                    lh_error_t *err)
+                    bool trust_src, lh_stage_t *from, const lh_source_counters_t *counted,
+                    uint64_t now, uint64_t *id, lh_error_t *err)
 {
     size_t topic_size = zmq_msg_size(topic), body_size = zmq_msg_size(body);
     lh_envelope_t env;
@@ -352,12 +386,12 @@ static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const cha
     if (topic_size + body_size > self->conf->max_event_size) {
         lh_error_set(&reason, "event of %zu bytes exceeds max_event_size %zu",
                      topic_size + body_size, self->conf->max_event_size);
-        lh_metric_add(self->rejected_oversized, 1);
+        lh_metric_add(counted->oversized, 1);
         goto rejected;
     }
     if (lh_envelope_parse(zmq_msg_data(topic), topic_size, zmq_msg_data(body), body_size, 0, &env,
                           &reason) != 0) {
-        lh_metric_add(self->rejected_malformed, 1);
+        lh_metric_add(counted->malformed, 1);
         goto rejected;
     }
     const lh_span_t *key = &env.value[LH_FIELD_KEY];
@@ -402,7 +436,7 @@ static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const cha
     if (self->events_tcp)
         s_publish(self->events_tcp, topic, &stamped, true);
     zmq_msg_close(&stamped);
-    lh_metric_add(self->accepted, 1);
+    lh_metric_add(counted->accepted, 1);
     return 0;
 rejected:
     s_log_reject(self, src, reason.text);
@@ -414,13 +448,17 @@ rejected:
 int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
                   lh_stage_t *from, uint64_t *id, lh_error_t *err)
 {
-    return s_accept(self, topic, body, src, false, from, s_now_us(), id, err);
+    return s_accept(self, topic, body, src, false, from,
+                    from ? &from->from : &self->from_control, s_now_us(), id, err);
 }
 
 /* Receives whole messages from an ingest socket; each must be exactly [topic][body]. */
 static void s_drain_ingest(lh_hub_t *self, void *socket, const char *fixed_src, lh_stage_t *from)
 {
     uint64_t now = s_now_us(); /* one accept time per batch: the clock costs as much as routing */
+    const lh_source_counters_t *counted = from                        ? &from->from
+                                          : socket == self->ingest_tcp ? &self->from_ingress
+                                                                       : &self->from_inproc;
     for (int n = 0; n < S_DRAIN_BATCH; n++) {
         zmq_msg_t topic, body;
         zmq_msg_init(&topic);
@@ -456,11 +494,11 @@ static void s_drain_ingest(lh_hub_t *self, void *socket, const char *fixed_src, 
         if (frames != 2) {
             char reason[64];
             snprintf(reason, sizeof reason, "expected 2 frames [topic][body], got %d", frames);
-            lh_metric_add(self->rejected_frames, 1);
+            lh_metric_add(counted->frames, 1);
             s_log_reject(self, src, reason);
         } else {
-            s_accept(self, &topic, &body, src, socket == self->ingest_inproc, from, now, &id,
-                     NULL);
+            s_accept(self, &topic, &body, src, socket == self->ingest_inproc, from, counted, now,
+                     &id, NULL);
         }
         zmq_msg_close(&topic);
         zmq_msg_close(&body);
@@ -920,21 +958,13 @@ lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err
         .zmq_context = self->ctx,
     };
     lh_registry_t *r = self->registry;
-    self->accepted = lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_accepted_total",
-                                        "Events accepted and routed", "", NULL, 0);
+    if (conf->ingress)
+        s_source_counters_init(self, &self->from_ingress, "source=\"ingress\"", true);
+    s_source_counters_init(self, &self->from_inproc, "source=\"inproc\"", true);
+    s_source_counters_init(self, &self->from_control, "source=\"control\"", false);
     self->duplicates =
         lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_duplicate_total",
                            "Events dropped as repeats of an idempotency key", "", NULL, 0);
-    const char *rejected_help = "Events refused before routing, by reason";
-    self->rejected_malformed =
-        lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_rejected_total", rejected_help,
-                           "reason=\"malformed\"", NULL, 0);
-    self->rejected_oversized =
-        lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_rejected_total", rejected_help,
-                           "reason=\"oversized\"", NULL, 0);
-    self->rejected_frames =
-        lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_events_rejected_total", rejected_help,
-                           "reason=\"frames\"", NULL, 0);
     self->history_events = lh_registry_metric(r, LH_METRIC_GAUGE, "livehub_history_events",
                                               "Events kept for resume", "", NULL, 0);
     self->last_id_gauge = lh_registry_metric(r, LH_METRIC_GAUGE, "livehub_last_event_id",

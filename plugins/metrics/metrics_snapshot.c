@@ -82,6 +82,15 @@ static void s_add_namespace(s_sums_t *sums, const lh_metric_view_t *view)
     s_count_namespace(sums, ns, view->value);
 }
 
+/* livehub_polling_parked_clients{kind="stream"} counts SSE streams, kind="long" long polls. */
+static void s_add_polling(s_sums_t *sums, const lh_metric_view_t *view)
+{
+    if (strstr(view->labels, "kind=\"stream\""))
+        sums->sse += view->value, sums->have_sse = true;
+    else if (strstr(view->labels, "kind=\"long\""))
+        sums->long_poll += view->value, sums->have_long_poll = true;
+}
+
 static void s_visit(const lh_metric_view_t *view, void *arg)
 {
     s_sums_t *sums = arg;
@@ -103,10 +112,8 @@ static void s_visit(const lh_metric_view_t *view, void *arg)
         sums->last_id = view->value;
     else if (s_is(view, "livehub_ws_connections"))
         s_add_ws(sums, view);
-    else if (s_is(view, "livehub_poll_streams"))
-        sums->sse += view->value, sums->have_sse = true;
-    else if (s_is(view, "livehub_poll_parked"))
-        sums->long_poll += view->value, sums->have_long_poll = true;
+    else if (s_is(view, "livehub_polling_parked_clients"))
+        s_add_polling(sums, view);
     else if (s_is(view, "livehub_airtable_last_sync_seconds"))
         sums->last_sync = fmax(sums->last_sync, view->value), sums->have_sync = true;
     else if (s_is(view, "livehub_airtable_cursor_lag"))

@@ -65,21 +65,26 @@ typedef struct {
 
 /* ---- the server --------------------------------------------------------------------------- */
 
+/* What a request was, the kind label of livehub_polling_requests_total (names in polling.c). */
 enum {
     POLL_KIND_SHORT,
     POLL_KIND_LONG,
     POLL_KIND_STREAM,
     POLL_KIND_PREFLIGHT,
+    POLL_KIND_PRESENCE,
+    POLL_KIND_STATS,
     POLL_KIND_OTHER,
     POLL_KINDS
 };
-#define POLL_STATUSES 11
+/* Status codes counted under their number (the last slot counts any other as code="other"). */
+#define POLL_CODES 13
 
 typedef struct {
-    lh_metric_t *requests[POLL_KINDS];
-    lh_metric_t *statuses[POLL_STATUSES];
-    lh_metric_t *parked, *streams;                  /* gauges */
-    lh_metric_t *events, *rendered, *resets, *slow; /* counters */
+    /* livehub_polling_requests_total{kind,code}: each series registered when first answered */
+    lh_metric_t *requests[POLL_KINDS][POLL_CODES];
+    lh_metric_t *parked, *streams; /* livehub_polling_parked_clients{kind} */
+    lh_metric_t *served[POLL_KINDS]; /* livehub_polling_events_served_total{kind} */
+    lh_metric_t *rendered, *resets, *slow;
 } poll_metrics_t;
 
 typedef struct poll_limiter poll_limiter_t;
@@ -111,8 +116,8 @@ typedef struct poll_server {
 
 int64_t poll_now_us(void);
 uint64_t poll_hub_last_id(poll_server_t *server);
-/* Counter slot of an HTTP status in metrics.statuses. */
-size_t poll_status_index(unsigned code);
+/* Counts an answer in livehub_polling_requests_total{kind,code}. */
+void poll_count_answer(poll_server_t *server, int kind, unsigned code);
 int poll_options_load(const lh_conf_t *conf, poll_options_t *opt, lh_error_t *err);
 void poll_options_free(poll_options_t *opt);
 
@@ -136,6 +141,7 @@ typedef struct poll_request {
     /* the answer: status, extra headers, body (LWS_PRE headroom in front) */
     unsigned status;
     char origin[256]; /* echoed in Access-Control-Allow-Origin when allowed; "" otherwise */
+    char etag[64];    /* short polls: the answer's validator (quoted); "" otherwise */
     int retry_after;  /* seconds; 0: no Retry-After header */
     unsigned char *body;
     size_t body_size, body_sent;
@@ -154,6 +160,8 @@ typedef struct poll_request {
     uint64_t presence_conn; /* announced to the presence tracker as this id; 0: not */
 } poll_request_t;
 
+/* True when path is one of the fixed endpoints (the stats option may not take it). */
+bool poll_route_taken(const char *path);
 /* libwebsockets callbacks of the HTTP protocol. */
 int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *wsi,
                       const char *uri);

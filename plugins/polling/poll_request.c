@@ -1,7 +1,10 @@
 /* poll_request: one HTTP request at a time per connection (kept alive between them).
- *   GET /v1/events  short poll, or long poll with wait= (parked until an event the caller may see)
+ *   GET /v1/events  short poll (ETag / If-None-Match: 304 when nothing is new), or long poll with
+ *                   wait= (parked until an event the caller may see)
  *   GET /v1/stream  Server-Sent Events, resumed with Last-Event-ID or since=
+ *   GET <stats>     this stage's counters as JSON, when the conf names a path
  *   OPTIONS         CORS preflight
+ * The routes are a table (s_routes): an endpoint is a path, a kind and a handler.
  * Every answer is prepared first (status, body) and written from the writable callback: headers,
  * then the body in chunks, then the connection waits for the next request. */
 #include <ctype.h>
@@ -110,7 +113,7 @@ static void s_answer_buf(poll_request_t *self, unsigned status, s_buf_t *buf)
     self->body = buf->data;
     self->body_size = buf->size;
     self->body_sent = 0;
-    lh_metric_add(server->metrics.statuses[poll_status_index(status)], 1);
+    poll_count_answer(server, self->kind, status);
     lws_callback_on_writable(self->wsi);
 }
 
@@ -436,6 +439,76 @@ static s_collected_t s_collect(s_collect_t *c, uint64_t since, uint64_t *next)
     return S_OK;
 }
 
+/* ---- conditional short polls ------------------------------------------------------------------
+ * A short poll's answer is a function of the epoch, what the caller may see (grants, types,
+ * limit), since and next: the events in between never change. So "epoch+view hash-since-next"
+ * is a strong validator, and a poll whose answer would be empty and whose If-None-Match names
+ * the validator of that empty answer gets 304 without any rendering. */
+
+static uint64_t s_fnv1a(uint64_t hash, const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++)
+        hash = (hash ^ *p) * 0x100000001b3ull;
+    return (hash ^ 0xff) * 0x100000001b3ull; /* a separator: "ab","c" differs from "a","bc" */
+}
+
+/* The validator of the answer that goes on from next, quoted, into etag (64 bytes). */
+static void s_etag(const poll_request_t *self, uint64_t next, char *etag)
+{
+    uint64_t hash = s_fnv1a(0xcbf29ce484222325ull, lh_io_epoch(self->server->io));
+    for (size_t i = 0; i < self->grant_count; i++)
+        hash = s_fnv1a(hash, self->grants[i]);
+    for (size_t i = 0; i < self->pattern_count; i++)
+        hash = s_fnv1a(hash, self->patterns[i]);
+    char limit[24];
+    snprintf(limit, sizeof limit, "%" PRId64, self->limit);
+    hash = s_fnv1a(hash, limit);
+    snprintf(etag, 64, "\"%016" PRIx64 "-%" PRIu64 "-%" PRIu64 "\"", hash, self->since, next);
+}
+
+/* True when If-None-Match lists etag (weak or strong; "*" is not honoured: a poll always has a
+ * representation, so it would never see anything new). */
+static bool s_if_none_match(struct lws *wsi, const char *etag)
+{
+    char value[1024];
+    int size = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH);
+    if (size <= 0 || (size_t)size >= sizeof value ||
+        lws_hdr_copy(wsi, value, sizeof value, WSI_TOKEN_HTTP_IF_NONE_MATCH) < 0)
+        return false;
+    size_t etag_size = strlen(etag);
+    for (const char *p = value; *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        if (strncmp(p, "W/", 2) == 0)
+            p += 2;
+        if (strncmp(p, etag, etag_size) == 0 &&
+            (p[etag_size] == '\0' || p[etag_size] == ',' || p[etag_size] == ' '))
+            return true;
+        while (*p && *p != ',')
+            p++;
+    }
+    return false;
+}
+
+/* Answers 304 when nothing the caller may see came after since and it already holds that
+ * empty answer; only the ring is looked at (a since below it is answered in full). */
+static bool s_not_modified(poll_request_t *self)
+{
+    poll_ring_t *ring = &self->server->ring;
+    if (lws_hdr_total_length(self->wsi, WSI_TOKEN_HTTP_IF_NONE_MATCH) <= 0 ||
+        self->since < ring->floor || self->since > ring->newest)
+        return false;
+    for (size_t i = poll_ring_after(ring, self->since); i < ring->count; i++)
+        if (s_matches(self, poll_ring_at(ring, i)->event))
+            return false;
+    s_etag(self, ring->newest, self->etag);
+    if (!s_if_none_match(self->wsi, self->etag))
+        return false;
+    s_buf_t empty = {0};
+    s_answer_buf(self, 304, &empty);
+    return true;
+}
+
 /* {"epoch":..,"events":[..],"next":..} or the reset answer; true when it has events or is a
  * reset (something to tell), false when empty. */
 static bool s_events_body(poll_request_t *self, bool epoch_mismatch, s_buf_t *buf, uint64_t *next)
@@ -461,7 +534,9 @@ static bool s_events_body(poll_request_t *self, bool epoch_mismatch, s_buf_t *bu
         return true;
     }
     s_buf_printf(buf, "],\"next\":%" PRIu64 "}", *next);
-    lh_metric_add(server->metrics.events, (uint64_t)c.count);
+    lh_metric_add(server->metrics.served[self->kind], (uint64_t)c.count);
+    if (self->kind == POLL_KIND_SHORT)
+        s_etag(self, *next, self->etag);
     return c.count > 0;
 }
 
@@ -482,18 +557,20 @@ static int s_events(poll_request_t *self)
     if (s_parameters(self, &params) != 0)
         return 0;
     self->kind = params.wait_s > 0 ? POLL_KIND_LONG : POLL_KIND_SHORT;
-    lh_metric_add(server->metrics.requests[self->kind], 1);
     if (self->kind == POLL_KIND_LONG)
         poll_presence_join(self);
     if (!params.has_since && !params.epoch_mismatch) {
         /* no position yet: the answer is where to start from */
         self->since = server->ring.newest;
         if (params.wait_s == 0) {
-            s_answer_events(self, false);
+            if (!s_not_modified(self))
+                s_answer_events(self, false);
             return 0;
         }
     } else {
         self->since = params.since;
+        if (params.wait_s == 0 && !params.epoch_mismatch && s_not_modified(self))
+            return 0;
         if (params.wait_s == 0 || params.epoch_mismatch) {
             s_answer_events(self, params.epoch_mismatch);
             return 0;
@@ -555,8 +632,6 @@ static void s_stream_reset(poll_request_t *self, const char *reason)
 static int s_stream(poll_request_t *self)
 {
     poll_server_t *server = self->server;
-    self->kind = POLL_KIND_STREAM;
-    lh_metric_add(server->metrics.requests[POLL_KIND_STREAM], 1);
     s_params_t params;
     if (s_parameters(self, &params) != 0)
         return 0;
@@ -583,7 +658,7 @@ static int s_stream(poll_request_t *self)
     lws_dll2_add_tail(&self->link, &server->streams);
     lh_metric_set(server->metrics.streams, (double)server->streams.count);
     poll_presence_join(self);
-    lh_metric_add(server->metrics.statuses[poll_status_index(200)], 1);
+    poll_count_answer(server, POLL_KIND_STREAM, 200);
     lws_callback_on_writable(self->wsi);
     return 0;
 }
@@ -609,7 +684,7 @@ static void s_stream_fill(poll_request_t *self)
         if (buf.size)
             s_stream_add(self, (const char *)buf.data + LWS_PRE, buf.size);
         self->since = next;
-        lh_metric_add(server->metrics.events, (uint64_t)c.count);
+        lh_metric_add(server->metrics.served[POLL_KIND_STREAM], (uint64_t)c.count);
     }
     if (buf.failed)
         self->closing = true;
@@ -662,17 +737,26 @@ static int s_write_headers(poll_request_t *self)
     bool preflight = self->kind == POLL_KIND_PREFLIGHT && self->status == 204;
     const char *type = stream ? "text/event-stream" : preflight ? NULL : "application/json";
     lws_filepos_t length = stream ? LWS_ILLEGAL_HTTP_CONTENT_LEN : self->body_size;
-    if (lws_add_http_common_headers(wsi, self->status, type, length, &p, end) ||
-        s_add_header(wsi, "cache-control:", "no-store", &p, end))
+    if (self->status == 304) { /* no body, so neither Content-Type nor Content-Length */
+        if (lws_add_http_header_status(wsi, 304, &p, end))
+            return -1;
+    } else if (lws_add_http_common_headers(wsi, self->status, type, length, &p, end)) {
+        return -1;
+    }
+    /* a short poll may be kept and revalidated (If-None-Match); nothing else is worth keeping */
+    if (s_add_header(wsi, "cache-control:", self->etag[0] ? "private, no-cache" : "no-store", &p,
+                     end) ||
+        (self->etag[0] && s_add_header(wsi, "etag:", self->etag, &p, end)))
         return -1;
     if (self->origin[0] &&
         (s_add_header(wsi, "access-control-allow-origin:", self->origin, &p, end) ||
          s_add_header(wsi, "vary:", "Origin", &p, end) ||
-         s_add_header(wsi, "access-control-expose-headers:", "Retry-After", &p, end)))
+         s_add_header(wsi, "access-control-expose-headers:", "Retry-After, ETag", &p, end)))
         return -1;
     if (preflight && (s_add_header(wsi, "access-control-allow-methods:", "GET, OPTIONS", &p, end) ||
                       s_add_header(wsi, "access-control-allow-headers:",
-                                   "Authorization, Last-Event-ID, Cache-Control", &p, end) ||
+                                   "Authorization, Last-Event-ID, Cache-Control, If-None-Match",
+                                   &p, end) ||
                       s_add_header(wsi, "access-control-max-age:", "600", &p, end)))
         return -1;
     if ((self->status == 405 || preflight) && s_add_header(wsi, "allow:", "GET, OPTIONS", &p, end))
@@ -769,19 +853,27 @@ typedef struct {
     json_t *object;
 } s_stats_t;
 
+/* The stage's series as "name" or "name{labels}" (its own labels besides stage). */
 static void s_stats_visit(const lh_metric_view_t *view, void *arg)
 {
     s_stats_t *stats = arg;
-    char label[160];
-    snprintf(label, sizeof label, "stage=\"%s\"", stats->stage);
-    if (strcmp(view->labels, label) == 0)
-        json_object_set_new(stats->object, view->name, json_real(view->value));
+    char label[160], key[320];
+    int size = snprintf(label, sizeof label, "stage=\"%s\"", stats->stage);
+    if (size < 0 || (size_t)size >= sizeof label || strncmp(view->labels, label, (size_t)size))
+        return;
+    const char *rest = view->labels + size;
+    if (*rest == '\0')
+        snprintf(key, sizeof key, "%s", view->name);
+    else if (*rest == ',')
+        snprintf(key, sizeof key, "%s{%s}", view->name, rest + 1);
+    else
+        return; /* another stage whose name starts with this one's */
+    json_object_set_new(stats->object, key, json_real(view->value));
 }
 
 static int s_stats(poll_request_t *self)
 {
     s_stats_t stats = {lh_io_stage(self->server->io), json_object()};
-    lh_metric_add(self->server->metrics.requests[POLL_KIND_OTHER], 1);
     if (stats.object)
         lh_io_metrics_each(self->server->io, s_stats_visit, &stats);
     char *text =
@@ -797,50 +889,66 @@ static int s_stats(poll_request_t *self)
     return 0;
 }
 
+/* The endpoints. path NULL: the stats option's path. */
+typedef struct {
+    const char *path;
+    int kind; /* what a request is counted as until its handler knows better */
+    bool authenticated;
+    int (*serve)(poll_request_t *self);
+} s_route_t;
+
+static const s_route_t s_routes[] = {
+    {"/v1/events", POLL_KIND_SHORT, true, s_events},
+    {"/v1/stream", POLL_KIND_STREAM, true, s_stream},
+    {"/v1/presence", POLL_KIND_PRESENCE, true, poll_presence_answer},
+    {NULL, POLL_KIND_STATS, false, s_stats},
+};
+
+bool poll_route_taken(const char *path)
+{
+    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++)
+        if (s_routes[i].path && strcmp(s_routes[i].path, path) == 0)
+            return true;
+    return false;
+}
+
+static const s_route_t *s_route(const poll_server_t *server, const char *uri)
+{
+    for (size_t i = 0; i < sizeof s_routes / sizeof s_routes[0]; i++) {
+        const char *path = s_routes[i].path ? s_routes[i].path : server->opt.stats_path;
+        if (path && strcmp(uri, path) == 0)
+            return &s_routes[i];
+    }
+    return NULL;
+}
+
 int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *wsi, const char *uri)
 {
     s_reset(self);
     self->server = server;
     self->wsi = wsi;
-    self->kind = POLL_KIND_OTHER;
     bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
     bool options = lws_hdr_total_length(wsi, WSI_TOKEN_OPTIONS_URI) > 0;
-    bool events = strcmp(uri, "/v1/events") == 0, stream = strcmp(uri, "/v1/stream") == 0;
-    bool presence = strcmp(uri, "/v1/presence") == 0;
-    bool stats = server->opt.stats_path && strcmp(uri, server->opt.stats_path) == 0;
-    if (options)
-        self->kind = POLL_KIND_PREFLIGHT;
-    if (!s_origin(self)) {
-        lh_metric_add(server->metrics.requests[self->kind], 1);
+    const s_route_t *route = s_route(server, uri);
+    self->kind = options ? POLL_KIND_PREFLIGHT : route && get ? route->kind : POLL_KIND_OTHER;
+    if (!s_origin(self))
         return s_error(self, 403, "forbidden_origin", "this origin may not read events");
-    }
-    if (!events && !stream && !stats && !presence) {
-        lh_metric_add(server->metrics.requests[self->kind], 1);
+    if (!route)
         return s_error(self, 404, "not_found", "no such endpoint (try /v1/events or /v1/stream)");
-    }
     if (options) {
-        lh_metric_add(server->metrics.requests[POLL_KIND_PREFLIGHT], 1);
         s_buf_t empty = {0};
         s_answer_buf(self, 204, &empty);
         return 0;
     }
-    if (!get) {
-        lh_metric_add(server->metrics.requests[POLL_KIND_OTHER], 1);
+    if (!get)
         return s_error(self, 405, "method_not_allowed", "use GET");
-    }
     if (server->terminating) {
         self->retry_after = 1;
         return s_error(self, 503, "stopping", "the hub is stopping");
     }
-    if (stats)
-        return s_stats(self);
-    if (s_authenticate(self) != 0) {
-        lh_metric_add(server->metrics.requests[stream ? POLL_KIND_STREAM : POLL_KIND_SHORT], 1);
+    if (route->authenticated && s_authenticate(self) != 0)
         return 0;
-    }
-    if (presence)
-        return poll_presence_answer(self);
-    return stream ? s_stream(self) : s_events(self);
+    return route->serve(self);
 }
 
 void poll_request_closed(poll_request_t *self)

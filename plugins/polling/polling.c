@@ -160,10 +160,8 @@ int poll_options_load(const lh_conf_t *conf, poll_options_t *opt, lh_error_t *er
         goto failed;
     }
     opt->stats_path = lh_conf_get(conf, "stats");
-    if (opt->stats_path &&
-        (opt->stats_path[0] != '/' || strcmp(opt->stats_path, "/v1/events") == 0 ||
-         strcmp(opt->stats_path, "/v1/stream") == 0)) {
-        lh_error_set(err, "stats: a URL path starting with / other than /v1/events and /v1/stream");
+    if (opt->stats_path && (opt->stats_path[0] != '/' || poll_route_taken(opt->stats_path))) {
+        lh_error_set(err, "stats: a URL path starting with / that no endpoint uses");
         goto failed;
     }
     return 0;
@@ -450,42 +448,52 @@ static const struct lws_protocols s_protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-static const struct {
-    unsigned code;
-    const char *name;
-} s_status_names[POLL_STATUSES] = {
-    {200, "200"}, {204, "204"}, {400, "400"}, {401, "401"}, {403, "403"}, {404, "404"},
-    {405, "405"}, {429, "429"}, {500, "500"}, {503, "503"}, {0, "other"},
-};
+static const char *const s_kind_names[POLL_KINDS] = {"short",    "long",  "stream", "preflight",
+                                                    "presence", "stats", "other"};
+static const unsigned s_counted_codes[POLL_CODES - 1] = {200, 204, 304, 400, 401, 403,
+                                                         404, 405, 429, 431, 500, 503};
 
-size_t poll_status_index(unsigned code)
+void poll_count_answer(poll_server_t *server, int kind, unsigned code)
 {
-    for (size_t i = 0; i + 1 < POLL_STATUSES; i++)
-        if (s_status_names[i].code == code)
-            return i;
-    return POLL_STATUSES - 1;
+    size_t slot = 0;
+    while (slot < POLL_CODES - 1 && s_counted_codes[slot] != code)
+        slot++;
+    lh_metric_t **counter = &server->metrics.requests[kind][slot];
+    if (!*counter) { /* once per series: the registry lookup takes a lock */
+        char labels[64];
+        char number[16];
+        snprintf(number, sizeof number, "%u", code);
+        snprintf(labels, sizeof labels, "kind=\"%s\",code=\"%s\"", s_kind_names[kind],
+                 slot < POLL_CODES - 1 ? number : "other");
+        *counter = lh_io_metric(server->io, LH_METRIC_COUNTER, "livehub_polling_requests_total",
+                                "HTTP requests answered, by kind and status code", labels, NULL,
+                                0);
+    }
+    lh_metric_add(*counter, 1);
 }
 
 static void s_register_metrics(poll_server_t *server)
 {
     lh_io_t *io = server->io;
     poll_metrics_t *m = &server->metrics;
-    static const char *kinds[POLL_KINDS] = {"short", "long", "stream", "preflight", "other"};
-    char name[96];
-    for (size_t i = 0; i < POLL_KINDS; i++) {
-        snprintf(name, sizeof name, "livehub_poll_requests_%s_total", kinds[i]);
-        m->requests[i] = lh_io_counter(io, name, "HTTP requests, by kind");
+    static const char parked_help[] = "Long polls waiting for an event and open SSE streams";
+    m->parked = lh_io_metric(io, LH_METRIC_GAUGE, "livehub_polling_parked_clients", parked_help,
+                             "kind=\"long\"", NULL, 0);
+    m->streams = lh_io_metric(io, LH_METRIC_GAUGE, "livehub_polling_parked_clients", parked_help,
+                              "kind=\"stream\"", NULL, 0);
+    static const int served_kinds[] = {POLL_KIND_SHORT, POLL_KIND_LONG, POLL_KIND_STREAM};
+    for (size_t i = 0; i < sizeof served_kinds / sizeof served_kinds[0]; i++) {
+        char labels[32];
+        snprintf(labels, sizeof labels, "kind=\"%s\"", s_kind_names[served_kinds[i]]);
+        m->served[served_kinds[i]] = lh_io_metric(
+            io, LH_METRIC_COUNTER, "livehub_polling_events_served_total",
+            "Events written to clients, by kind of request", labels, NULL, 0);
     }
-    for (size_t i = 0; i < POLL_STATUSES; i++) {
-        snprintf(name, sizeof name, "livehub_poll_status_%s_total", s_status_names[i].name);
-        m->statuses[i] = lh_io_counter(io, name, "HTTP answers, by status");
-    }
-    m->parked = lh_io_gauge(io, "livehub_poll_parked", "Long polls waiting for an event");
-    m->streams = lh_io_gauge(io, "livehub_poll_streams", "Open Server-Sent Events streams");
-    m->events = lh_io_counter(io, "livehub_poll_events_total", "Events served to clients");
-    m->rendered = lh_io_counter(io, "livehub_poll_rendered_total", "Events rendered into the ring");
-    m->resets = lh_io_counter(io, "livehub_poll_resets_total", "Reset answers (stale id, epoch)");
-    m->slow = lh_io_counter(io, "livehub_poll_slow_streams_total",
+    m->rendered = lh_io_counter(io, "livehub_polling_events_rendered_total",
+                                "Events rendered into the ring (once each, shared by every client)");
+    m->resets = lh_io_counter(io, "livehub_polling_resets_total",
+                              "Reset answers (stale id, other epoch, id from the future)");
+    m->slow = lh_io_counter(io, "livehub_polling_slow_streams_total",
                             "SSE streams closed because the client did not read");
 }
 

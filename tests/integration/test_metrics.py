@@ -58,6 +58,14 @@ def parse(text):
     return samples, comments
 
 
+def total(samples, name, **labels):
+    """The sum of a family over every series carrying labels (e.g. accepted events of all
+    sources, or of one)."""
+    wanted = ['%s="%s"' % item for item in labels.items()]
+    return sum(value for (family, text), value in samples.items()
+               if family == name and all(label in text.split(",") for label in wanted))
+
+
 def scrape(port, method="GET", path="/metrics"):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
@@ -161,7 +169,17 @@ class MetricsTest(HubTestCase):
         hub, port = self.metrics_hub()
         for n in range(25):
             hub.publish("signal:created", {"n": n})
-        status, headers, text = scrape(port)
+        push = hub.pusher()
+        for n in range(5):
+            push.send_multipart([b"signal:created", pack_event("signal:created", {"n": n})])
+        push.send_multipart([b"signal:created", b"\xc1 not msgpack"])
+        push.send_multipart([b"signal:created"])
+        deadline = time.time() + 10
+        while time.time() < deadline:  # the pushes travel apart from the control requests
+            status, headers, text = scrape(port)
+            if total(parse(text)[0], "livehub_events_rejected_total", source="ingress") == 2:
+                break
+            time.sleep(0.05)
         self.assertEqual(status, 200)
         self.assertEqual(headers["Content-Type"], "text/plain; version=0.0.4; charset=utf-8")
         lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
@@ -173,10 +191,26 @@ class MetricsTest(HubTestCase):
         families = [c[2] for c in comments if c[1] == "TYPE"]
         self.assertEqual(len(families), len(set(families)), "one TYPE line per name")
         self.assertEqual([c[2] for c in comments if c[1] == "HELP"], families)
-        self.assertEqual(samples[("livehub_events_accepted_total", "")], 25)
-        self.assertEqual(samples[("livehub_stage_delivered_total", 'stage="rec"')], 25)
-        self.assertEqual(samples[("livehub_events_rejected_total", 'reason="malformed"')], 0)
-        self.assertEqual(samples[("livehub_history_events", "")], 25)
+        # Accepted and rejected events by source: the control endpoint, the tcp ingress, the
+        # inproc ingress and each stage that emits (here the metrics stage, which is quiet).
+        accepted = "livehub_events_accepted_total"
+        self.assertEqual(samples[(accepted, 'source="control"')], 25)
+        self.assertEqual(samples[(accepted, 'source="ingress"')], 5)
+        self.assertEqual(samples[(accepted, 'source="inproc"')], 0)
+        self.assertEqual(samples[(accepted, 'source="stage",stage="metrics"')], 0)
+        self.assertEqual(total(samples, accepted), 30)
+        self.assertNotIn((accepted, 'source="stage",stage="rec"'), samples, "a sink emits nothing")
+        rejected = "livehub_events_rejected_total"
+        self.assertEqual(samples[(rejected, 'source="ingress",reason="malformed"')], 1)
+        self.assertEqual(samples[(rejected, 'source="ingress",reason="frames"')], 1)
+        self.assertEqual(samples[(rejected, 'source="control",reason="malformed"')], 0)
+        self.assertEqual(total(samples, rejected), 2)
+        self.assertNotIn((rejected, 'source="control",reason="frames"'), samples)
+        status = hub.status()["counters"]
+        self.assertEqual((status["accepted"], status["rejected"]),
+                         (30, {"malformed": 1, "oversized": 0, "frames": 1}))
+        self.assertEqual(samples[("livehub_stage_delivered_total", 'stage="rec"')], 30)
+        self.assertEqual(samples[("livehub_history_events", "")], 30)
 
         # The per-sink latency histogram: cumulative buckets, +Inf equal to _count.
         buckets = sorted((float(re.search(r'le="([^"]+)"', labels).group(1)), value)
@@ -184,10 +218,10 @@ class MetricsTest(HubTestCase):
                          if name == "livehub_stage_latency_seconds_bucket"
                          and 'stage="rec"' in labels)
         self.assertGreaterEqual(len(buckets), 2)
-        self.assertEqual(buckets[-1], (float("inf"), 25))
+        self.assertEqual(buckets[-1], (float("inf"), 30))
         self.assertEqual([v for _, v in buckets], sorted(v for _, v in buckets), "cumulative")
-        self.assertEqual(samples[("livehub_stage_latency_seconds_count", 'stage="rec"')], 25)
-        self.assertTrue(0 < samples[("livehub_stage_latency_seconds_sum", 'stage="rec"')] < 25)
+        self.assertEqual(samples[("livehub_stage_latency_seconds_count", 'stage="rec"')], 30)
+        self.assertTrue(0 < samples[("livehub_stage_latency_seconds_sum", 'stage="rec"')] < 30)
 
         # Process metrics and build info.
         self.assertGreater(samples[("process_resident_memory_bytes", "")], 1 << 20)
@@ -226,11 +260,16 @@ class MetricsTest(HubTestCase):
             push.send_multipart([b"signal:created", pack_event("signal:created", {"n": n})])
         end = time.time()
         sent = rate * seconds
-        prometheus.wait_value("livehub_events_accepted_total", lambda v: v == sent)
-        # The rate over 3 s well inside the sending period (at least 3 scrapes in the window).
-        measured = prometheus.query("rate(livehub_events_accepted_total[3s])", at=end - 0.5)
+        prometheus.wait_value("sum(livehub_events_accepted_total)", lambda v: v == sent)
+        # The rate over 3 s well inside the sending period (at least 3 scrapes in the window),
+        # summed over every source, and all of it from the tcp ingress.
+        measured = prometheus.query("sum(rate(livehub_events_accepted_total[3s]))", at=end - 0.5)
         self.assertEqual(len(measured), 1, measured)
         self.assertAlmostEqual(measured[0][1], rate, delta=rate * 0.15)
+        by_source = dict((labels["source"], value) for labels, value in prometheus.query(
+            "sum by (source) (rate(livehub_events_accepted_total[3s]))", at=end - 0.5))
+        self.assertAlmostEqual(by_source.pop("ingress"), rate, delta=rate * 0.15)
+        self.assertEqual(set(by_source.values()), {0.0}, by_source)
         delivered = prometheus.query('livehub_stage_delivered_total{stage="rec"}')
         self.assertEqual(delivered[0][1], sent)
         prometheus.wait_value('livehub_stage_latency_seconds_bucket{stage="rec",le="+Inf"}',
@@ -242,7 +281,7 @@ class MetricsTest(HubTestCase):
         self.assertTrue(prometheus.query('livehub_build_info{version="%s"}' % project_version()))
 
     def test_metrics_update_events_arrive_on_schedule_with_matching_values(self):
-        hub, _ = self.metrics_hub(interval=1)
+        hub, port = self.metrics_hub(interval=1)
         sub = hub.subscriber("metrics:update")
         first = sub.recv(3)
         self.assertIsNotNone(first, "a metrics:update within an interval")
@@ -275,6 +314,12 @@ class MetricsTest(HubTestCase):
         self.assertEqual(data[-1]["last_id"], data[-1]["events_total"])
         self.assertEqual((data[-1]["drops_total"], data[-1]["restarts_total"]), (0, 0))
         self.assertEqual(data[-1]["rejected_total"], 0)
+        # The updates are the metrics stage's own events, counted under its source.
+        samples, _ = parse(scrape(port)[2])
+        self.assertGreaterEqual(
+            samples[("livehub_events_accepted_total", 'source="stage",stage="metrics"')],
+            len(updates))
+        self.assertEqual(samples[("livehub_events_accepted_total", 'source="control"')], sent)
         latencies = [d["latency_ms"] for d in data[1:] if d["latency_ms"]["p50"] is not None]
         self.assertTrue(latencies, data)
         for latency in latencies:
@@ -314,6 +359,55 @@ class MetricsTest(HubTestCase):
         for client in clients:
             client.close()
         self.assertEqual(wait_connections(0)["namespaces"].get("client"), 0)
+
+    def test_polling_series_carry_kind_and_code_labels(self):
+        """The polling sink's counters are labelled families (promtool-clean), and the updates
+        count its parked long polls and open streams."""
+        port, poll_port = free_port(), free_port()
+        hub = self.hub(chains(port, 1) + "    sink = poll\n        plugin = polling\n"
+                       "        listen = 127.0.0.1:%d\n        anonymous = true\n"
+                       "        rate = 0\n" % poll_port)
+        hub.wait_running("poll")
+        sub = hub.subscriber("metrics:update")
+        event_id = hub.publish("signal:created", {"n": 1})
+        time.sleep(0.2)
+        for path, status in (("/v1/events?since=0", 200), ("/v1/events?since=x", 400),
+                             ("/nope", 404)):
+            self.assertEqual(scrape(poll_port, path=path)[0], status)
+        parked = socket.create_connection(("127.0.0.1", poll_port))
+        parked.sendall(b"GET /v1/events?since=%d&wait=30 HTTP/1.1\r\nHost: x\r\n\r\n" % event_id)
+        stream = socket.create_connection(("127.0.0.1", poll_port))
+        stream.sendall(b"GET /v1/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.addCleanup(parked.close)
+        self.addCleanup(stream.close)
+        seen = []
+        for _ in range(6):
+            update = sub.recv(3)
+            self.assertIsNotNone(update)
+            seen.append(update["data"]["connections"])
+            if (seen[-1].get("sse"), seen[-1].get("long_poll")) == (1, 1):
+                break
+        self.assertEqual((seen[-1].get("sse"), seen[-1].get("long_poll")), (1, 1), seen)
+
+        text = scrape(port)[2]
+        lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
+                              text=True, timeout=30)
+        self.assertEqual(lint.returncode, 0, lint.stdout + lint.stderr)
+        self.assertEqual([line for line in (lint.stdout + lint.stderr).splitlines() if line], [])
+        samples, _ = parse(text)
+        requests = "livehub_polling_requests_total"
+        self.assertEqual(samples[(requests, 'stage="poll",kind="short",code="200"')], 1)
+        self.assertEqual(samples[(requests, 'stage="poll",kind="short",code="400"')], 1)
+        self.assertEqual(samples[(requests, 'stage="poll",kind="other",code="404"')], 1)
+        self.assertEqual(samples[(requests, 'stage="poll",kind="stream",code="200"')], 1)
+        self.assertEqual(total(samples, requests, kind="long"), 0, "still parked")
+        parked_clients = "livehub_polling_parked_clients"
+        self.assertEqual(samples[(parked_clients, 'stage="poll",kind="long"')], 1)
+        self.assertEqual(samples[(parked_clients, 'stage="poll",kind="stream"')], 1)
+        self.assertEqual(samples[("livehub_polling_events_served_total",
+                                  'stage="poll",kind="short"')], 1)
+        self.assertFalse([name for name, _ in samples if re.search(r"_\d{3}_|_poll_", name)],
+                         "no status codes or kinds in metric names")
 
     def test_websocket_write_latency_histogram_and_update_quantiles(self):
         """A WebSocket client receives N live events: the sink's write latency histogram counts
@@ -429,7 +523,7 @@ class MetricsTest(HubTestCase):
         status, _, text = scrape(port)
         self.assertEqual(status, 200)
         samples, _ = parse(text)
-        self.assertEqual(samples[("livehub_events_accepted_total", "")], 0)
+        self.assertEqual(total(samples, "livehub_events_accepted_total"), 0)
         self.assertEqual(samples[("livehub_metrics_http_errors_total", 'stage="metrics"')],
                          len(bad) + 1)
         self.assertEqual(samples[("livehub_stage_restarts_total", 'stage="metrics"')], 0)
@@ -466,7 +560,7 @@ class MetricsTest(HubTestCase):
                 connection.request("GET", "/metrics")
                 body = connection.getresponse().read().decode()
                 size = len(body)
-                accepted.append(parse(body)[0][("livehub_events_accepted_total", "")])
+                accepted.append(total(parse(body)[0], "livehub_events_accepted_total"))
             elapsed = time.perf_counter() - started
             connection.close()
         finally:

@@ -18,6 +18,13 @@ import unittest
 from hubtest import HubTestCase, free_port, pack_event
 
 SECRET = "polling-test-secret-42"
+# Keys of the stats endpoint: a series of the stage, with its labels besides stage.
+PARKED_LONG = 'livehub_polling_parked_clients{kind="long"}'
+PARKED_STREAMS = 'livehub_polling_parked_clients{kind="stream"}'
+
+
+def answered(kind, code):
+    return 'livehub_polling_requests_total{kind="%s",code="%s"}' % (kind, code)
 ENV = {"LIVEHUB_POLL_TEST_SECRET": SECRET}
 
 
@@ -191,7 +198,72 @@ class PollingTest(HubTestCase):
         empty = self.get("/v1/events?since=%d" % (since + 2))[2]
         self.assertEqual((empty["events"], empty["next"]), ([], since + 2))
         stats = self.stats()
-        self.assertEqual(stats["livehub_poll_rendered_total"], 27, "each event rendered once")
+        self.assertEqual(stats["livehub_polling_events_rendered_total"], 27,
+                         "each event rendered once")
+        self.assertEqual(stats['livehub_polling_events_served_total{kind="short"}'], 26)
+
+    def test_a_poll_with_nothing_new_gets_304_without_a_body(self):
+        hub = self.start("anonymous = true\nrate = 0")
+        first = hub.publish("signal:created", {"n": 1})
+        time.sleep(0.2)
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+
+        def poll(query, etag=None):
+            connection.request("GET", "/v1/events?" + query,
+                               headers={"If-None-Match": etag} if etag else {})
+            response = connection.getresponse()
+            return response.status, response.getheader("ETag"), response.read()
+
+        code, full_tag, body = poll("since=0")
+        self.assertEqual((code, json.loads(body)["next"]), (200, first))
+        code, tag, body = poll("since=%d" % first)
+        self.assertEqual((code, json.loads(body)["events"]), (200, []))
+        self.assertTrue(tag.startswith('"') and tag.endswith('"'), tag)
+        self.assertNotEqual(tag, full_tag)
+        local = connection.sock.getsockname()
+        for header in (tag, "W/" + tag, '"other", %s' % tag):
+            self.assertEqual(poll("since=%d" % first, header), (304, tag, b""), header)
+        self.assertEqual(connection.sock.getsockname(), local, "kept alive across 304s")
+        # anything the caller may see, another view, another position or a stale tag: 200
+        self.assertEqual(poll("since=0", full_tag)[0], 200, "not empty: answered in full")
+        self.assertEqual(poll("since=%d&types=other:*" % first, tag)[0], 200)
+        self.assertEqual(poll("since=%d" % first, '"nothing-%d-%d"' % (first, first))[0], 200)
+        self.assertEqual(poll("since=%d" % first, "*")[0], 200)
+        hidden = hub.publish("signal:created", {"n": 2}, to=["user:7"])  # invisible here
+        time.sleep(0.2)
+        code, moved, body = poll("since=%d" % first, tag)
+        self.assertEqual((code, json.loads(body)), (200, {"epoch": hub.subscriber().hello["epoch"],
+                                                          "events": [], "next": hidden}))
+        self.assertNotEqual(moved, tag, "next moved on: another answer")
+        self.assertEqual(poll("since=%d" % first, moved)[0], 304)
+        second = hub.publish("signal:created", {"n": 3})
+        time.sleep(0.2)
+        code, _, body = poll("since=%d" % first, moved)
+        self.assertEqual((code, [e["id"] for e in json.loads(body)["events"]]), (200, [second]))
+        connection.close()
+        # curl: the same with its own client, headers only
+        out = subprocess.run(["curl", "-s", "-i", "-m", "10", "-H", "If-None-Match: " + tag,
+                              "http://127.0.0.1:%d/v1/events?since=%d" % (self.port, first)],
+                             capture_output=True, text=True, timeout=20).stdout
+        self.assertTrue(out.startswith("HTTP/1.1 200"), out)  # a visible event came since
+        tag = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%header{etag}", "-m", "10",
+                              "http://127.0.0.1:%d/v1/events?since=%d" % (self.port, second)],
+                             capture_output=True, text=True, timeout=20).stdout
+        out = subprocess.run(["curl", "-s", "-i", "-m", "10", "-H", "If-None-Match: " + tag,
+                              "http://127.0.0.1:%d/v1/events?since=%d" % (self.port, second)],
+                             capture_output=True, text=True, timeout=20).stdout
+        head, _, body = out.partition("\r\n\r\n")
+        self.assertTrue(head.startswith("HTTP/1.1 304"), out)
+        self.assertEqual(body, "")
+        self.assertIn("etag: " + tag, head.lower())
+        self.assertNotIn("content-type", head.lower())
+        # long polls and streams carry no validator; a long poll waits as before
+        code, head, _ = self.get("/v1/events?since=%d&wait=1" % second)
+        self.assertNotIn("etag", head)
+        self.assertEqual(head["cache-control"], "no-store")
+        stats = self.stats()
+        self.assertEqual(stats[answered("short", 304)], 5)
+        self.assertEqual(stats[answered("long", 200)], 1)
 
     def test_events_the_hub_dropped_for_the_sink_are_taken_from_history(self):
         hub = self.start("anonymous = true\nrate = 0\nring = 100000", hub_extra="hwm = 2")
@@ -213,7 +285,7 @@ class PollingTest(HubTestCase):
         stats = self.stats()
         print("\nthe hub dropped %d event(s) for the sink; taken from history"
               % stats["livehub_sink_dropped_total"])
-        self.assertEqual(stats["livehub_poll_rendered_total"], 3001)
+        self.assertEqual(stats["livehub_polling_events_rendered_total"], 3001)
 
     def test_bad_input_gets_clear_errors_and_changes_nothing(self):
         hub = self.start("anonymous = true\nrate = 0\nmax_limit = 500")
@@ -239,7 +311,10 @@ class PollingTest(HubTestCase):
         self.assertEqual(self.get("/v1/events", method="DELETE")[0], 405)
         page = self.get("/v1/events?since=0")[2]
         self.assertEqual([e["id"] for e in page["events"]], [first], "the hub serves on")
-        self.assertGreaterEqual(self.stats()["livehub_poll_status_400_total"], 11)
+        stats = self.stats()
+        self.assertEqual(stats[answered("short", 400)], 11)
+        self.assertEqual(stats[answered("other", 404)], 2)
+        self.assertEqual(stats[answered("other", 405)], 2)
 
     # ---- audiences and tokens --------------------------------------------------------------------
 
@@ -298,7 +373,7 @@ class PollingTest(HubTestCase):
 
         waiter = threading.Thread(target=poll)
         waiter.start()
-        self.wait_stat("livehub_poll_parked", 1)
+        self.wait_stat(PARKED_LONG, 1)
         hub.publish("signal:created", {"x": "hidden"}, to=["user:2"])  # not for this caller
         time.sleep(0.3)
         self.assertTrue(waiter.is_alive(), "an invisible event does not wake the poll")
@@ -316,7 +391,7 @@ class PollingTest(HubTestCase):
         code, _, body = self.get("/v1/events?since=%d&wait=600" % event_id, tok)
         self.assertEqual((code, body["events"], body["next"]), (200, [], event_id))
         self.assertGreater(time.monotonic() - started, 1.5)
-        self.assertEqual(self.stats()["livehub_poll_parked"], 0)
+        self.assertEqual(self.stats()[PARKED_LONG], 0)
 
     def test_parked_long_polls_are_capped(self):
         hub = self.start("anonymous = true\nrate = 0\nmax_parked = 3")
@@ -325,13 +400,13 @@ class PollingTest(HubTestCase):
             sock = socket.create_connection(("127.0.0.1", self.port))
             sock.sendall(b"GET /v1/events?wait=30 HTTP/1.1\r\nHost: x\r\n\r\n")
             socks.append(sock)
-        self.wait_stat("livehub_poll_parked", 3)
+        self.wait_stat(PARKED_LONG, 3)
         code, head, body = self.get("/v1/events?wait=30")
         self.assertEqual((code, body["error"]), (503, "too_many_waiting"))
         self.assertEqual(head["retry-after"], "1")
         self.assertEqual(self.get("/v1/events")[0], 200, "short polls still served")
         socks.pop().close()  # a client that goes away frees its place
-        self.wait_stat("livehub_poll_parked", 2)
+        self.wait_stat(PARKED_LONG, 2)
         event_id = hub.publish("signal:created", {})
         for sock in socks:
             sock.settimeout(5)
@@ -351,7 +426,7 @@ class PollingTest(HubTestCase):
         stream = SSE(self.port, "/v1/stream", {"Authorization": "Bearer " + tok})
         self.assertEqual(stream.status, 200)
         self.assertIn("text/event-stream", stream.head)
-        self.wait_stat("livehub_poll_streams", 1)
+        self.wait_stat(PARKED_STREAMS, 1)
         ids = [hub.publish("signal:created", {"n": n}, to=["user:1"] if n % 2 else None)
                for n in range(40)]
         first = stream.events(15)
@@ -382,15 +457,15 @@ class PollingTest(HubTestCase):
         slow = SSE(self.port, "/v1/stream", rcvbuf=4096)
         good = SSE(self.port, "/v1/stream")
         self.assertEqual(self.sse_status("/v1/stream"), 503)
-        self.wait_stat("livehub_poll_streams", 2)
+        self.wait_stat(PARKED_STREAMS, 2)
         blob = "x" * 30000  # beyond what the kernel buffers (4 MB on loopback)
         ids = []
         for n in range(300):
             ids.append(hub.publish("signal:updated", {"n": n, "blob": blob}))
             if n % 50 == 49:
                 self.assertEqual([int(b["id"]) for b in good.events(50)], ids[-50:])
-        self.wait_stat("livehub_poll_slow_streams_total", 1, timeout=10)
-        self.wait_stat("livehub_poll_streams", 1)
+        self.wait_stat("livehub_polling_slow_streams_total", 1, timeout=10)
+        self.wait_stat(PARKED_STREAMS, 1)
         self.assertIsNotNone(slow.next(1), "what was sent before the cut still arrives")
         good.close()
         slow.close()
@@ -413,8 +488,8 @@ class PollingTest(HubTestCase):
         waiter = threading.Thread(target=lambda: result.setdefault(
             "answer", self.get("/v1/events?since=%d&wait=25" % since)))
         waiter.start()
-        self.wait_stat("livehub_poll_parked", 1)
-        self.wait_stat("livehub_poll_streams", 1)
+        self.wait_stat(PARKED_LONG, 1)
+        self.wait_stat(PARKED_STREAMS, 1)
         started = time.monotonic()
         self.assertEqual(hub.stop(), 0)
         waiter.join(10)
@@ -449,7 +524,7 @@ class PollingTest(HubTestCase):
     def test_reload_restarts_the_stage_on_the_same_port_and_clients_resume(self):
         hub = self.start("anonymous = true\nrate = 0\nheartbeat = 15")
         stream = SSE(self.port, "/v1/stream")
-        self.wait_stat("livehub_poll_streams", 1)
+        self.wait_stat(PARKED_STREAMS, 1)
         before = hub.publish("signal:created", {"n": 1})
         self.assertEqual(int(stream.next()["id"]), before)
         with open(hub.conf_path) as conf:
@@ -496,7 +571,7 @@ class PollingTest(HubTestCase):
         new = hub.publish("signal:created", {})
         self.assertEqual(int(stream.next()["id"]), new, "live after the reset")
         stream.close()
-        self.assertGreaterEqual(self.stats()["livehub_poll_resets_total"], 4)
+        self.assertGreaterEqual(self.stats()["livehub_polling_resets_total"], 4)
 
     # ---- CORS and rate limit ---------------------------------------------------------------------
 
@@ -535,8 +610,9 @@ class PollingTest(HubTestCase):
         time.sleep(1.2)
         self.assertEqual(self.get("/v1/events", alice)[0], 200, "the bucket refills")
         stats = self.stats()
-        self.assertEqual(stats["livehub_poll_status_429_total"], 1)
-        self.assertGreaterEqual(stats["livehub_poll_requests_short_total"], 6)
+        self.assertEqual(stats[answered("short", 429)], 1)
+        self.assertEqual(stats[answered("short", 200)], 5)
+        self.assertNotIn(answered("stats", 200), stats, "counted once answered")
 
 
 if __name__ == "__main__":
