@@ -3,9 +3,7 @@
  * has each broadcast, the hub's CPU per delivered frame, its RSS per connection, and the
  * ingress -> client latency of one subscriber at 1,000 events/s. See docs/BENCHMARKS.md. */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -19,22 +17,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <sys/types.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
-
-#ifndef LIVEHUBD_PATH
-#error "LIVEHUBD_PATH must name the build's core/livehubd"
-#endif
-#ifndef PLUGIN_DIR
-#error "PLUGIN_DIR must name the build's plugin folder"
-#endif
+#include "bench_hub.h"
 
 #define FD_LIMIT 20000
 #define MAX_CLIENTS 10000
@@ -56,9 +45,7 @@ struct client {
 };
 
 struct hub {
-    pid_t pid;
-    char dir[64];
-    char ingress[64];
+    bench_hub_t process;
     int ws_port;
 };
 
@@ -77,266 +64,20 @@ static struct {
     int nclose_codes;
 } B;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *what)
-{
-    perror(what);
-    exit(1);
-}
-
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
-        die("free_port");
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
-/* ---- the hub process ---- */
-
-static long proc_field_kb(pid_t pid, const char *name)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    if (!f)
-        return -1;
-    size_t n = strlen(name);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, name, n) == 0 && line[n] == ':') {
-            kb = strtol(line + n + 1, NULL, 10);
-            break;
-        }
-    fclose(f);
-    return kb;
-}
-
-/* utime + stime of every thread of the process, in clock ticks. */
-static uint64_t proc_cpu_ticks(pid_t pid, uint64_t *sys)
-{
-    char path[64], text[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    size_t n = fread(text, 1, sizeof text - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char *p = strrchr(text, ')'); /* the command name may hold spaces */
-    unsigned long long utime = 0, stime = 0;
-    if (!p ||
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime) != 2)
-        return 0;
-    if (sys)
-        *sys = stime;
-    return utime + stime;
-}
-
-/* Per-thread CPU of the hub: tells the router (main thread), the websocket stage and libzmq's I/O
- * thread apart. Threads are matched by tid between two snapshots. */
-#define MAX_THREADS 32
-struct threads {
-    int n, pid;
-    int tid[MAX_THREADS];
-    char name[MAX_THREADS][20];
-    uint64_t ticks[MAX_THREADS];
-};
-
-static void proc_threads(pid_t pid, struct threads *t)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *dir = opendir(path);
-    t->n = 0;
-    t->pid = (int)pid;
-    if (!dir)
-        return;
-    for (struct dirent *d; (d = readdir(dir)) && t->n < MAX_THREADS;) {
-        int tid = atoi(d->d_name);
-        if (tid <= 0)
-            continue;
-        char file[96], text[1024];
-        snprintf(file, sizeof file, "/proc/%d/task/%d/stat", (int)pid, tid);
-        FILE *f = fopen(file, "r");
-        if (!f)
-            continue;
-        size_t n = fread(text, 1, sizeof text - 1, f);
-        fclose(f);
-        text[n] = '\0';
-        char *open = strchr(text, '('), *close = strrchr(text, ')');
-        unsigned long long utime = 0, stime = 0;
-        if (!open || !close ||
-            sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
-                   &stime) != 2)
-            continue;
-        int len = (int)(close - open - 1);
-        snprintf(t->name[t->n], sizeof t->name[0], "%.*s", len < 19 ? len : 19, open + 1);
-        if (tid == pid)
-            snprintf(t->name[t->n], sizeof t->name[0], "main");
-        t->tid[t->n] = tid;
-        t->ticks[t->n++] = utime + stime;
-    }
-    closedir(dir);
-}
-
-static double ticks_to_us(uint64_t ticks);
-
-static void print_threads(const struct threads *a, const struct threads *b, uint64_t per)
-{
-    /* named by tid - pid: stages start in conf order, after libzmq's threads */
-    printf("  by thread (us each)    ");
-    for (int i = 0; i < b->n; i++) {
-        uint64_t before = 0;
-        for (int j = 0; j < a->n; j++)
-            if (a->tid[j] == b->tid[i])
-                before = a->ticks[j];
-        if (b->ticks[i] > before)
-            printf(" %s+%d %.2f", b->name[i], b->tid[i] - b->pid,
-                   ticks_to_us(b->ticks[i] - before) / (double)per);
-    }
-    printf("\n");
-}
-
-static double ticks_to_us(uint64_t ticks)
-{
-    return (double)ticks * 1e6 / (double)sysconf(_SC_CLK_TCK);
-}
-
-static bool port_open(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    bool ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    close(fd);
-    return ok;
-}
-
-static void hub_log_tail(const struct hub *hub)
-{
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "tail -n 20 %s/livehubd.log >&2", hub->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "(no hub log)\n");
-}
+/* ---- the hub: a websocket sink for idle clients ---- */
 
 static void hub_start(struct hub *hub)
 {
-    static int serial;
-    snprintf(hub->dir, sizeof hub->dir, "/tmp/ws-fanout-XXXXXX");
-    if (!mkdtemp(hub->dir))
-        die("mkdtemp");
-    snprintf(hub->ingress, sizeof hub->ingress, "tcp://127.0.0.1:%d", free_port());
-    hub->ws_port = free_port();
-    char path[128];
-    snprintf(path, sizeof path, "%s/livehub.conf", hub->dir);
-    FILE *conf = fopen(path, "w");
-    if (!conf)
-        die("conf");
+    hub->ws_port = bench_free_port();
+    char chains[512];
     /* heartbeat/idle_timeout long: idle clients must not be pinged or cut during a run */
-    fprintf(conf,
-            "hub\n    name = wsbench\n    control = ipc://@livehub-wsbench-%d-%d\n"
-            "    plugin_dir = %s\n    ingress = %s\n"
-            "chain = web\n    sink = ws\n        plugin = websocket\n"
-            "        listen = 127.0.0.1:%d\n        anonymous = true\n"
-            "        max_connections = %d\n        heartbeat = 1800\n"
-            "        idle_timeout = 3600\n",
-            (int)getpid(), serial++, PLUGIN_DIR, hub->ingress, hub->ws_port, 2 * MAX_CLIENTS);
-    fclose(conf);
-    char log[128];
-    snprintf(log, sizeof log, "%s/livehubd.log", hub->dir);
-    hub->pid = fork();
-    if (hub->pid < 0)
-        die("fork");
-    if (hub->pid == 0) {
-        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            dup2(fd, 1);
-            dup2(fd, 2);
-        }
-        execl(LIVEHUBD_PATH, "livehubd", path, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 400; i++) { /* 20 s */
-        if (port_open(hub->ws_port)) {
-            usleep(300000); /* let the hub settle before RSS is read */
-            return;
-        }
-        if (waitpid(hub->pid, NULL, WNOHANG) == hub->pid)
-            break;
-        usleep(50000);
-    }
-    fprintf(stderr, "livehubd did not open the websocket port:\n");
-    hub_log_tail(hub);
-    exit(1);
-}
-
-static void hub_stop(struct hub *hub)
-{
-    kill(hub->pid, SIGTERM);
-    for (int i = 0; i < 200; i++) { /* 10 s, then SIGKILL */
-        if (waitpid(hub->pid, NULL, WNOHANG) == hub->pid)
-            goto gone;
-        usleep(50000);
-    }
-    kill(hub->pid, SIGKILL);
-    waitpid(hub->pid, NULL, 0);
-gone:;
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", hub->dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "could not remove %s\n", hub->dir);
-}
-
-/* ---- publishing: [topic][{v:1, type, data:{s:seq, t:send ns}}] ---- */
-
-static size_t put_str(uint8_t *p, const char *s)
-{
-    size_t n = strlen(s); /* fixstr: every string here is < 32 bytes */
-    p[0] = (uint8_t)(0xa0 | n);
-    memcpy(p + 1, s, n);
-    return n + 1;
-}
-
-static size_t put_u64(uint8_t *p, uint64_t v)
-{
-    p[0] = 0xcf;
-    for (int i = 0; i < 8; i++)
-        p[1 + i] = (uint8_t)(v >> (56 - 8 * i));
-    return 9;
-}
-
-static void publish(void *push, const char *type, uint64_t seq)
-{
-    uint8_t body[128];
-    size_t n = 0;
-    body[n++] = 0x83;
-    n += put_str(body + n, "v");
-    body[n++] = 0x01;
-    n += put_str(body + n, "type");
-    n += put_str(body + n, type);
-    n += put_str(body + n, "data");
-    body[n++] = 0x82;
-    n += put_str(body + n, "s");
-    n += put_u64(body + n, seq);
-    n += put_str(body + n, "t");
-    uint8_t *stamp = body + n; /* stamped last: the time the event leaves for the ingress */
-    n += put_u64(body + n, 0);
-    put_u64(stamp, now_ns());
-    if (zmq_send(push, type, strlen(type), ZMQ_SNDMORE) < 0 || zmq_send(push, body, n, 0) < 0)
-        die("zmq_send");
+    snprintf(chains, sizeof chains,
+             "chain = web\n    sink = ws\n        plugin = websocket\n"
+             "        listen = 127.0.0.1:%d\n        anonymous = true\n"
+             "        max_connections = %d\n        heartbeat = 1800\n"
+             "        idle_timeout = 3600\n",
+             hub->ws_port, 2 * MAX_CLIENTS);
+    bench_hub_start(&hub->process, "ws-fanout", chains, hub->ws_port);
 }
 
 /* ---- the WebSocket clients ---- */
@@ -398,16 +139,10 @@ static bool accept_ok(const struct client *c, const char *head)
     return strncmp(h, expect, strlen(expect)) == 0;
 }
 
-static uint64_t json_u64(const char *text, const char *key)
-{
-    const char *p = strstr(text, key);
-    return p ? strtoull(p + strlen(key), NULL, 10) : UINT64_MAX;
-}
-
 static void on_event(struct client *c, const char *text, uint64_t now)
 {
-    uint64_t seq = json_u64(text, "\"s\":"), sent = json_u64(text, "\"t\":");
-    if (seq == UINT64_MAX || sent == UINT64_MAX)
+    uint64_t seq, sent;
+    if (!bench_event_stamp(text, &seq, &sent))
         return;
     if (seq != c->next_seq)
         B.bad_order++;
@@ -550,7 +285,7 @@ static void client_open(struct client *c, int i, int port)
     memset(c, 0, offsetof(struct client, buf));
     c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (c->fd < 0)
-        die("socket");
+        bench_die("socket");
     int one = 1;
     setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -560,12 +295,12 @@ static void client_open(struct client *c, int i, int port)
                               .sin_port = htons((uint16_t)port),
                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (bind(c->fd, (struct sockaddr *)&src, sizeof src) != 0)
-        die("bind source address");
+        bench_die("bind source address");
     c->state = C_CONNECTING;
     B.inflight++;
     struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
     if (epoll_ctl(B.epfd, EPOLL_CTL_ADD, c->fd, &ev) != 0)
-        die("epoll_ctl");
+        bench_die("epoll_ctl");
     if (connect(c->fd, (struct sockaddr *)&dst, sizeof dst) != 0 && errno != EINPROGRESS)
         client_dead(c);
 }
@@ -576,8 +311,8 @@ static bool pump(int timeout_ms, int port, int timerfd)
     struct epoll_event evs[256];
     int n = epoll_wait(B.epfd, evs, 256, timeout_ms);
     if (n < 0 && errno != EINTR)
-        die("epoll_wait");
-    uint64_t now = now_ns();
+        bench_die("epoll_wait");
+    uint64_t now = bench_now_ns();
     bool timer = false;
     for (int i = 0; i < n; i++) {
         if (evs[i].data.ptr == NULL) {
@@ -602,8 +337,8 @@ static void clients_connect(int count, int port)
     B.nclients = 0;
     B.ready = B.dead = B.failed = B.inflight = 0;
     B.nclose_codes = 0;
-    uint64_t deadline = now_ns() + 120000000000u;
-    while (B.ready + B.failed < count && now_ns() < deadline) {
+    uint64_t deadline = bench_now_ns() + 120000000000u;
+    while (B.ready + B.failed < count && bench_now_ns() < deadline) {
         while (B.nclients < count && B.inflight < MAX_INFLIGHT) {
             client_open(&B.clients[B.nclients], B.nclients, port);
             B.nclients++;
@@ -624,36 +359,11 @@ static void clients_close(void)
 
 /* ---- the cases ---- */
 
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct_us(uint64_t *v, size_t n, double p)
-{
-    if (n == 0)
-        return 0;
-    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-    return (double)v[i] / 1000.0;
-}
-
-static void *push_open(void *ctx, const char *endpoint)
-{
-    void *push = zmq_socket(ctx, ZMQ_PUSH);
-    int linger = 0, hwm = 1000000;
-    zmq_setsockopt(push, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(push, ZMQ_SNDHWM, &hwm, sizeof hwm);
-    if (zmq_connect(push, endpoint) != 0)
-        die("zmq_connect");
-    return push;
-}
-
 /* Waits until every ready client has broadcast seq, or the timeout; true when all have it. */
 static bool await_broadcast(uint64_t seq, int port, uint64_t timeout_ns)
 {
-    uint64_t deadline = now_ns() + timeout_ns;
-    while (B.arrivals[seq] < (uint64_t)B.ready && now_ns() < deadline)
+    uint64_t deadline = bench_now_ns() + timeout_ns;
+    while (B.arrivals[seq] < (uint64_t)B.ready && bench_now_ns() < deadline)
         pump(5, port, -1);
     return B.arrivals[seq] >= (uint64_t)B.ready;
 }
@@ -662,14 +372,14 @@ static bool fanout_case(void *ctx, int count)
 {
     struct hub hub;
     hub_start(&hub);
-    long rss_before = proc_field_kb(hub.pid, "VmRSS");
-    uint64_t t0 = now_ns();
+    long rss_before = bench_proc_field_kb(hub.process.pid, "VmRSS");
+    uint64_t t0 = bench_now_ns();
     clients_connect(count, hub.ws_port);
-    double connect_s = (double)(now_ns() - t0) / 1e9;
+    double connect_s = (double)(bench_now_ns() - t0) / 1e9;
     int connected = B.ready;
     usleep(500000);
-    long rss_after = proc_field_kb(hub.pid, "VmRSS");
-    void *push = push_open(ctx, hub.ingress);
+    long rss_after = bench_proc_field_kb(hub.process.pid, "VmRSS");
+    void *push = bench_push_open(ctx, hub.process.ingress);
 
     /* enough broadcasts for the 10 ms tick of /proc/<pid>/stat to be small beside the total */
     int warm = 3, rounds = 500000 / (count > 0 ? count : 1);
@@ -680,28 +390,28 @@ static bool fanout_case(void *ctx, int count)
     B.bad_order = 0;
     int lost_rounds = 0;
     for (int s = 0; s < warm; s++) { /* the first events also connect the PUSH */
-        publish(push, "bench:tick", (uint64_t)s);
+        bench_publish(push, "bench:tick", (uint64_t)s);
         await_broadcast((uint64_t)s, hub.ws_port, 10000000000u);
     }
     uint64_t *complete = calloc((size_t)rounds, sizeof *complete);
-    struct threads th0, th1;
-    proc_threads(hub.pid, &th0);
-    uint64_t sys0 = 0, sys1 = 0, cpu0 = proc_cpu_ticks(hub.pid, &sys0), wall0 = now_ns();
+    bench_threads_t th0, th1;
+    bench_proc_threads(hub.process.pid, &th0);
+    uint64_t sys0 = 0, sys1 = 0, cpu0 = bench_proc_cpu_ticks(hub.process.pid, &sys0), wall0 = bench_now_ns();
     for (int r = 0; r < rounds; r++) {
-        uint64_t seq = (uint64_t)(warm + r), sent = now_ns();
-        publish(push, "bench:tick", seq);
+        uint64_t seq = (uint64_t)(warm + r), sent = bench_now_ns();
+        bench_publish(push, "bench:tick", seq);
         if (!await_broadcast(seq, hub.ws_port, 5000000000u))
             lost_rounds++;
         complete[r] = B.last_arrival[seq] > sent ? B.last_arrival[seq] - sent : 0;
     }
-    uint64_t cpu1 = proc_cpu_ticks(hub.pid, &sys1), wall1 = now_ns();
-    proc_threads(hub.pid, &th1);
+    uint64_t cpu1 = bench_proc_cpu_ticks(hub.process.pid, &sys1), wall1 = bench_now_ns();
+    bench_proc_threads(hub.process.pid, &th1);
     uint64_t delivered = 0;
     for (int r = 0; r < rounds; r++)
         delivered += B.arrivals[warm + r];
     uint64_t expected = (uint64_t)rounds * (uint64_t)connected;
-    qsort(complete, (size_t)rounds, sizeof *complete, cmp_u64);
-    double cpu_us = ticks_to_us(cpu1 - cpu0);
+    qsort(complete, (size_t)rounds, sizeof *complete, bench_cmp_u64);
+    double cpu_us = bench_ticks_to_us(cpu1 - cpu0);
 
     printf("\n== N = %d idle clients (connected %d of %d in %.1f s, %d failed) ==\n", count,
            connected, count, connect_s, count - connected);
@@ -710,9 +420,9 @@ static bool fanout_case(void *ctx, int count)
            delivered, expected, expected ? 100.0 * (double)delivered / (double)expected : 0.0,
            rounds, B.bad_order, lost_rounds);
     printf("  last client has it      p50 %.2f ms  p99 %.2f ms  max %.2f ms (after the send)\n",
-           pct_us(complete, (size_t)rounds, 0.5) / 1000.0,
-           pct_us(complete, (size_t)rounds, 0.99) / 1000.0,
-           pct_us(complete, (size_t)rounds, 1.0) / 1000.0);
+           bench_pct_us(complete, (size_t)rounds, 0.5) / 1000.0,
+           bench_pct_us(complete, (size_t)rounds, 0.99) / 1000.0,
+           bench_pct_us(complete, (size_t)rounds, 1.0) / 1000.0);
     /* on loopback the kernel part includes the client side's TCP receive, run in the writer */
     printf("  server CPU              %.2f us per delivered frame (%.0f ms CPU over %.2f s, "
            "%.0f %% in the kernel)\n",
@@ -720,7 +430,7 @@ static bool fanout_case(void *ctx, int count)
            (double)(wall1 - wall0) / 1e9,
            cpu1 > cpu0 ? 100.0 * (double)(sys1 - sys0) / (double)(cpu1 - cpu0) : 0.0);
     if (delivered)
-        print_threads(&th0, &th1, delivered);
+        bench_print_threads(&th0, &th1, delivered);
     printf("  server RSS              %ld KiB -> %ld KiB: %.2f KiB per connection\n", rss_before,
            rss_after, connected ? (double)(rss_after - rss_before) / connected : 0.0);
     if (B.ready != connected)
@@ -730,7 +440,7 @@ static bool fanout_case(void *ctx, int count)
     free(complete);
     zmq_close(push);
     clients_close();
-    hub_stop(&hub);
+    bench_hub_stop(&hub.process);
     return delivered == expected && connected == count;
 }
 
@@ -741,17 +451,17 @@ static bool latency_case(void *ctx, int seconds)
     clients_connect(1, hub.ws_port);
     if (B.ready != 1) {
         fprintf(stderr, "latency: the client did not connect\n");
-        hub_log_tail(&hub);
-        hub_stop(&hub);
+        bench_hub_log_tail(&hub.process);
+        bench_hub_stop(&hub.process);
         return false;
     }
-    void *push = push_open(ctx, hub.ingress);
+    void *push = bench_push_open(ctx, hub.process.ingress);
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     struct itimerspec its = {.it_interval = {0, 1000000}, .it_value = {0, 1000000}};
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) != 0 ||
         epoll_ctl(B.epfd, EPOLL_CTL_ADD, tfd, &ev) != 0)
-        die("timerfd");
+        bench_die("timerfd");
     size_t warm = 1000, total = warm + (size_t)seconds * 1000;
     B.latency_mode = true;
     B.nlatency = 0;
@@ -759,44 +469,44 @@ static bool latency_case(void *ctx, int seconds)
     B.clients[0].next_seq = 0;
     B.bad_order = 0;
     uint64_t sent = 0, cpu0 = 0, deadline = 0;
-    struct threads th0 = {0}, th1;
-    while (sent < total || (B.nlatency < total && now_ns() < deadline)) {
+    bench_threads_t th0 = {0}, th1;
+    while (sent < total || (B.nlatency < total && bench_now_ns() < deadline)) {
         if (pump(100, hub.ws_port, tfd) && sent < total) {
             if (sent == warm) {
-                cpu0 = proc_cpu_ticks(hub.pid, NULL);
-                proc_threads(hub.pid, &th0);
+                cpu0 = bench_proc_cpu_ticks(hub.process.pid, NULL);
+                bench_proc_threads(hub.process.pid, &th0);
             }
-            publish(push, "bench:lat", sent++);
+            bench_publish(push, "bench:lat", sent++);
             if (sent == total)
-                deadline = now_ns() + 2000000000u;
+                deadline = bench_now_ns() + 2000000000u;
         }
         if (B.ready != 1)
             break;
     }
-    uint64_t cpu1 = proc_cpu_ticks(hub.pid, NULL);
-    proc_threads(hub.pid, &th1);
+    uint64_t cpu1 = bench_proc_cpu_ticks(hub.process.pid, NULL);
+    bench_proc_threads(hub.process.pid, &th1);
     size_t got = B.nlatency > warm ? B.nlatency - warm : 0;
     uint64_t *lat = B.latency + warm;
-    qsort(lat, got, sizeof *lat, cmp_u64);
+    qsort(lat, got, sizeof *lat, bench_cmp_u64);
     printf("\n== latency: 1 subscriber, 1000 events/s for %d s (after %zu warm-up events) ==\n",
            seconds, warm);
     printf("  received                %zu/%zu, %" PRIu64 " out of order\n", got, total - warm,
            B.bad_order);
     printf("  ingress -> client       p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  "
            "max %.1f us\n",
-           pct_us(lat, got, 0.5), pct_us(lat, got, 0.9), pct_us(lat, got, 0.99),
-           pct_us(lat, got, 0.999), pct_us(lat, got, 1.0));
+           bench_pct_us(lat, got, 0.5), bench_pct_us(lat, got, 0.9), bench_pct_us(lat, got, 0.99),
+           bench_pct_us(lat, got, 0.999), bench_pct_us(lat, got, 1.0));
     printf("  server CPU              %.1f us per event (whole livehubd, 1 subscriber)\n",
-           got ? ticks_to_us(cpu1 - cpu0) / (double)got : 0.0);
+           got ? bench_ticks_to_us(cpu1 - cpu0) / (double)got : 0.0);
     if (got)
-        print_threads(&th0, &th1, got);
+        bench_print_threads(&th0, &th1, got);
     bool ok = got == total - warm;
     B.latency_mode = false;
     epoll_ctl(B.epfd, EPOLL_CTL_DEL, tfd, NULL);
     close(tfd);
     zmq_close(push);
     clients_close();
-    hub_stop(&hub);
+    bench_hub_stop(&hub.process);
     return ok;
 }
 
@@ -805,22 +515,22 @@ static bool latency_case(void *ctx, int seconds)
 static void baseline_case(void *ctx, int seconds)
 {
     char endpoint[64];
-    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", free_port());
+    snprintf(endpoint, sizeof endpoint, "tcp://127.0.0.1:%d", bench_free_port());
     void *pull = zmq_socket(ctx, ZMQ_PULL);
     if (zmq_bind(pull, endpoint) != 0)
-        die("zmq_bind");
-    void *push = push_open(ctx, endpoint);
+        bench_die("zmq_bind");
+    void *push = bench_push_open(ctx, endpoint);
     int tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     struct itimerspec its = {.it_interval = {0, 1000000}, .it_value = {0, 1000000}};
     if (tfd < 0 || timerfd_settime(tfd, 0, &its, NULL) != 0)
-        die("timerfd");
+        bench_die("timerfd");
     size_t warm = 1000, total = warm + (size_t)seconds * 1000, got = 0, sent = 0;
     uint64_t deadline = UINT64_MAX;
-    while (got < total && now_ns() < deadline) {
+    while (got < total && bench_now_ns() < deadline) {
         zmq_pollitem_t items[2] = {{pull, 0, ZMQ_POLLIN, 0}, {NULL, tfd, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, 100) < 0 && errno != EINTR)
-            die("zmq_poll");
-        uint64_t now = now_ns();
+            bench_die("zmq_poll");
+        uint64_t now = bench_now_ns();
         uint8_t body[128];
         int n;
         while ((n = zmq_recv(pull, body, sizeof body, ZMQ_DONTWAIT)) >= 0) {
@@ -836,34 +546,21 @@ static void baseline_case(void *ctx, int seconds)
         }
         uint64_t expirations;
         if (read(tfd, &expirations, sizeof expirations) > 0 && sent < total) {
-            publish(push, "bench:lat", sent++);
+            bench_publish(push, "bench:lat", sent++);
             if (sent == total)
-                deadline = now_ns() + 2000000000u;
+                deadline = bench_now_ns() + 2000000000u;
         }
     }
     size_t timed = got > warm ? got - warm : 0;
     uint64_t *lat = B.latency + warm;
-    qsort(lat, timed, sizeof *lat, cmp_u64);
+    qsort(lat, timed, sizeof *lat, bench_cmp_u64);
     printf("  floor: one libzmq hop   p50 %.1f us  p90 %.1f us  p99 %.1f us  p99.9 %.1f us  "
            "max %.1f us (tcp PUSH -> PULL, no hub)\n",
-           pct_us(lat, timed, 0.5), pct_us(lat, timed, 0.9), pct_us(lat, timed, 0.99),
-           pct_us(lat, timed, 0.999), pct_us(lat, timed, 1.0));
+           bench_pct_us(lat, timed, 0.5), bench_pct_us(lat, timed, 0.9), bench_pct_us(lat, timed, 0.99),
+           bench_pct_us(lat, timed, 0.999), bench_pct_us(lat, timed, 1.0));
     close(tfd);
     zmq_close(push);
     zmq_close(pull);
-}
-
-static void machine_note(void)
-{
-    double load[3] = {0};
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf %lf %lf", &load[0], &load[1], &load[2]) != 3)
-            load[0] = -1;
-        fclose(f);
-    }
-    printf("machine: %ld cores, load average %.2f %.2f %.2f (other work shares the cores)\n",
-           sysconf(_SC_NPROCESSORS_ONLN), load[0], load[1], load[2]);
 }
 
 static void usage(void)
@@ -899,11 +596,7 @@ int main(int argc, char **argv)
         }
     }
     /* 10,000 clients need 10,000 descriptors here; livehubd inherits the same limit */
-    struct rlimit rl;
-    getrlimit(RLIMIT_NOFILE, &rl);
-    rl.rlim_cur = rl.rlim_max < FD_LIMIT ? rl.rlim_max : FD_LIMIT;
-    if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-        die("setrlimit");
+    unsigned long long fd_limit = bench_raise_fd_limit(FD_LIMIT);
     signal(SIGPIPE, SIG_IGN);
     srand((unsigned)getpid());
 
@@ -914,11 +607,10 @@ int main(int argc, char **argv)
     B.epfd = epoll_create1(EPOLL_CLOEXEC);
     void *ctx = zmq_ctx_new();
     if (!B.clients || !B.arrivals || !B.last_arrival || !B.latency || B.epfd < 0 || !ctx)
-        die("setup");
+        bench_die("setup");
 
-    printf("bench_ws_fanout: livehubd %s, fd limit %llu\n", LIVEHUBD_PATH,
-           (unsigned long long)rl.rlim_cur);
-    machine_note();
+    printf("bench_ws_fanout: livehubd %s, fd limit %llu\n", LIVEHUBD_PATH, fd_limit);
+    bench_machine_note();
     bool ok = true;
     for (int i = 0; i < ncounts; i++)
         ok = fanout_case(ctx, counts[i]) && ok;
@@ -926,7 +618,7 @@ int main(int argc, char **argv)
         ok = latency_case(ctx, lat_seconds) && ok;
         baseline_case(ctx, lat_seconds);
     }
-    machine_note();
+    bench_machine_note();
     zmq_ctx_term(ctx);
     return ok ? 0 : 1;
 }
