@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -248,6 +249,7 @@ void bench_hub_start(bench_hub_t *hub, const char *name, const char *chains, int
     if (hub->pid < 0)
         bench_die("fork");
     if (hub->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM); /* a bench that is interrupted leaves no hub behind */
         int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
         if (fd >= 0) {
             dup2(fd, 1);

@@ -96,6 +96,44 @@ static void s_reset(poll_request_t *self)
     memset(self, 0, sizeof *self);
 }
 
+/* ---- connections waiting on their client ------------------------------------------------------
+ * lws times a connection out with a timer inserted into one sorted list of all its timers: a walk
+ * past every other timed connection, and after a broadcast to long polls they all wait on their
+ * client at once, to take an answer and then to send the next request (quadratic). So the plugin
+ * times those waits itself: the connection's record (lws frees the request's user space between
+ * requests; the record lives in the wsi's opaque user data) goes to the tail of the server's idle
+ * list, which is in deadline order by construction, and poll_requests_tick ends those that waited
+ * `keepalive` seconds. Parked polls and streams have their own deadlines and checks. */
+
+typedef struct poll_idle {
+    lws_dll2_t link; /* in server->idle while between requests */
+    int64_t deadline_us;
+    struct lws *wsi;
+} poll_idle_t;
+
+static void s_idle_leave(struct lws *wsi)
+{
+    poll_idle_t *idle = lws_get_opaque_user_data(wsi);
+    if (idle && idle->link.owner)
+        lws_dll2_remove(&idle->link);
+}
+
+static void s_idle_enter(poll_server_t *server, struct lws *wsi)
+{
+    poll_idle_t *idle = lws_get_opaque_user_data(wsi);
+    if (idle && idle->link.owner)
+        lws_dll2_remove(&idle->link);
+    if (!idle) {
+        if (!(idle = calloc(1, sizeof *idle)))
+            return; /* lws's own timer stays in place */
+        idle->wsi = wsi;
+        lws_set_opaque_user_data(wsi, idle);
+    }
+    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
+    idle->deadline_us = poll_now_us() + server->opt.keepalive_s * 1000000;
+    lws_dll2_add_tail(&idle->link, &server->idle);
+}
+
 static void s_answer_buf(poll_request_t *self, unsigned status, s_buf_t *buf)
 {
     poll_server_t *server = self->server;
@@ -114,6 +152,7 @@ static void s_answer_buf(poll_request_t *self, unsigned status, s_buf_t *buf)
     self->body_size = buf->size;
     self->body_sent = 0;
     poll_count_answer(server, self->kind, status);
+    s_idle_enter(server, self->wsi); /* until the client has taken the answer */
     lws_callback_on_writable(self->wsi);
 }
 
@@ -550,6 +589,14 @@ static void s_answer_events(poll_request_t *self, bool epoch_mismatch)
 
 /* ---- GET /v1/events ------------------------------------------------------------------------- */
 
+/* A parked poll or a stream has read all it needs from its request's headers. lws keeps the
+ * header tables in use on one singly linked list that each detach walks: held by thousands of
+ * waiting clients, it made every answer cost O(clients). */
+static void s_drop_headers(poll_request_t *self)
+{
+    lws_http_headers_detach(self->wsi);
+}
+
 static int s_events(poll_request_t *self)
 {
     poll_server_t *server = self->server;
@@ -596,6 +643,7 @@ static int s_events(poll_request_t *self)
     lws_dll2_add_tail(&self->link, &server->parked);
     lh_metric_set(server->metrics.parked, (double)server->parked.count);
     lws_set_timeout(self->wsi, NO_PENDING_TIMEOUT, 0);
+    s_drop_headers(self);
     return 0;
 }
 
@@ -653,6 +701,7 @@ static int s_stream(poll_request_t *self)
             self->since = params.since; /* a stale id is found out while catching up */
     }
     self->state = POLL_STREAMING;
+    s_drop_headers(self);
     self->status = 200;
     self->deadline_us = poll_now_us() + server->opt.heartbeat_s * 1000000;
     lws_dll2_add_tail(&self->link, &server->streams);
@@ -780,6 +829,7 @@ static int s_write_headers(poll_request_t *self)
     return 0;
 }
 
+/* The answer is written: the connection waits for its next request. */
 static int s_complete(poll_request_t *self)
 {
     struct lws *wsi = self->wsi;
@@ -787,7 +837,13 @@ static int s_complete(poll_request_t *self)
     s_reset(self);
     self->server = server;
     self->wsi = wsi;
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    if (lws_http_transaction_completed(wsi))
+        return -1;
+    /* self may be gone now; a request already in the buffer may have been served from inside */
+    poll_request_t *next = lws_wsi_user(wsi);
+    if (!next || !next->server)
+        s_idle_enter(server, wsi);
+    return 0;
 }
 
 int poll_request_writable(poll_request_t *self)
@@ -924,6 +980,7 @@ static const s_route_t *s_route(const poll_server_t *server, const char *uri)
 
 int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *wsi, const char *uri)
 {
+    s_idle_leave(wsi);
     s_reset(self);
     self->server = server;
     self->wsi = wsi;
@@ -951,9 +1008,16 @@ int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *w
     return route->serve(self);
 }
 
-void poll_request_closed(poll_request_t *self)
+void poll_request_closed(poll_request_t *self, struct lws *wsi)
 {
-    if (self && self->server) /* no user space: a connection that failed before HTTP (TLS) */
+    poll_idle_t *idle = lws_get_opaque_user_data(wsi);
+    if (idle) {
+        if (idle->link.owner)
+            lws_dll2_remove(&idle->link);
+        lws_set_opaque_user_data(wsi, NULL);
+        free(idle);
+    }
+    if (self && self->server) /* no user space: closed between requests, or before HTTP (TLS) */
         s_reset(self);
 }
 
@@ -1009,6 +1073,13 @@ static void s_check_peers(lws_dll2_owner_t *owner)
 
 void poll_requests_tick(poll_server_t *server, int64_t now_us, bool check_peers)
 {
+    while (server->idle.head) { /* oldest first: stop at the first that may wait on */
+        poll_idle_t *idle = lws_container_of(server->idle.head, poll_idle_t, link);
+        if (now_us < idle->deadline_us)
+            break;
+        lws_dll2_remove(&idle->link);
+        lws_set_timeout(idle->wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE, LWS_TO_KILL_ASYNC);
+    }
     if (check_peers) {
         s_check_peers(&server->parked);
         s_check_peers(&server->streams);

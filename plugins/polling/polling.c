@@ -41,6 +41,8 @@ static const lh_option_t s_options[] = {
     {"stream_backlog", LH_OPTION_INT, "1000", false, 10, 10000000,
      "events an SSE client that stopped reading may fall behind before its stream is closed"},
     {"heartbeat", LH_OPTION_INT, "15", false, 1, 3600, "seconds between SSE comment heartbeats"},
+    {"keepalive", LH_OPTION_INT, "60", false, 1, 3600,
+     "seconds a kept-alive connection may wait for its next request"},
     {"clock_skew", LH_OPTION_INT, "30", false, 0, 600, "seconds tolerated on token exp and nbf"},
     {"rate", LH_OPTION_INT, "20", false, 0, 100000,
      "requests per second per token (or per address when anonymous); 0: no limit"},
@@ -130,6 +132,7 @@ int poll_options_load(const lh_conf_t *conf, poll_options_t *opt, lh_error_t *er
         {"max_streams", &opt->max_streams},
         {"stream_backlog", &opt->stream_backlog},
         {"heartbeat", &opt->heartbeat_s},
+        {"keepalive", &opt->keepalive_s},
         {"clock_skew", &opt->clock_skew_s},
         {"rate", &opt->rate},
         {"burst", &opt->burst},
@@ -435,7 +438,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return poll_request_writable(request);
     case LWS_CALLBACK_CLOSED_HTTP:
-        poll_request_closed(request);
+        poll_request_closed(request, wsi);
         return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -544,13 +547,19 @@ static void *polling_create(lh_io_t *io)
     }
     info.alpn = "http/1.1";
     info.max_http_header_data = 8192; /* room for a token in the URL */
-    /* parked long polls and streams keep their headers until they are answered */
+    /* room for every client's request at once (tables are allocated when used; a parked poll or
+     * a stream gives its table back once its request is read) */
     info.max_http_header_pool =
         (unsigned short)(server->opt.max_parked + server->opt.max_streams + 64 > 65535
                              ? 65535
                              : server->opt.max_parked + server->opt.max_streams + 64);
     info.timeout_secs = 10;
-    info.keepalive_timeout = 60;
+    info.keepalive_timeout = (int)server->opt.keepalive_s; /* (poll_request.c's idle list) */
+    /* no lws validity timer: its default (a ping after 300 s) re-inserts a timer per request into
+     * one sorted list of every connection's timers, a walk of all of them (long polls: O(N) per
+     * request); gone peers are found by poll_requests_tick, idle connections by keepalive */
+    static const lws_retry_bo_t no_validity_timer = {.secs_since_valid_hangup = 0};
+    info.retry_and_idle_policy = &no_validity_timer;
     server->context = lws_create_context(&info);
     if (!server->context) {
         lh_log(io, LH_LOG_ERROR, "cannot serve on %s (address in use, or bad TLS files?)",

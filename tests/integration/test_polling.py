@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import http.client
 import json
+import re
 import socket
 import ssl
 import subprocess
@@ -264,6 +265,35 @@ class PollingTest(HubTestCase):
         stats = self.stats()
         self.assertEqual(stats[answered("short", 304)], 5)
         self.assertEqual(stats[answered("long", 200)], 1)
+
+    def test_kept_alive_connections_wait_keepalive_seconds_for_a_request(self):
+        """The sink times idle keep-alive connections itself (not with lws's timer list): one
+        that sends its next request in time is served, one that stays silent is closed."""
+        self.start("anonymous = true\nrate = 0\nkeepalive = 2")
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        for _ in range(3):
+            connection.request("GET", "/v1/events")
+            self.assertEqual(connection.getresponse().read()[:9], b'{"epoch":')
+            local = connection.sock.getsockname()
+            time.sleep(1)  # within keepalive: the same connection serves the next request
+        connection.request("GET", "/v1/events")
+        connection.getresponse().read()
+        self.assertEqual(connection.sock.getsockname(), local)
+        started = time.monotonic()
+        connection.sock.settimeout(10)
+        self.assertEqual(connection.sock.recv(100), b"", "closed by the server")
+        self.assertGreater(time.monotonic() - started, 1.5)
+        connection.close()
+        # pipelined requests on one connection are answered in order
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(b"GET /v1/events?limit=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                         b"GET /v1/nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = b""
+            while data.count(b"HTTP/1.1 ") < 2 or not data.endswith(b"}"):
+                chunk = sock.recv(4096)
+                self.assertTrue(chunk, data)
+                data += chunk
+            self.assertEqual(re.findall(rb"HTTP/1\.1 (\d{3})", data), [b"200", b"404"])
 
     def test_events_the_hub_dropped_for_the_sink_are_taken_from_history(self):
         hub = self.start("anonymous = true\nrate = 0\nring = 100000", hub_extra="hwm = 2")
