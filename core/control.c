@@ -625,23 +625,26 @@ bool lh_control_handle(lh_hub_t *self)
 #define S_PUBLISH_MAX_FRAMES (3 + 2 * LH_IO_PUBLISH_MAX) /* routing id, seq, stage, events */
 
 /* Checks every event of a request before any is accepted, so a batch is all or nothing; the
- * refusal is counted as the router counts its own. 0, or -1 with "event N: reason". */
-static int s_check_batch(lh_hub_t *self, zmq_msg_t *events, size_t count, lh_error_t *err)
+ * refusal is counted as the router counts its own, under the publishing stage's source (from, or
+ * the control endpoint's when the stage is gone). 0, or -1 with "event N: reason". */
+static int s_check_batch(lh_hub_t *self, lh_stage_t *from, zmq_msg_t *events, size_t count,
+                         lh_error_t *err)
 {
+    const lh_source_counters_t *counted = from ? &from->from : &self->from_control;
     for (size_t i = 0; i < count; i++) {
         zmq_msg_t *topic = &events[2 * i], *body = &events[2 * i + 1];
         size_t size = zmq_msg_size(topic) + zmq_msg_size(body);
         lh_envelope_t env;
         lh_error_t reason;
         if (size > self->conf->max_event_size) {
-            lh_metric_add(self->rejected_oversized, 1);
+            lh_metric_add(counted->oversized, 1);
             lh_error_set(err, "event %zu: %zu bytes exceed max_event_size %zu", i, size,
                          self->conf->max_event_size);
             return -1;
         }
         if (lh_envelope_parse(zmq_msg_data(topic), zmq_msg_size(topic), zmq_msg_data(body),
                               zmq_msg_size(body), 0, &env, &reason) != 0) {
-            lh_metric_add(self->rejected_malformed, 1);
+            lh_metric_add(counted->malformed, 1);
             lh_error_set(err, "event %zu: %s", i, reason.text);
             return -1;
         }
@@ -658,14 +661,15 @@ static void s_publish_batch(lh_hub_t *self, zmq_msg_t *frames, size_t frame_coun
     size_t count = frame_count >= 3 ? (frame_count - 3) / 2 : 0;
     lh_error_t err = {"malformed publish request"};
     uint64_t *ids = NULL;
+    lh_stage_t *from = NULL;
     bool ok = frame_count >= 5 && (frame_count - 3) % 2 == 0 &&
-              s_frame_text(&frames[2], stage_name, sizeof stage_name) &&
-              (ids = calloc(count, sizeof *ids)) && s_check_batch(self, &frames[3], count, &err) == 0;
+              s_frame_text(&frames[2], stage_name, sizeof stage_name);
+    for (size_t i = 0; ok && i < self->stage_count && !from; i++)
+        if (strcmp(self->stages[i]->conf->name, stage_name) == 0)
+            from = self->stages[i];
+    ok = ok && (ids = calloc(count, sizeof *ids)) &&
+         s_check_batch(self, from, &frames[3], count, &err) == 0;
     if (ok) {
-        lh_stage_t *from = NULL;
-        for (size_t i = 0; i < self->stage_count && !from; i++)
-            if (strcmp(self->stages[i]->conf->name, stage_name) == 0)
-                from = self->stages[i];
         for (size_t i = 0; i < count; i++)
             if (lh_hub_accept(self, &frames[3 + 2 * i], &frames[4 + 2 * i], stage_name, from,
                               &ids[i], NULL) != 0)

@@ -49,7 +49,7 @@ typedef struct lh_stage {
     int worker_count;
     uint64_t gap_from, gap_to; /* events dropped for this stage, not yet announced */
     lh_metric_t *delivered, *dropped, *restarts, *up;
-    lh_source_counters_t from; /* events it emitted (sources and filters) */
+    lh_source_counters_t from; /* events it emitted or published */
 } lh_stage_t;
 
 struct lh_hub {

@@ -234,12 +234,10 @@ static lh_stage_t *s_stage_new(lh_hub_t *self, lh_stage_conf_t *conf, lh_error_t
     stage->up = lh_registry_metric(self->registry, LH_METRIC_GAUGE, "livehub_stage_workers_up",
                                    "Workers of a stage that are serving", labels, NULL, 0);
     free(labels);
-    if (gives_output) {
-        char source_labels[200];
-        snprintf(source_labels, sizeof source_labels, "source=\"stage\",stage=\"%s\"",
-                 conf->name);
-        s_source_counters_init(self, &stage->from, source_labels, true);
-    }
+    /* every stage: sinks publish too (lh_io_publish), without an emit socket */
+    char source_labels[200];
+    snprintf(source_labels, sizeof source_labels, "source=\"stage\",stage=\"%s\"", conf->name);
+    s_source_counters_init(self, &stage->from, source_labels, true);
     for (int i = 0; i < stage->worker_count; i++)
         s_worker_start(self, &stage->workers[i]);
     return stage;
