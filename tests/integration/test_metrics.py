@@ -177,8 +177,10 @@ class MetricsTest(HubTestCase):
         deadline = time.time() + 10
         while time.time() < deadline:  # the pushes travel apart from the control requests
             status, headers, text = scrape(port)
-            if total(parse(text)[0], "livehub_events_rejected_total", source="ingress") == 2:
-                break
+            seen = parse(text)[0]
+            if (total(seen, "livehub_events_rejected_total", source="ingress") == 2 and
+                    seen[("livehub_stage_latency_seconds_count", 'stage="rec"')] == 30):
+                break  # (and the sink has received every accepted event)
             time.sleep(0.05)
         self.assertEqual(status, 200)
         self.assertEqual(headers["Content-Type"], "text/plain; version=0.0.4; charset=utf-8")
