@@ -147,7 +147,9 @@ void ws_publish_op(ws_session_t *self, json_t *message)
         return;
     }
     s_allowed_t query = {role, type};
-    if (type[0] == '$' || !s_each_rule(server->opt.publish, s_match_rule, &query)) {
+    /* the hub's own types never, whatever a wide pattern would allow */
+    if (type[0] == '$' || strncmp(type, "presence:", 9) == 0 ||
+        !s_each_rule(server->opt.publish, s_match_rule, &query)) {
         snprintf(reason, sizeof reason, "role %.64s may not publish \"%.64s\"", role, type);
         s_refuse(self, "forbidden_type", reason);
         return;

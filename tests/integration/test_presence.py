@@ -6,12 +6,13 @@ import http.client
 import json
 import os
 import socket
+import subprocess
 import time
 import unittest
 
 import websockets
 
-from hubtest import HubTestCase, free_port
+from hubtest import BUILD_DIR, LIVEHUB_CLI, SOURCE_DIR, HubTestCase, free_port
 from test_polling import SSE
 from test_websocket import RawClient, SECRET_ENV, closed_with, mint, recv_json, run
 
@@ -19,12 +20,15 @@ MARK = "mark:"
 
 
 class PresenceTest(HubTestCase):
-    def start(self, grace=2, ws_options="", hub_extra="", journal=None):
+    PUBLISH = "admin=typing:started,typing:stopped startup=assignment:viewed"
+
+    def start(self, grace=2, ws_options="", hub_extra="", journal=None, publish=PUBLISH):
         """A hub with a websocket sink and the presence tracker; returns (hub, port)."""
         self.port = port = free_port()
         self.poll_port = free_port()
         self.grace = grace
         self.ws_options = ws_options
+        self.publish = publish
         extra = ("token_secret = env:LIVEHUB_WS_TEST_SECRET\n"
                  "ephemeral = typing: presence:\n" + hub_extra)
         if journal:
@@ -42,7 +46,7 @@ class PresenceTest(HubTestCase):
                 "        heartbeat = 1\n"
                 "        idle_timeout = 6\n"
                 "        presence = true\n"
-                "        publish = admin=typing:started,typing:stopped startup=assignment:viewed\n"
+                "        publish = %s\n"
                 "        publish_burst = 3\n"
                 "        publish_rate = 1\n"
                 "        publish_max_data = 256\n"
@@ -55,7 +59,7 @@ class PresenceTest(HubTestCase):
                 "        plugin = polling\n"
                 "        listen = 127.0.0.1:%d\n"
                 "        presence = true\n"
-                % (self.port, "".join("        %s\n" % line for line in
+                % (self.port, self.publish, "".join("        %s\n" % line for line in
                                       self.ws_options.split("\n") if line.strip()),
                    ws_extra, self.grace, tracker_extra, self.poll_port))
 
@@ -347,6 +351,28 @@ class PresenceTest(HubTestCase):
         status, body = self.http_presence(mint("s1", "startup"))
         self.assertEqual((status, body), (200, {"users": []}))
 
+    def test_typing_indicator_and_who_is_online_in_chromium(self):
+        """tests/browser/presence.test.mjs: three dashboards in Debian's chromium."""
+        browser_dir = os.path.join(SOURCE_DIR, "tests", "browser")
+        if not os.path.exists("/usr/bin/chromium"):
+            self.fail("no /usr/bin/chromium: run scripts/dev deps")
+        if not os.path.isdir(os.path.join(browser_dir, "node_modules", "playwright-core")):
+            self.fail("no playwright-core in tests/browser/node_modules: run scripts/dev deps")
+        hub, port = self.start(grace=1)
+        hub.publish("presence:assign", {"admin": "boss", "users": ["s1"]}, ["hub:presence"])
+        shots = os.path.join(os.path.abspath(BUILD_DIR), "screenshots")
+        os.makedirs(shots, exist_ok=True)
+        env = dict(os.environ, LH_HTTP="http://127.0.0.1:%d" % port,
+                   LH_CLI=os.path.abspath(LIVEHUB_CLI), LH_CONTROL=hub.control_endpoint,
+                   LH_SHOTS=shots, LH_TOKEN_ADMIN=mint("boss", "admin"),
+                   LH_TOKEN_S1=mint("s1", "startup"), LH_TOKEN_S2=mint("s2", "startup"))
+        result = subprocess.run(["node", "--test", "--test-reporter=spec",
+                                 os.path.join(browser_dir, "presence.test.mjs")],
+                                cwd=browser_dir, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, timeout=180)
+        output = result.stdout.decode(errors="replace")
+        self.assertEqual(result.returncode, 0, output + "\n--- hub log ---\n" + hub.log()[-4000:])
+
     # ---- client-originated events ------------------------------------------------------------
 
     def test_typing_reaches_the_addressed_startup_only_stamped_with_the_sender(self):
@@ -385,7 +411,9 @@ class PresenceTest(HubTestCase):
         self.assertIn("assignment:viewed", types)
 
     def test_bad_publications_are_refused_and_change_nothing(self):
-        hub, port = self.start(ws_options="max_errors = 100")
+        # a wide pattern (pr*) still never lets a browser speak for presence
+        hub, port = self.start(ws_options="max_errors = 100",
+                               publish=self.PUBLISH.replace("stopped", "stopped,pr*"))
         egress = hub.subscriber("typing:", "assignment:", MARK)
 
         async def scenario():
@@ -398,6 +426,9 @@ class PresenceTest(HubTestCase):
                     (s1, {"type": "typing:started", "to": ["admin"]}, "forbidden_type"),
                     (admin, {"type": "signal:created"}, "forbidden_type"),
                     (admin, {"type": "$gap"}, "forbidden_type"),
+                    (admin, {"type": "presence:online", "to": ["admin"],
+                             "data": {"user": "ghost", "role": "admin", "connections": {}}},
+                     "forbidden_type"),
                     (s1, {"type": "assignment:viewed", "src": "user:boss"}, "forbidden_src"),
                     (s1, {"type": "assignment:viewed", "to": ["user:s2"]}, "forbidden_to"),
                     (s1, {"type": "assignment:viewed", "to": ["role:startup"]}, "forbidden_to"),

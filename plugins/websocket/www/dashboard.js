@@ -248,6 +248,7 @@ renderHistory();
 hub.on("$event", (event) => {
   window.livehubSeen.push(event.id);
   $("f-last").textContent = String(hub.lastId);
+  if (event.type.startsWith("presence:") || event.type.startsWith("typing:")) return;  // the Online card
   if (event.type === "metrics:update") {
     showMetrics(event.data || {});
     return;
@@ -368,3 +369,73 @@ $("token-form").addEventListener("submit", (e) => {
   else localStorage.removeItem(`livehub.token.${view}`);
   reopen(view);
 });
+
+// ---- presence: who is online, who is typing (docs/PRESENCE.md) --------------------------------
+
+function transports(connections) {
+  return Object.entries(connections || {}).map(([via, count]) => (count > 1 ? `${via} ×${count}` : via))
+    .join(", ");
+}
+
+function renderOnline() {
+  const users = hub.presence.list().sort((a, b) => a.user.localeCompare(b.user));
+  $("online").replaceChildren(...users.map((entry) => {
+    const li = element("li", "", `${entry.role === "admin" ? "Admin" : "User"} ${entry.user}`);
+    li.dataset.user = entry.user;
+    li.append(element("span", "via", transports(entry.connections)));
+    return li;
+  }));
+  $("online-count").textContent = users.length ? `${users.length} online` : "nobody";
+}
+
+const typing = new Map();  // user id -> timer: typing:started shows until stopped, or 8 s
+function renderTyping() {
+  const names = [...typing.keys()];
+  $("typing").hidden = !names.length;
+  $("typing").textContent = !names.length ? ""
+    : `${names.join(", ")} ${names.length > 1 ? "are" : "is"} typing…`;
+}
+
+hub.on("typing:*", (data, event) => {
+  const who = event.src && event.src.startsWith("user:") ? event.src.slice(5) : null;
+  if (!who || (claims && who === String(claims.sub))) return;
+  clearTimeout(typing.get(who));
+  if (event.type === "typing:started") {
+    typing.set(who, setTimeout(() => { typing.delete(who); renderTyping(); }, 8000));
+  } else {
+    typing.delete(who);
+  }
+  renderTyping();
+});
+
+if (claims) {
+  $("presence").hidden = false;
+  hub.presence.on(renderOnline);
+  renderOnline();
+}
+
+// An admin writing to a client user: the user's page shows "… is typing" meanwhile.
+if (claims && claims.role === "admin") {
+  $("compose").hidden = false;
+  let sentAt = 0, idle = null, to = null;
+  const stop = () => {
+    clearTimeout(idle);
+    if (to) hub.publish("typing:stopped", {}, to).catch(() => {});
+    to = null;
+    sentAt = 0;
+  };
+  $("compose-text").addEventListener("input", () => {
+    const user = $("compose-to").value.trim();
+    if (!user) return;
+    if (to && to !== `user:${user}`) stop();
+    to = `user:${user}`;
+    if (Date.now() - sentAt > 3000) {  // within the server's rate limit
+      sentAt = Date.now();
+      hub.publish("typing:started", {}, to).catch((error) => showLoginError(`Typing: ${error.message}`));
+    }
+    clearTimeout(idle);
+    idle = setTimeout(stop, 2500);
+  });
+  $("compose-text").addEventListener("blur", stop);
+  $("compose").addEventListener("submit", (event) => { event.preventDefault(); stop(); });
+}

@@ -7,6 +7,29 @@ export interface LivehubEvent<T = unknown> {
   /** the hub's accept time, microseconds since the Unix epoch */
   ts: number;
   data: T;
+  /** only on events a client published: "user:<sub>" of the publisher (docs/PRESENCE.md) */
+  src?: string;
+}
+
+export interface PresenceUser {
+  user: string;
+  role: string;
+  /** open connections by transport: websocket, socketio, sse, longpoll */
+  connections: Record<string, number>;
+}
+
+export interface PresenceChange {
+  type: "online" | "offline" | "snapshot";
+  user: PresenceUser | {user: string; role: string} | null;
+}
+
+/** Who is online, as far as this token may see: a live set (docs/PRESENCE.md). */
+export class Presence {
+  readonly size: number;
+  has(user: string): boolean;
+  get(user: string): PresenceUser | undefined;
+  list(): PresenceUser[];
+  on(handler: (change: PresenceChange, presence: Presence) => void): () => void;
 }
 
 export interface LivehubReset {
@@ -43,6 +66,8 @@ export interface ConnectOptions {
   locks?: unknown;
   timers?: {setTimeout: typeof setTimeout; clearTimeout: typeof clearTimeout};
   random?: () => number;
+  /** keep client.presence (default true; adds "presence:*" to types) */
+  presence?: boolean;
 }
 
 export interface LivehubClient {
@@ -60,6 +85,11 @@ export interface LivehubClient {
   off(pattern: string, handler: (...args: any[]) => void): void;
   setToken(token: string): void;
   close(): void;
+  /** who is online, kept live */
+  readonly presence: Presence;
+  /** publishes as the token's user; rejects with an Error whose `code` is the server's
+   *  (forbidden_type, forbidden_to, rate_limited, too_large, ...) or "not_live" */
+  publish(type: string, data?: unknown, to?: string | string[]): Promise<void>;
 }
 
 export function connect(options?: ConnectOptions): LivehubClient;
@@ -88,5 +118,5 @@ export function summarize(data: unknown, max?: number): string;
 declare const _default: {connect: typeof connect; matches: typeof matches; backoff: typeof backoff;
   tokenClaims: typeof tokenClaims; describeEvent: typeof describeEvent;
   toastTemplates: typeof toastTemplates; fillTemplate: typeof fillTemplate;
-  humanizeType: typeof humanizeType; summarize: typeof summarize};
+  humanizeType: typeof humanizeType; summarize: typeof summarize; Presence: typeof Presence};
 export default _default;

@@ -156,6 +156,65 @@ function trimSlash(text) {
   return String(text || "").replace(/\/+$/, "");
 }
 
+/** Error codes the server answers a refused publish with (docs/PRESENCE.md §5). */
+const PUBLISH_ERRORS = ["forbidden", "forbidden_type", "forbidden_src", "forbidden_to",
+  "bad_request", "too_large", "rate_limited", "busy"];
+
+/**
+ * Who is online (docs/PRESENCE.md): a live set of {user, role, connections} by user id, filled by
+ * the presence query after every (re)connection and kept by presence:online / presence:offline
+ * events. on(handler) calls handler({type: "online" | "offline" | "snapshot", user}, presence).
+ */
+export class Presence {
+  constructor() {
+    this.users = new Map();
+    this.listeners = new Set();
+  }
+
+  get size() { return this.users.size; }
+  has(user) { return this.users.has(String(user)); }
+  get(user) { return this.users.get(String(user)); }
+  list() { return Array.from(this.users.values()); }
+
+  on(handler) {
+    this.listeners.add(handler);
+    return () => this.listeners.delete(handler);
+  }
+
+  _changed(change) {
+    for (const handler of Array.from(this.listeners)) {
+      try {
+        handler(change, this);
+      } catch (error) {
+        if (globalThis.console) console.error("livehub presence handler", error);
+      }
+    }
+  }
+
+  _replace(users) {
+    this.users = new Map((users || []).map((entry) => [entry.user, entry]));
+    this._changed({type: "snapshot", user: null});
+  }
+
+  /** Applies a presence:online / presence:offline event; true when it was one. */
+  _event(event) {
+    const data = event.data || {};
+    if (typeof data.user !== "string") return false;
+    if (event.type === "presence:online") {
+      const entry = {user: data.user, role: data.role, connections: data.connections || {}};
+      this.users.set(data.user, entry);
+      this._changed({type: "online", user: entry});
+      return true;
+    }
+    if (event.type === "presence:offline" && this.users.has(data.user)) {
+      this.users.delete(data.user);
+      this._changed({type: "offline", user: {user: data.user, role: data.role}});
+      return true;
+    }
+    return false;
+  }
+}
+
 class Client {
   constructor(options) {
     const g = globalThis;
@@ -194,6 +253,14 @@ class Client {
     this.closed = false;
     this.channel = null;
     this.stats = {wsOpened: 0, polls: 0, delivered: 0, duplicates: 0};
+    this.presence = new Presence();
+    this.wantsPresence = options.presence ?? true;
+    if (this.wantsPresence && !this.types.some((type) => matches(type, "presence:online"))) {
+      this.types.push("presence:*");
+    }
+    this.publishing = [];          // publishes sent on the WebSocket, answered in order
+    this.forwarded = new Map();    // a follower's publishes, answered by the leader
+    this.publishSeq = 0;
     this._start();
   }
 
@@ -210,6 +277,45 @@ class Client {
     if (set) {
       set.delete(handler);
       if (!set.size) this.listeners.delete(pattern);
+    }
+  }
+
+  /**
+   * Publishes an event as this token's user (docs/PRESENCE.md §5): the types the server's
+   * `publish` option allows the role, e.g. typing:started. to: an audience or an array of them
+   * (default the server's: admin). Resolves when the server took it; rejects with an Error whose
+   * code is the server's (forbidden_type, rate_limited, ...) or "not_live" without a WebSocket.
+   */
+  publish(type, data = null, to = undefined) {
+    const frame = {op: "publish", type, data};
+    if (to !== undefined) frame.to = Array.isArray(to) ? to : [to];
+    if (this.role === "follower" && this.channel) {
+      const id = `${Math.floor(this.random() * 1e9)}-${++this.publishSeq}`;
+      return new Promise((resolve, reject) => {
+        this.forwarded.set(id, {resolve, reject});
+        this.channel.postMessage({t: "publish", id, frame});
+      });
+    }
+    return this._publishHere(frame);
+  }
+
+  _publishHere(frame) {
+    if (!this.ws || this.ws.readyState !== 1 || this.state !== "live") {
+      const error = new Error("publishing needs the WebSocket (the client is not live)");
+      error.code = "not_live";
+      return Promise.reject(error);
+    }
+    return new Promise((resolve, reject) => {
+      this.publishing.push({resolve, reject});
+      this._wsSend(frame);
+    });
+  }
+
+  _failPublishing(code, message) {
+    for (const pending of this.publishing.splice(0)) {
+      const error = new Error(message);
+      error.code = code;
+      pending.reject(error);
     }
   }
 
@@ -268,7 +374,15 @@ class Client {
   _onChannel(message) {
     if (!message || this.closed) return;
     if (this.role === "leader") {
+      if (message.t === "publish") {
+        this._publishHere(message.frame).then(
+          () => this.channel.postMessage({t: "published", id: message.id}),
+          (error) => this.channel.postMessage({t: "published", id: message.id,
+            code: error.code, message: error.message}));
+        return;
+      }
       if (message.t === "join") {
+        this.channel.postMessage({t: "presence", users: this.presence.list()});
         const added = (message.types || []).filter((type) => !this.types.includes(type));
         if (added.length) {
           this.types.push(...added);
@@ -280,7 +394,20 @@ class Client {
       return;
     }
     // follower
-    if (message.t === "event") {
+    if (message.t === "presence") {
+      this.presence._replace(message.users);
+    } else if (message.t === "published") {
+      const pending = this.forwarded.get(message.id);
+      if (!pending) return;
+      this.forwarded.delete(message.id);
+      if (!message.code) {
+        pending.resolve();
+      } else {
+        const error = new Error(message.message);
+        error.code = message.code;
+        pending.reject(error);
+      }
+    } else if (message.t === "event") {
       this._deliver(message.event);
     } else if (message.t === "state") {
       if (message.epoch && this.epoch && message.epoch !== this.epoch) {
@@ -325,6 +452,7 @@ class Client {
     this.lastId = event.id;
     this.stats.delivered++;
     this._broadcast({t: "event", event});
+    if (event.type.startsWith("presence:") && !event.src) this.presence._event(event);
     for (const [pattern, set] of this.listeners) {
       if (pattern.startsWith("$") || !matches(pattern, event.type)) continue;
       for (const handler of Array.from(set)) {
@@ -430,11 +558,24 @@ class Client {
         ws.send(JSON.stringify({op: "subscribe", types: this.types}));
         this._scheduleRefresh(frame.expires);
         this._schedulePing(ws, (frame.heartbeat || 25) * 1000, () => lastFrame);
+        if (this.wantsPresence && frame.expires !== null) ws.send(JSON.stringify({op: "presence"}));
         this._setState("live");
         break;
-      case "event":
-        this._deliver({id: frame.id, type: frame.type, ts: frame.ts, data: frame.data});
+      case "event": {
+        const event = {id: frame.id, type: frame.type, ts: frame.ts, data: frame.data};
+        if (frame.src) event.src = frame.src;  // a client-originated event: who sent it
+        this._deliver(event);
         break;
+      }
+      case "presence":
+        this.presence._replace(frame.users);
+        this._broadcast({t: "presence", users: frame.users});
+        break;
+      case "published": {
+        const pending = this.publishing.shift();
+        if (pending) pending.resolve();
+        break;
+      }
       case "resumed":
         this._position(0, this.epoch);
         break;
@@ -446,6 +587,11 @@ class Client {
           // our lastId is from somewhere else: start from the hub's newest instead
           this._reset({epoch: this.epoch, last_id: 0, reason: "future"});
         }
+        if (PUBLISH_ERRORS.includes(frame.code) && this.publishing.length) {
+          const error = new Error(frame.message);
+          error.code = frame.code;
+          this.publishing.shift().reject(error);
+        }
         this._emit("$error", frame);
         break;
       default:
@@ -456,6 +602,7 @@ class Client {
     ws.onclose = (event) => {
       if (this.ws !== ws) return;
       this.ws = null;
+      this._failPublishing("not_live", "the WebSocket closed before the server answered");
       this.timers.clearTimeout(this.pingTimer);
       this.timers.clearTimeout(this.refreshTimer);
       if (this.closed) return;
@@ -520,6 +667,24 @@ class Client {
     this.pollActive = true;
     if (this.state === "live") this._setState(this.pollOk ? "polling" : "offline");
     this._pollOnce(gen, false);
+    if (this.wantsPresence) this._fetchPresence(gen);
+  }
+
+  /** Polling: the presence set comes from GET /v1/presence (a token is needed). */
+  async _fetchPresence(gen) {
+    const token = await this._token(false);
+    if (!token || gen !== this.pollGen || this.closed) return;
+    try {
+      const response = await this.fetch(`${this.pollBase}/v1/presence`,
+        {headers: {Authorization: `Bearer ${token}`}, cache: "no-store"});
+      if (!response.ok) return;
+      const body = await response.json();
+      if (gen !== this.pollGen || !Array.isArray(body.users)) return;
+      this.presence._replace(body.users);
+      this._broadcast({t: "presence", users: body.users});
+    } catch (error) {
+      /* the polling sink may not track presence: the set stays as it was */
+    }
   }
 
   async _pollOnce(gen, freshToken) {
@@ -580,11 +745,13 @@ class Client {
  * (http[s]://host:port of the polling sink; leave out for no fallback), namespace ("client"),
  * token or getToken (async, called again when the server says the token expired), types (["*"]),
  * share (true), pollWait (25 s long polls; 0 for interval polling every pollInterval s),
- * backoffMin / backoffMax (ms), lastId / epoch (resume a stored position).
+ * backoffMin / backoffMax (ms), lastId / epoch (resume a stored position), presence (true: keep
+ * client.presence, the live set of who is online; adds "presence:*" to types).
+ * client.publish(type, data, to) publishes as the token's user (docs/PRESENCE.md).
  */
 export function connect(options = {}) {
   return new Client(options);
 }
 
 export default {connect, matches, backoff, tokenClaims, describeEvent, toastTemplates, fillTemplate,
-  humanizeType, summarize};
+  humanizeType, summarize, Presence};
