@@ -457,6 +457,8 @@ class SchemaRefreshTest(AirtableCase):
                 "timestamp": airtable_fake.iso(time.time()), "changedTablesById": {table: {
                     "changedRecordsById": {connection: {"current": {"cellValuesByFieldId": {
                         "fldGONEGONEGONE12": "x"}}}}}}})
+        wait_for(lambda: self.fake.count("GET", "/tables") >= reads + 2,
+                 what="a schema read for the unknown field")
         self.assertIsNone(events.recv(1.0), "no known field changed: no event")
         self.assertEqual(self.fake.count("GET", "/tables"), reads + 2, "asked once more only")
         self.fake.update_record(self.base, connection, {"Name": "C-10"})

@@ -544,7 +544,9 @@ class PresenceTest(HubTestCase):
         first = hub.publish("note:a", {"n": 1})
         typing = hub.publish("typing:started", {"n": 2}, ["admin"])
         last = hub.publish("note:b", {"n": 3})
-        self.assertEqual((typing, last), (first + 1, first + 2))
+        # The hub's own events (the tracker's) may take ids in between: only the order matters.
+        self.assertLess(first, typing)
+        self.assertLess(typing, last)
         status, meta, events = hub.replay(first - 1, prefixes=("note:", "typing:"))
         self.assertEqual([e["type"] for e in events], ["note:a", "note:b"])
         status, meta, events = hub.replay(typing, prefixes=("note:",))
