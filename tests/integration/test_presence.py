@@ -498,10 +498,16 @@ class PresenceTest(HubTestCase):
 
     def test_a_stage_without_presence_announces_nothing(self):
         self.port = port = free_port()
+        self.poll_port = free_port()
         hub = self.hub(chains="chain = web\n    sink = ws\n        plugin = websocket\n"
-                              "        listen = 127.0.0.1:%d\n" % port,
+                              "        listen = 127.0.0.1:%d\n"
+                              "    sink = poll\n        plugin = polling\n"
+                              "        listen = 127.0.0.1:%d\n" % (port, self.poll_port),
                        hub_extra="token_secret = env:LIVEHUB_WS_TEST_SECRET\n", env=SECRET_ENV)
         hub.wait_running("ws")
+        hub.wait_running("poll")
+        status, body = self.http_presence(mint("boss", "admin"))
+        self.assertEqual((status, body["error"]), (404, "presence_off"))
 
         async def scenario():
             async with self.connect("boss", "admin") as admin:
