@@ -9,15 +9,17 @@
 typedef struct {
     FILE *out;
     bool owns_out;
-    char **patterns; /* glob patterns on the type; NULL: everything */
+    char **patterns; /* glob patterns on the type; "!" first excludes; none: everything */
     size_t pattern_count;
+    bool has_includes; /* only excludes given: everything else is wanted */
     lh_metric_t *written;
 } log_sink_t;
 
 static const lh_option_t s_options[] = {
     {"output", LH_OPTION_STRING, "-", false, 0, 0, "file to append JSON lines to; - is stdout"},
     {"types", LH_OPTION_STRING, NULL, false, 0, 0,
-     "space-separated glob patterns on the event type (e.g. assignment:* signal:created)"},
+     "space-separated glob patterns on the event type (e.g. assignment:* signal:created); "
+     "!pattern leaves matching types out (e.g. * !presence:join)"},
     {NULL, 0, NULL, false, 0, 0, NULL},
 };
 
@@ -44,6 +46,8 @@ static int s_parse_patterns(log_sink_t *self, const char *text)
         }
         self->patterns = grown;
         self->pattern_count++;
+        if (word[0] != '!')
+            self->has_includes = true;
     }
     free(copy);
     return 0;
@@ -77,12 +81,17 @@ failed:
 
 static bool s_wanted(const log_sink_t *self, const char *type)
 {
-    if (self->pattern_count == 0)
-        return true;
-    for (size_t i = 0; i < self->pattern_count; i++)
-        if (fnmatch(self->patterns[i], type, 0) == 0)
-            return true;
-    return false;
+    bool included = !self->has_includes;
+    for (size_t i = 0; i < self->pattern_count; i++) {
+        const char *pattern = self->patterns[i];
+        if (pattern[0] == '!') {
+            if (fnmatch(pattern + 1, type, 0) == 0)
+                return false; /* an exclusion wins wherever it is written */
+        } else if (!included && fnmatch(pattern, type, 0) == 0) {
+            included = true;
+        }
+    }
+    return included;
 }
 
 static int log_run(void *handle, lh_io_t *io)

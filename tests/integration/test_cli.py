@@ -77,6 +77,29 @@ class CliTest(HubTestCase):
         self.assertIn('livehub_log_lines_total{stage="console"}', status["metrics"],
                       "plugins' own metrics are in the status too")
 
+    def test_log_sink_type_patterns_include_and_exclude(self):
+        out = os.path.join(self.hub(start=False).dir, "out.jsonl")
+        hub = self.hub("chain = c\n    sink = console\n        plugin = log\n"
+                       "        output = %s\n        types = signal:* note:* !signal:secret*\n"
+                       "    sink = rest\n        plugin = log\n        output = %s.rest\n"
+                       "        types = !signal:*\n" % (out, out))
+        for type_ in ("signal:created", "signal:secretChanged", "note:a", "other:x"):
+            hub.publish(type_, {})
+        last = hub.publish("note:end", {})
+
+        def types_in(path):
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                with open(path) as lines:
+                    seen = [json.loads(line) for line in lines]
+                if seen and seen[-1]["id"] == last:
+                    return [event["type"] for event in seen]
+                time.sleep(0.05)
+            self.fail("%s never got event %d" % (path, last))
+
+        self.assertEqual(types_in(out), ["signal:created", "note:a", "note:end"])
+        self.assertEqual(types_in(out + ".rest"), ["note:a", "other:x", "note:end"])
+
     def test_no_hub_is_a_clear_error(self):
         result = self.cli(None, "--control", "ipc://@livehub-nobody-here", "status", timeout=60)
         self.assertEqual(result.returncode, 1)
