@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
+#include "../common/http_glue.h"
 #include "hp_internal.h"
 
 static const lh_option_t s_options[] = {
@@ -47,28 +48,6 @@ void hp_count_status(hp_server_t *server, unsigned status)
     lh_metric_add(server->statuses[i], 1);
 }
 
-static int s_parse_listen(const char *text, hp_options_t *opt, lh_error_t *err)
-{
-    const char *colon = text ? strrchr(text, ':') : NULL;
-    size_t size = colon ? (size_t)(colon - text) : 0;
-    if (!colon || size >= sizeof opt->host || !isdigit((unsigned char)colon[1])) {
-        lh_error_set(err, "listen: expected host:port");
-        return -1;
-    }
-    memcpy(opt->host, text, size);
-    opt->host[size] = '\0';
-    if (size >= 2 && opt->host[0] == '[' && opt->host[size - 1] == ']') {
-        memmove(opt->host, opt->host + 1, size - 2);
-        opt->host[size - 2] = '\0';
-    }
-    if (strcmp(opt->host, "localhost") == 0)
-        strcpy(opt->host, "127.0.0.1");
-    else if (strcmp(opt->host, "0.0.0.0") == 0 || strcmp(opt->host, "*") == 0)
-        opt->host[0] = '\0';
-    opt->port = atoi(colon + 1);
-    return 0;
-}
-
 static int s_options_load(const lh_conf_t *conf, hp_options_t *opt, lh_error_t *err)
 {
     memset(opt, 0, sizeof *opt);
@@ -76,7 +55,8 @@ static int s_options_load(const lh_conf_t *conf, hp_options_t *opt, lh_error_t *
         lh_conf_get_int(conf, "max_events", &opt->max_events, err) != 0 ||
         lh_conf_get_int(conf, "idle_timeout", &opt->idle_timeout, err) != 0)
         return -1;
-    return s_parse_listen(lh_conf_get(conf, "listen"), opt, err);
+    return glue_parse_listen(lh_conf_get(conf, "listen"), opt->host, sizeof opt->host, &opt->port,
+                             err);
 }
 
 static int http_publish_validate(const lh_conf_t *conf, lh_error_t *err)
@@ -87,17 +67,10 @@ static int http_publish_validate(const lh_conf_t *conf, lh_error_t *err)
 
 /* ---- the hub's pipe in the lws loop ------------------------------------------------------- */
 
-static bool s_readable(void *socket)
-{
-    int events = 0;
-    size_t size = sizeof events;
-    return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
-}
-
 static void s_drain_pipe(hp_server_t *server)
 {
     void *pipe = lh_io_pipe_socket(server->io);
-    while (s_readable(pipe))
+    while (glue_zmq_readable(pipe))
         if (lh_io_check_pipe(server->io) && !server->terminating) {
             server->terminating = true;
             server->stop_deadline_us = hp_now_us() + 3000000;
@@ -127,20 +100,6 @@ static int s_pipe_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
             server->failed = true;
     }
     return 0;
-}
-
-static struct lws *s_adopt(hp_server_t *server, void *socket)
-{
-    int fd = -1;
-    size_t size = sizeof fd;
-    if (zmq_getsockopt(socket, ZMQ_FD, &fd, &size) != 0 || (fd = dup(fd)) < 0)
-        return NULL;
-    lws_sock_file_fd_type descriptor = {.filefd = fd};
-    struct lws *wsi = lws_adopt_descriptor_vhost(server->vhost, LWS_ADOPT_RAW_FILE_DESC, descriptor,
-                                                 "livehub-pipe", NULL);
-    if (!wsi)
-        close(fd);
-    return wsi;
 }
 
 /* ---- HTTP --------------------------------------------------------------------------------- */
@@ -246,7 +205,8 @@ static void *http_publish_create(lh_io_t *io)
         goto failed;
     }
     server->vhost = lws_get_vhost_by_name(server->context, "livehub-publish");
-    if (!server->vhost || !(server->pipe_wsi = s_adopt(server, lh_io_pipe_socket(io)))) {
+    if (!server->vhost || !(server->pipe_wsi = glue_adopt_zmq_socket(
+                                server->vhost, lh_io_pipe_socket(io), "livehub-pipe"))) {
         lh_log(io, LH_LOG_ERROR, "cannot watch the hub's pipe from the lws loop");
         goto failed;
     }

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
+#include "../common/http_glue.h"
 #include "poll_internal.h"
 
 /* Events taken from the input per wake-up before clients get to write. */
@@ -60,28 +61,6 @@ void poll_options_free(poll_options_t *opt)
         free(opt->origins[i]);
     free(opt->origins);
     memset(opt, 0, sizeof *opt);
-}
-
-static int s_parse_listen(const char *text, poll_options_t *opt, lh_error_t *err)
-{
-    const char *colon = text ? strrchr(text, ':') : NULL;
-    size_t size = colon ? (size_t)(colon - text) : 0;
-    if (!colon || size >= sizeof opt->host || !isdigit((unsigned char)colon[1])) {
-        lh_error_set(err, "listen: expected host:port");
-        return -1;
-    }
-    memcpy(opt->host, text, size);
-    opt->host[size] = '\0';
-    if (size >= 2 && opt->host[0] == '[' && opt->host[size - 1] == ']') {
-        memmove(opt->host, opt->host + 1, size - 2);
-        opt->host[size - 2] = '\0';
-    }
-    if (strcmp(opt->host, "localhost") == 0)
-        strcpy(opt->host, "127.0.0.1");
-    else if (strcmp(opt->host, "0.0.0.0") == 0 || strcmp(opt->host, "*") == 0)
-        opt->host[0] = '\0';
-    opt->port = atoi(colon + 1);
-    return 0;
 }
 
 static int s_parse_origins(const char *text, poll_options_t *opt, lh_error_t *err)
@@ -142,7 +121,8 @@ int poll_options_load(const lh_conf_t *conf, poll_options_t *opt, lh_error_t *er
             return -1;
     if (lh_conf_get_bool(conf, "anonymous", &opt->anonymous, err) != 0 ||
         lh_conf_get_bool(conf, "presence", &opt->presence, err) != 0 ||
-        s_parse_listen(lh_conf_get(conf, "listen"), opt, err) != 0)
+        glue_parse_listen(lh_conf_get(conf, "listen"), opt->host, sizeof opt->host, &opt->port,
+                          err) != 0)
         goto failed;
     const char *origins = lh_conf_get(conf, "origins");
     if (origins && s_parse_origins(origins, opt, err) != 0)
@@ -197,13 +177,6 @@ uint64_t poll_hub_last_id(poll_server_t *server)
 }
 
 /* ---- the hub's sockets in the lws loop ----------------------------------------------------- */
-
-static bool s_readable(void *socket)
-{
-    int events = 0;
-    size_t size = sizeof events;
-    return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
-}
 
 typedef struct {
     poll_server_t *server;
@@ -292,7 +265,7 @@ static void s_drain_input(poll_server_t *server, int budget)
 {
     void *input = lh_io_input_socket(server->io);
     for (int n = 0; n < budget || budget < 0; n++) {
-        if (!s_readable(input))
+        if (!glue_zmq_readable(input))
             return;
         s_take_event(server, input);
     }
@@ -320,7 +293,7 @@ static void s_begin_stop(poll_server_t *server)
 static void s_drain_pipe(poll_server_t *server)
 {
     void *pipe = lh_io_pipe_socket(server->io);
-    while (s_readable(pipe))
+    while (glue_zmq_readable(pipe))
         if (lh_io_check_pipe(server->io))
             s_begin_stop(server);
 }
@@ -350,20 +323,6 @@ static int s_zmq_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
     default:
         return 0;
     }
-}
-
-static struct lws *s_adopt(poll_server_t *server, void *socket)
-{
-    int fd = -1;
-    size_t size = sizeof fd;
-    if (zmq_getsockopt(socket, ZMQ_FD, &fd, &size) != 0 || (fd = dup(fd)) < 0)
-        return NULL;
-    lws_sock_file_fd_type descriptor = {.filefd = fd};
-    struct lws *wsi = lws_adopt_descriptor_vhost(server->vhost, LWS_ADOPT_RAW_FILE_DESC, descriptor,
-                                                 "livehub-zmq", NULL);
-    if (!wsi)
-        close(fd);
-    return wsi;
 }
 
 /* ---- the lws loop ------------------------------------------------------------------------- */
@@ -406,7 +365,7 @@ static void s_sweep(lws_sorted_usec_list_t *sul)
     static const int64_t period_us = 100000;
     if (!server->terminating) {
         /* reading ZMQ_EVENTS may take an edge the descriptor would have signalled */
-        if (s_readable(lh_io_input_socket(server->io))) {
+        if (glue_zmq_readable(lh_io_input_socket(server->io))) {
             s_drain_input(server, POLL_DRAIN_BUDGET);
             server->suspect_id = 0;
         } else if (now / 1000000 != (now - period_us) / 1000000) {
@@ -567,8 +526,11 @@ static void *polling_create(lh_io_t *io)
         goto failed;
     }
     server->vhost = lws_get_vhost_by_name(server->context, "livehub-polling");
-    if (!server->vhost || !(server->pipe_wsi = s_adopt(server, lh_io_pipe_socket(io))) ||
-        !(server->input_wsi = s_adopt(server, lh_io_input_socket(io)))) {
+    if (!server->vhost ||
+        !(server->pipe_wsi =
+              glue_adopt_zmq_socket(server->vhost, lh_io_pipe_socket(io), "livehub-zmq")) ||
+        !(server->input_wsi =
+              glue_adopt_zmq_socket(server->vhost, lh_io_input_socket(io), "livehub-zmq"))) {
         lh_log(io, LH_LOG_ERROR, "cannot watch the hub's sockets from the lws loop");
         goto failed;
     }

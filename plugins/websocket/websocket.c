@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
+#include "../common/http_glue.h"
 #include "ws_internal.h"
 
 /* Events taken from the input per wake-up before connections get to write (and the loop comes
@@ -95,29 +96,6 @@ static void s_options_free(ws_options_t *opt)
         free(opt->origins[i]);
     free(opt->origins);
     memset(opt, 0, sizeof *opt);
-}
-
-static int s_parse_listen(const char *text, ws_options_t *opt, lh_error_t *err)
-{
-    const char *colon = strrchr(text, ':');
-    size_t size = colon ? (size_t)(colon - text) : 0;
-    if (!colon || size >= sizeof opt->host) {
-        lh_error_set(err, "listen: expected host:port");
-        return -1;
-    }
-    const char *host = text;
-    if (host[0] == '[' && size >= 2 && host[size - 1] == ']') {
-        host++;
-        size -= 2;
-    }
-    memcpy(opt->host, host, size);
-    opt->host[size] = '\0';
-    if (strcmp(opt->host, "localhost") == 0)
-        strcpy(opt->host, "127.0.0.1");
-    else if (strcmp(opt->host, "0.0.0.0") == 0 || strcmp(opt->host, "*") == 0)
-        opt->host[0] = '\0';
-    opt->port = atoi(colon + 1);
-    return 0;
 }
 
 static int s_parse_namespaces(const char *text, ws_options_t *opt, lh_error_t *err)
@@ -216,7 +194,8 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
             return -1;
     if (lh_conf_get_bool(conf, "anonymous", &opt->anonymous, err) != 0 ||
         lh_conf_get_bool(conf, "presence", &opt->presence, err) != 0 ||
-        s_parse_listen(lh_conf_get(conf, "listen"), opt, err) != 0 ||
+        glue_parse_listen(lh_conf_get(conf, "listen"), opt->host, sizeof opt->host, &opt->port,
+                          err) != 0 ||
         s_parse_namespaces(lh_conf_get(conf, "namespaces"), opt, err) != 0)
         goto failed;
     if (lh_conf_get_bool(conf, "dev_login", &opt->dev_login, err) != 0)
@@ -332,13 +311,6 @@ size_t ws_close_index(int code)
 
 /* ---- the ZeroMQ side ---------------------------------------------------------------------- */
 
-static bool s_readable(void *socket)
-{
-    int events = 0;
-    size_t size = sizeof events;
-    return zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) == 0 && (events & ZMQ_POLLIN);
-}
-
 /* Receives one [topic][body] event and hands it to the sessions. */
 static void s_take_event(ws_server_t *server, void *input)
 {
@@ -378,7 +350,7 @@ static void s_drain_input(ws_server_t *server, int budget)
 {
     void *input = lh_io_input_socket(server->io);
     for (int n = 0; n < budget || budget < 0; n++) {
-        if (!s_readable(input))
+        if (!glue_zmq_readable(input))
             return;
         s_take_event(server, input);
     }
@@ -417,7 +389,7 @@ static void s_begin_stop(ws_server_t *server)
 static void s_drain_pipe(ws_server_t *server)
 {
     void *pipe = lh_io_pipe_socket(server->io);
-    while (s_readable(pipe))
+    while (glue_zmq_readable(pipe))
         if (lh_io_check_pipe(server->io))
             s_begin_stop(server);
 }
@@ -451,21 +423,6 @@ static int s_zmq_callback(struct lws *wsi, enum lws_callback_reasons reason, voi
     }
 }
 
-/* Watches a ZeroMQ socket from the lws loop through a dup() of its ZMQ_FD. */
-static struct lws *s_adopt(ws_server_t *server, void *socket)
-{
-    int fd = -1;
-    size_t size = sizeof fd;
-    if (zmq_getsockopt(socket, ZMQ_FD, &fd, &size) != 0 || (fd = dup(fd)) < 0)
-        return NULL;
-    lws_sock_file_fd_type descriptor = {.filefd = fd};
-    struct lws *wsi = lws_adopt_descriptor_vhost(server->vhost, LWS_ADOPT_RAW_FILE_DESC, descriptor,
-                                                 "livehub-zmq", NULL);
-    if (!wsi)
-        close(fd);
-    return wsi;
-}
-
 /* ---- the lws loop ------------------------------------------------------------------------- */
 
 static int s_first_id(const lh_event_t *event, void *arg)
@@ -480,7 +437,7 @@ static int s_first_id(const lh_event_t *event, void *arg)
  * second later, those events were dropped: replay them now. */
 static void s_check_tail(ws_server_t *server)
 {
-    if (s_readable(lh_io_input_socket(server->io))) {
+    if (glue_zmq_readable(lh_io_input_socket(server->io))) {
         server->suspect_id = 0;
         s_drain_input(server, server->drain_budget); /* reading ZMQ_EVENTS may take the edge */
         return;
@@ -727,8 +684,11 @@ static void *websocket_create(lh_io_t *io)
         goto failed;
     }
     server->vhost = lws_get_vhost_by_name(server->context, "livehub");
-    if (!server->vhost || !(server->pipe_wsi = s_adopt(server, lh_io_pipe_socket(io))) ||
-        !(server->input_wsi = s_adopt(server, lh_io_input_socket(io)))) {
+    if (!server->vhost ||
+        !(server->pipe_wsi =
+              glue_adopt_zmq_socket(server->vhost, lh_io_pipe_socket(io), "livehub-zmq")) ||
+        !(server->input_wsi =
+              glue_adopt_zmq_socket(server->vhost, lh_io_input_socket(io), "livehub-zmq"))) {
         lh_log(io, LH_LOG_ERROR, "cannot watch the hub's sockets from the lws loop");
         goto failed;
     }
