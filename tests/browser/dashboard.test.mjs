@@ -440,3 +440,57 @@ test("useLivehub in React: subscribes in an effect, exposes state, cleans up on 
       server.close();
     }
   });
+
+test("an EventSource on the polling sink: events in order, resumed with Last-Event-ID across an outage",
+  {timeout: 90000}, async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    const conf = fs.readFileSync(E.LH_CONF, "utf8");
+    try {
+      // a page of the websocket sink's origin, which the polling sink's CORS list allows
+      await page.goto(`${HTTP}/`);
+      await page.evaluate(({poll, token}) => {
+        window.sse = {events: [], opens: 0, errors: 0};
+        const source = new EventSource(`${poll}/v1/stream?types=sse:*&access_token=${token}`);
+        source.onopen = () => window.sse.opens++;
+        source.onerror = () => window.sse.errors++;
+        source.addEventListener("sse:tick", (e) => {
+          const body = JSON.parse(e.data);
+          window.sse.events.push({id: Number(e.lastEventId), bodyId: body.id, n: body.data.n,
+            to: body.to || null});
+        });
+        window.sseSource = source;
+      }, {poll: POLL, token: E.LH_TOKEN_CLIENT7});
+      await page.waitForFunction(() => window.sse.opens === 1, null, {timeout: 20000});
+      const sent = [];
+      for (let n = 0; n < 5; n++) sent.push(pub("sse:tick", {n}));
+      sent.push(pub("sse:tick", {n: 5}, "user:7"));   // the token's own audience
+      pub("sse:tick", {n: -1}, "user:8");               // someone else's: never shown
+      const count = (n) => page.waitForFunction((k) => window.sse.events.length >= k, n,
+        {timeout: 20000});
+      await count(sent.length);
+
+      // The polling stage goes away (a reload without its chain) and events go on being published;
+      // when it is back the browser reconnects by itself (retry: 2000) sending Last-Event-ID.
+      const start = conf.indexOf("chain = polling"), end = conf.indexOf("chain = browsers");
+      reload(conf.slice(0, start) + conf.slice(end));
+      await page.waitForFunction(() => window.sse.errors >= 1, null, {timeout: 20000});
+      for (let n = 6; n < 12; n++) sent.push(pub("sse:tick", {n}));
+      reload(conf);
+      await page.waitForFunction(() => window.sse.opens >= 2, null, {timeout: 30000});
+      for (let n = 12; n < 15; n++) sent.push(pub("sse:tick", {n}));
+      await count(sent.length);
+      await new Promise((r) => setTimeout(r, 500));  // room for a duplicate to show itself
+      const got = await page.evaluate(() => window.sse.events);
+      assert.deepEqual(got.map((e) => e.id), sent, "every event once, in order, none of user:8's");
+      assert.ok(got.every((e) => e.id === e.bodyId && e.to === null), "id: is the event id; no audiences leak");
+      assert.deepEqual(got.map((e) => e.n), [...Array(15).keys()]);
+      assert.deepEqual(errors, []);
+      await page.evaluate(() => window.sseSource.close());
+    } finally {
+      if (fs.readFileSync(E.LH_CONF, "utf8") !== conf) reload(conf);
+      await context.close();
+    }
+  });
