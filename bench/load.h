@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "ws_handshake.h"
 
 /* ---- load_proc.c: time and the server's processes ---- */
 
@@ -57,7 +58,7 @@ struct ws_client {
     uint64_t resets;    /* native "reset" frames: the server could not resume */
     uint64_t ready_ns;  /* when it became ready */
     int close_code;     /* from a close frame; -1 none; 0 EOF */
-    char key[25];       /* Sec-WebSocket-Key sent */
+    char key[WS_HANDSHAKE_KEY_SIZE];       /* Sec-WebSocket-Key sent */
     char last_id[48];   /* native id, nchan message id, Socket.IO offset */
     char epoch[40];     /* native epoch */
     char pid[48];       /* Socket.IO private id (recovery) */

@@ -8,8 +8,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,31 +138,6 @@ static bool send_text(struct ws_client *c, const char *text)
     return send_frame(c, 1, text, strlen(text));
 }
 
-static void random_key(char out[25])
-{
-    uint8_t raw[16];
-    for (int i = 0; i < 16; i++)
-        raw[i] = (uint8_t)(rand() >> 7);
-    EVP_EncodeBlock((unsigned char *)out, raw, 16);
-}
-
-static bool accept_ok(const struct ws_client *c, const char *head)
-{
-    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    char joined[64], expect[32];
-    uint8_t digest[SHA_DIGEST_LENGTH];
-    snprintf(joined, sizeof joined, "%s%s", c->key, guid);
-    SHA1((const unsigned char *)joined, strlen(joined), digest);
-    EVP_EncodeBlock((unsigned char *)expect, digest, SHA_DIGEST_LENGTH);
-    const char *h = strcasestr(head, "\r\nSec-WebSocket-Accept:");
-    if (!h)
-        return false;
-    h += strlen("\r\nSec-WebSocket-Accept:");
-    while (*h == ' ')
-        h++;
-    return strncmp(h, expect, strlen(expect)) == 0;
-}
-
 /* Percent-encodes an id for a query parameter (nchan ids hold ':'). */
 static void url_encode(char *out, size_t size, const char *in)
 {
@@ -202,7 +175,7 @@ static void send_upgrade(struct ws_client *c)
         break;
     }
     char req[768];
-    random_key(c->key);
+    ws_handshake_key(c->key);
     int n = snprintf(req, sizeof req,
                      "GET %s%s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
@@ -429,7 +402,7 @@ static void on_upgrade(struct ws_client *c, uint64_t now)
     if (!end)
         return;
     end[2] = '\0';
-    if (strncmp(c->buf, "HTTP/1.1 101", 12) != 0 || !accept_ok(c, c->buf)) {
+    if (strncmp(c->buf, "HTTP/1.1 101", 12) != 0 || !ws_handshake_accepted(c->key, c->buf)) {
         set_dead(c);
         return;
     }

@@ -7,8 +7,6 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <openssl/evp.h>
-#include <openssl/sha.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdbool.h>
@@ -24,6 +22,7 @@
 #include <unistd.h>
 #include <zmq.h>
 #include "bench_hub.h"
+#include "ws_handshake.h"
 
 #define FD_LIMIT 20000
 #define MAX_CLIENTS 10000
@@ -40,7 +39,7 @@ struct client {
     uint16_t len;      /* bytes in buf */
     uint32_t got;      /* events received */
     uint64_t next_seq; /* the broadcast expected next: detects gaps and reordering */
-    char key[25];      /* Sec-WebSocket-Key sent */
+    char key[WS_HANDSHAKE_KEY_SIZE];      /* Sec-WebSocket-Key sent */
     char buf[CLIENT_BUF + 1];
 };
 
@@ -112,31 +111,6 @@ static bool send_frame(struct client *c, int opcode, const char *payload, size_t
     for (size_t i = 0; i < n; i++)
         frame[6 + i] = (uint8_t)payload[i] ^ mask[i & 3];
     return write(c->fd, frame, 6 + n) == (ssize_t)(6 + n);
-}
-
-static void random_key(char out[25])
-{
-    uint8_t raw[16];
-    for (int i = 0; i < 16; i++)
-        raw[i] = (uint8_t)(rand() >> 7);
-    EVP_EncodeBlock((unsigned char *)out, raw, 16);
-}
-
-static bool accept_ok(const struct client *c, const char *head)
-{
-    static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-    char joined[64], expect[32];
-    uint8_t digest[SHA_DIGEST_LENGTH];
-    snprintf(joined, sizeof joined, "%s%s", c->key, guid);
-    SHA1((const unsigned char *)joined, strlen(joined), digest);
-    EVP_EncodeBlock((unsigned char *)expect, digest, SHA_DIGEST_LENGTH);
-    const char *h = strcasestr(head, "\r\nSec-WebSocket-Accept:");
-    if (!h)
-        return false;
-    h += strlen("\r\nSec-WebSocket-Accept:");
-    while (*h == ' ')
-        h++;
-    return strncmp(h, expect, strlen(expect)) == 0;
 }
 
 static void on_event(struct client *c, const char *text, uint64_t now)
@@ -228,7 +202,7 @@ static void on_upgrade(struct client *c)
     if (!end)
         return;
     end[2] = '\0';
-    if (strncmp(c->buf, "HTTP/1.1 101", 12) != 0 || !accept_ok(c, c->buf)) {
+    if (strncmp(c->buf, "HTTP/1.1 101", 12) != 0 || !ws_handshake_accepted(c->key, c->buf)) {
         client_dead(c);
         return;
     }
@@ -248,7 +222,7 @@ static void on_writable(struct client *c, int port)
         return;
     }
     char req[256];
-    random_key(c->key);
+    ws_handshake_key(c->key);
     int n = snprintf(req, sizeof req,
                      "GET /ws/client HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
