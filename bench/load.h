@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "ws_frame.h"
 #include "ws_handshake.h"
 
 /* ---- load_proc.c: time and the server's processes ---- */

@@ -353,23 +353,15 @@ static void on_frames(struct ws_client *c, uint64_t now)
     size_t off = 0;
     while (c->state != WS_DEAD && c->len - off >= 2) {
         uint8_t *p = (uint8_t *)c->buf + off;
-        int opcode = p[0] & 0x0f;
-        size_t n = p[1] & 0x7f, head = 2;
-        if (n == 127 || (p[1] & 0x80) || !(p[0] & 0x80)) {
-            set_dead(c); /* huge, masked or fragmented: none of these servers sends them here */
-            return;
-        }
-        if (n == 126) {
-            if (c->len - off < 4)
-                break;
-            n = (size_t)p[2] << 8 | p[3];
-            head = 4;
-        }
-        if (head + n > CLIENT_BUF) {
+        int opcode;
+        size_t head, n;
+        ws_frame_status_t status =
+            ws_frame_read_header(p, c->len - off, CLIENT_BUF, &opcode, &head, &n);
+        if (status == WS_FRAME_BAD) {
             set_dead(c);
             return;
         }
-        if (c->len - off < head + n)
+        if (status == WS_FRAME_PARTIAL)
             break;
         char *payload = (char *)p + head;
         char saved = payload[n];
