@@ -43,6 +43,11 @@ static const lh_option_t s_options[] = {
     {"tls_key", LH_OPTION_STRING, NULL, false, 0, 0, "PEM private key file of tls_cert"},
     {"max_connections", LH_OPTION_INT, "10000", false, 1, 1000000,
      "open WebSockets at most; further upgrades get HTTP 503"},
+    {"header_pool", LH_OPTION_INT, "1024", false, 8, 65535,
+     "connections reading their request headers at once (8 KiB each while in use); further "
+     "connections wait for a free one"},
+    {"header_timeout", LH_OPTION_INT, "5", false, 1, 60,
+     "seconds a connection has to send its whole request header before it is dropped"},
     {"max_queue", LH_OPTION_INT, "1000", false, 1, 1000000,
      "frames waiting per connection before it is closed as too slow (4008)"},
     {"max_queue_bytes", LH_OPTION_INT, "1048576", false, 1024, 1073741824,
@@ -173,6 +178,8 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
     } ints[] = {
         {"max_connections", &opt->max_connections},
         {"max_queue", &opt->max_queue},
+        {"header_pool", &opt->header_pool},
+        {"header_timeout", &opt->header_timeout_s},
         {"max_queue_bytes", &opt->max_queue_bytes},
         {"max_frame", &opt->max_frame},
         {"max_errors", &opt->max_errors},
@@ -674,7 +681,12 @@ static void *websocket_create(lh_io_t *io)
     }
     info.alpn = "http/1.1";           /* no h2: WebSockets over HTTP/1.1 only */
     info.max_http_header_data = 8192; /* room for a token in the URL */
-    info.max_http_header_pool = 32;
+    /* Slowloris: a connection holds a header buffer from accept until its request is complete,
+     * and the ones that find the pool empty wait in line. A pool far above what honest clients
+     * use at once, and a whole-header deadline (not reset by each byte), keep a peer that opens
+     * many silent or dribbling sockets, and reopens them, from shutting everyone else out. */
+    info.max_http_header_pool = (unsigned short)server->opt.header_pool;
+    info.timeout_secs_ah_idle = (unsigned)server->opt.header_timeout_s;
     info.timeout_secs = 10;
     info.keepalive_timeout = 5;
     server->context = lws_create_context(&info);

@@ -75,6 +75,7 @@ typedef struct {
     int port;
     bool anonymous;
     bool dev_login; /* GET /dev/token mints tokens for loopback requests (ws_auth.c) */
+    int64_t header_pool, header_timeout_s;
     int64_t max_connections, max_queue, max_queue_bytes, max_frame, max_errors, send_buffer;
     int64_t heartbeat_s, idle_timeout_s, auth_timeout_s, clock_skew_s, close_timeout_s;
     const char *tls_cert, *tls_key; /* borrowed from the conf */

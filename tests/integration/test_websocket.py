@@ -158,6 +158,73 @@ def http_get(port, path, timeout=5.0):
     return status, content_type, body
 
 
+class Slowloris:
+    """count hostile connections that never finish a request: half stay silent, half send a
+    request header one byte every half second. Each one the server closes is reopened at once.
+    Bounded: at most max_seconds, and at most 20 * count connections opened in all."""
+
+    REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+    def __init__(self, port, count, max_seconds=90.0):
+        self.port, self.count, self.max_seconds = port, count, max_seconds
+        self.opened = self.closed_by_server = 0
+        self.connected = threading.Event()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _open(self, index):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", self.port))
+        self.opened += 1
+        return {"sock": sock, "sent": 0, "dribble": index % 2 == 1}
+
+    def _run(self):
+        import selectors
+        deadline = time.monotonic() + self.max_seconds
+        selector = selectors.DefaultSelector()
+        peers = {}
+        for index in range(self.count):
+            peer = self._open(index)
+            peers[peer["sock"]] = (index, peer)
+            selector.register(peer["sock"], selectors.EVENT_READ)
+        # loopback connects complete in the kernel's backlog, accepted or not
+        self.connected.set()
+        next_byte = time.monotonic()
+        while not self.stopping.is_set() and time.monotonic() < deadline:
+            for key, _ in selector.select(0.1):
+                index, peer = peers.pop(key.fileobj)
+                selector.unregister(key.fileobj)
+                try:
+                    key.fileobj.recv(65536)
+                except OSError:
+                    pass
+                key.fileobj.close()
+                self.closed_by_server += 1
+                if self.opened < 20 * self.count:
+                    peer = self._open(index)
+                    peers[peer["sock"]] = (index, peer)
+                    selector.register(peer["sock"], selectors.EVENT_READ)
+            if time.monotonic() >= next_byte:
+                next_byte = time.monotonic() + 0.5
+                for index, peer in peers.values():
+                    if peer["dribble"]:
+                        request = self.REQUEST + b"a" * 4096
+                        try:
+                            peer["sock"].send(request[peer["sent"]:peer["sent"] + 1])
+                            peer["sent"] += 1
+                        except OSError:
+                            pass
+        for sock in peers:
+            sock.close()
+        selector.close()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(10)
+
+
 class WebSocketTest(HubTestCase):
     def start(self, options="", hub_extra="", secret=True, stats=True):
         """A hub with one websocket sink on a free port; returns (hub, port)."""
@@ -505,6 +572,41 @@ class WebSocketTest(HubTestCase):
 
         run(scenario())
         self.assertEqual(self.stats(port)["livehub_ws_refused_total"], 60)
+
+    def test_slowloris_sockets_do_not_shut_out_honest_clients(self):
+        """Finding 1 of issue 21: 32 idle sockets held every header slot (max_http_header_pool
+        32, 10 s), and a client reopening them kept every new WebSocket and file out."""
+        hub, port = self.start("anonymous = true")
+        hostile = Slowloris(port, 256)
+        try:
+            self.assertTrue(hostile.connected.wait(30))
+
+            async def honest():
+                async with websockets.connect(self.url(port, types="*"), open_timeout=15,
+                                              close_timeout=2, ping_interval=None) as ws:
+                    self.assertEqual((await recv_json(ws, 15))["op"], "welcome")
+                    event_id = hub.publish("signal:created", {"n": 1})
+                    self.assertEqual((await events_until(ws, 1, 15))[0]["id"], event_id)
+
+            def served():
+                run(honest(), timeout=20)
+                status, _, body = http_get(port, "/", timeout=15)
+                self.assertEqual(status, 200)
+                self.assertIn(b"livehub", body)
+
+            served()
+            # header_timeout (5 s) is a deadline for the whole header, so even the dribbling
+            # sockets are dropped; once every hostile socket was dropped and reopened, honest
+            # clients are still served
+            deadline = time.monotonic() + 60
+            while hostile.closed_by_server < 256:
+                self.assertLess(time.monotonic(), deadline, "hostile sockets never dropped")
+                time.sleep(0.1)
+            served()
+        finally:
+            hostile.stop()
+        print("\n  slowloris: 256 hostile sockets, %d opened, %d closed by the hub"
+              % (hostile.opened, hostile.closed_by_server))
 
     def test_origin_allow_list(self):
         hub, port = self.start("origins = https://app.example http://localhost:3000\n"
