@@ -227,7 +227,6 @@ void bench_hub_log_tail(const bench_hub_t *hub)
 
 void bench_hub_start(bench_hub_t *hub, const char *name, const char *chains, int wait_port)
 {
-    static int serial;
     snprintf(hub->dir, sizeof hub->dir, "/tmp/%.40s-XXXXXX", name);
     if (!mkdtemp(hub->dir))
         bench_die("mkdtemp");
@@ -238,9 +237,9 @@ void bench_hub_start(bench_hub_t *hub, const char *name, const char *chains, int
     if (!conf)
         bench_die("conf");
     fprintf(conf,
-            "hub\n    name = %s\n    control = ipc://@livehub-%s-%d-%d\n"
+            "hub\n    name = %s\n    control = ipc://%s/control\n"
             "    plugin_dir = %s\n    ingress = %s\n",
-            name, name, (int)getpid(), serial++, PLUGIN_DIR, hub->ingress);
+            name, hub->dir, PLUGIN_DIR, hub->ingress);
     fputs(chains, conf);
     fclose(conf);
     char log[128];

@@ -380,7 +380,7 @@ static char *s_write_conf(const s_options_t *options, int hwm)
     fprintf(file,
             "hub\n"
             "    name = bench\n"
-            "    control = ipc://@livehub-bench-%ld\n"
+            "    control = ipc:///tmp/livehub-bench-%ld.control\n"
             "    history = %zu\n"
             "    hwm = %d\n",
             (long)getpid(), options->history, hwm);

@@ -8,10 +8,10 @@
 #include <time.h>
 #include "conf.h"
 #include "control_client.h"
+#include "control_endpoint.h"
 #include "livehub/livehub.h"
 #include "plugin_host.h"
 
-#define S_DEFAULT_CONTROL "ipc://@livehub-control"
 #define S_DEFAULT_EGRESS "tcp://127.0.0.1:7501"
 #define S_TIMEOUT_MS 5000
 #define S_STAGE_TIMEOUT_MS 10000 /* longer than the hub's own wait for the stage's workers */
@@ -22,10 +22,13 @@ typedef struct {
     lh_hub_conf_t *conf;
 } s_client_t;
 
+/* The control endpoint of a hub called "livehub" run by this user, for the usage text. */
+static char s_default_control[256] = "ipc://RUNTIME_DIR/livehub.control";
+
 static void s_usage(FILE *out)
 {
     fprintf(out,
-            "usage: livehub [--conf FILE] [--control EP] [--egress EP]\n"
+            "usage: livehub [--conf FILE | --hub NAME] [--control EP] [--egress EP]\n"
             "               [--server-key Z85 --client-cert FILE] COMMAND ...\n"
             "commands:\n"
             "  pub TYPE JSON [--to AUDIENCE]... [--key KEY]   publish; prints the event id\n"
@@ -42,8 +45,9 @@ static void s_usage(FILE *out)
             "                                  conf's token_secret)\n"
             "  plugins                         list the plugins on the search path and options\n"
             "Endpoints come from --conf's hub block when given, else the defaults "
-            "(control %s, egress %s).\n",
-            S_DEFAULT_CONTROL, S_DEFAULT_EGRESS);
+            "(control %s,\n"
+            "egress %s). --hub NAME: the default control socket of the hub called NAME.\n",
+            s_default_control, S_DEFAULT_EGRESS);
 }
 
 static int s_fail(const char *what, const char *reason)
@@ -551,14 +555,16 @@ int main(int argc, char **argv)
     static struct option options[] = {{"conf", required_argument, NULL, 'f'},
                                       {"control", required_argument, NULL, 'c'},
                                       {"egress", required_argument, NULL, 'e'},
+                                      {"hub", required_argument, NULL, 'n'},
                                       {"server-key", required_argument, NULL, 'k'},
                                       {"client-cert", required_argument, NULL, 'C'},
                                       {"help", no_argument, NULL, 'h'},
                                       {NULL, 0, NULL, 0}};
     zsys_handler_set(NULL);
     s_client_t client = {0};
-    const char *conf_path = NULL, *control = NULL, *egress = NULL;
+    const char *conf_path = NULL, *control = NULL, *egress = NULL, *hub_name = "livehub";
     int option;
+    lh_control_default_endpoint(hub_name, s_default_control, sizeof s_default_control);
     while ((option = getopt_long(argc, argv, "+h", options, NULL)) != -1) {
         switch (option) {
         case 'f':
@@ -569,6 +575,9 @@ int main(int argc, char **argv)
             break;
         case 'e':
             egress = optarg;
+            break;
+        case 'n':
+            hub_name = optarg;
             break;
         case 'k':
             client.server_key = optarg;
@@ -593,9 +602,12 @@ int main(int argc, char **argv)
         if (!(client.conf = lh_hub_conf_load(conf_path, NULL, NULL, &err)))
             return s_fail("--conf", err.text);
     }
+    if (!control && !conf_path &&
+        lh_control_default_endpoint(hub_name, s_default_control, sizeof s_default_control) != 0)
+        return s_fail("--hub", "the name makes too long a control path; give --control");
     client.control = control                               ? control
                      : client.conf && client.conf->control ? client.conf->control
-                                                           : S_DEFAULT_CONTROL;
+                                                           : s_default_control;
     client.egress = egress                               ? egress
                     : client.conf && client.conf->egress ? client.conf->egress
                                                          : S_DEFAULT_EGRESS;

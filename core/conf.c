@@ -12,6 +12,7 @@
 #include <czmq.h>
 
 #include "conf.h"
+#include "control_endpoint.h"
 
 #define S_FILE_MAX (1024 * 1024) /* a conf larger than this is surely the wrong file */
 #define S_LINE_MAX 1024          /* zconfig silently cuts longer lines */
@@ -175,7 +176,7 @@ static const char *s_check_endpoint(const char *text, bool ipc_too, bool *loopba
 {
     if (ipc_too && strncmp(text, "ipc://", 6) == 0) {
         *loopback = true;
-        return text[6] ? NULL : "ipc:// needs a path or @name";
+        return text[6] ? NULL : "ipc:// needs a path";
     }
     if (strncmp(text, "tcp://", 6) != 0)
         return ipc_too ? "expected ipc://PATH or tcp://HOST:PORT" : "expected tcp://HOST:PORT";
@@ -416,8 +417,9 @@ static const s_hub_key_t s_hub_keys[] = {
     {NULL, "name", S_NAME, "livehub", 0, 0, S_FIELD(name), "hub name, shown by status and in logs"},
     {NULL, "ingress", S_TCP, NULL, 0, 0, S_FIELD(ingress), "tcp:// endpoint producers PUSH to"},
     {NULL, "egress", S_TCP, NULL, 0, 0, S_FIELD(egress), "tcp:// endpoint subscribers SUB to"},
-    {NULL, "control", S_CONTROL, "ipc://@livehub-control", 0, 0, S_FIELD(control),
-     "ipc:// or tcp:// endpoint of the livehub CLI"},
+    {NULL, "control", S_CONTROL, NULL, 0, 0, S_FIELD(control),
+     "ipc://PATH or tcp:// endpoint of the livehub CLI (default ipc://RUNTIME_DIR/NAME.control, "
+     "a socket only the hub's user can reach)"},
     {NULL, "public", S_BOOL, "false", 0, 0, S_FIELD(public_listen),
      "allow tcp endpoints on non-loopback interfaces"},
     {NULL, "history", S_SIZE, "100000", 0, INT64_MAX, S_FIELD(history),
@@ -473,6 +475,10 @@ static int s_hub_set(s_ctx_t *ctx, const s_hub_key_t *key, const char *value, in
     case S_TCP:
     case S_CONTROL:
         reason = s_check_endpoint(value, key->kind == S_CONTROL, &loopback);
+        if (!reason && strncmp(value, "ipc://@", 7) == 0)
+            reason = "an abstract socket (ipc://@NAME) has no permissions: any local user could "
+                     "publish, reload and command stages; leave control unset (a private socket) "
+                     "or use ipc://PATH or tcp:// with curve";
         break;
     case S_SECRET:
         /* Never echo the value: an inline secret is exactly what this refuses. */
@@ -1079,6 +1085,16 @@ static lh_hub_conf_t *s_hub_conf_new(s_ctx_t *ctx)
     return conf;
 }
 
+/* The control endpoint when the conf names none: the hub's own socket in its user's runtime
+ * directory (control_endpoint.h), found the same way by the CLI. */
+static int s_default_control(s_ctx_t *ctx, lh_hub_conf_t *conf)
+{
+    char endpoint[256];
+    if (lh_control_default_endpoint(conf->name, endpoint, sizeof endpoint) != 0)
+        return s_fail(ctx, 0, "control", "the default control path is too long; set control");
+    return s_set_text(ctx, &conf->control, endpoint);
+}
+
 lh_hub_conf_t *lh_hub_conf_load(const char *path, lh_plugin_lookup_fn *lookup, void *lookup_arg,
                                 lh_error_t *err)
 {
@@ -1115,6 +1131,8 @@ lh_hub_conf_t *lh_hub_conf_load(const char *path, lh_plugin_lookup_fn *lookup, v
     if (!(conf = s_hub_conf_new(&ctx)))
         goto done;
     if (s_load_tree(&ctx, root))
+        lh_hub_conf_destroy(&conf);
+    else if (!conf->control && s_default_control(&ctx, conf))
         lh_hub_conf_destroy(&conf);
 done:
     zconfig_destroy(&root);

@@ -38,7 +38,7 @@ typedef struct lh_hub_conf {
     char *name;               /* hub name (default "livehub"); prefixes src of external events */
     char *ingress;            /* tcp:// endpoint or NULL */
     char *egress;             /* tcp:// endpoint or NULL */
-    char *control;            /* default "ipc://@livehub-control" */
+    char *control;            /* default ipc://RUNTIME_DIR/NAME.control (control_endpoint.h) */
     bool public_listen;       /* hub `public = true`: tcp endpoints may bind non-loopback */
     size_t history;           /* events kept (default 100000, 0 disables replay) */
     int64_t history_age;      /* seconds kept (default 3600) */

@@ -1,6 +1,8 @@
 /* The control endpoint: a ROUTER answering the CLI and any ZeroMQ client (docs/PROTOCOL.md), and
  * its in-process twin that answers lh_io_publish for stages. */
 #include <inttypes.h>
+#include <unistd.h>
+#include "control_endpoint.h"
 #include "envelope.h"
 #include "hub_internal.h"
 #include "log.h"
@@ -553,6 +555,26 @@ void lh_control_destroy_pending(lh_hub_t *self)
     zlist_destroy(&self->commands);
 }
 
+/* Over ipc, only the hub's own user may use the control endpoint, whatever the socket file's
+ * permissions: the kernel's credentials of the peer (SO_PEERCRED, in libzmq's Peer-Address) must
+ * carry the hub's uid. tcp:// relies on loopback and CURVE as configured. */
+static bool s_peer_allowed(lh_hub_t *self, const char *peer, char *refusal, size_t size)
+{
+    if (strncmp(self->conf->control, "ipc://", 6) != 0)
+        return true;
+    uid_t uid;
+    if (!lh_control_peer_uid(peer, &uid)) {
+        snprintf(refusal, size, "refused: the peer's credentials are unknown");
+        return false;
+    }
+    if (uid != geteuid()) {
+        snprintf(refusal, size, "refused: this control endpoint serves uid %u only, not uid %u",
+                 (unsigned)geteuid(), (unsigned)uid);
+        return false;
+    }
+    return true;
+}
+
 /* Reads one whole request; false when none is waiting. Over-long requests are cut to
  * S_MAX_FRAMES and answered with an error. */
 static bool s_read_request(lh_hub_t *self, s_request_t *request, bool *too_long)
@@ -594,8 +616,11 @@ bool lh_control_handle(lh_hub_t *self)
         if (!s_read_request(self, &request, &too_long))
             break;
         const char *peer = request.count ? zmq_msg_gets(&request.frames[0], "Peer-Address") : NULL;
+        char refusal[160];
         if (request.count == 0)
             s_reply(self, &request, "ERR", "empty request");
+        else if (!s_peer_allowed(self, peer, refusal, sizeof refusal))
+            s_reply(self, &request, "ERR", refusal);
         else if (too_long)
             s_reply(self, &request, "ERR", "too many frames");
         else if (s_frame_is(&request.frames[0], "PING"))

@@ -1,5 +1,6 @@
 /* Control endpoint client: one DEALER, one request at a time. */
 #include "control_client.h"
+#include "control_endpoint.h"
 
 struct lh_control {
     zsock_t *dealer;
@@ -9,6 +10,9 @@ struct lh_control {
 lh_control_t *lh_control_new(const char *endpoint, const char *server_key, const char *client_cert,
                              lh_error_t *err)
 {
+    /* A default socket directory someone else owns could hold a hub impostor. */
+    if (lh_control_prepare_dir(endpoint, false, err) != 0)
+        return NULL;
     lh_control_t *self = calloc(1, sizeof *self);
     if (!self || !(self->dealer = zsock_new(ZMQ_DEALER)) || !(self->endpoint = strdup(endpoint))) {
         lh_error_set(err, "out of memory");

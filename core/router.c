@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <openssl/rand.h>
+#include "control_endpoint.h"
 #include "envelope.h"
 #include "hub_internal.h"
 #include "livehub/codec.h"
@@ -988,12 +989,14 @@ lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err
     int on = 1;
     zmq_setsockopt(self->events_inproc, ZMQ_XPUB_VERBOSE, &on, sizeof on);
     zmq_setsockopt(self->control, ZMQ_ROUTER_MANDATORY, &on, sizeof on);
-    if (strncmp(conf->control, "tcp://", 6) == 0)
+    if (strncmp(conf->control, "tcp://", 6) == 0) {
         s_secure(self, self->control);
-    if (zmq_bind(self->control, conf->control) != 0) {
-        lh_error_set(err, "cannot bind control %s: %s", conf->control, zmq_strerror(zmq_errno()));
-        goto failed;
+        if (!self->server_cert)
+            lh_core_log(LH_LOG_WARNING, "control %s has no CURVE: every local user can use it",
+                        conf->control);
     }
+    if (lh_control_bind(self->control, conf->control, err) != 0)
+        goto failed;
     if (conf->ingress && !(self->ingest_tcp = s_bind_tcp(self, ZMQ_PULL, conf->ingress, err)))
         goto failed;
     if (conf->egress) {

@@ -15,6 +15,7 @@ As a program:  livehub_client.py publish TYPE [JSON] [--to A]... [--key K] [--co
 import argparse
 import base64
 import json
+import os
 import sys
 import uuid
 
@@ -24,7 +25,22 @@ from zmq.utils.monitor import recv_monitor_message
 
 INGRESS = "tcp://127.0.0.1:7500"    # PULL: producers PUSH [topic][body] here
 EGRESS = "tcp://127.0.0.1:7501"     # XPUB: subscribers SUB here with topic prefixes
-CONTROL = "ipc://@livehub-control"  # ROUTER: PING, STATUS, PUBLISH, REPLAY, RELOAD
+
+
+def default_control(hub_name="livehub"):
+    """The control socket a hub called hub_name binds when its conf sets no `control`: in a
+    directory only this user can enter (README, `control`)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime.startswith("/"):
+        directory = runtime + "/livehub"
+    elif os.geteuid() == 0:
+        directory = "/run/livehub"
+    else:
+        directory = "/tmp/livehub-%d" % os.geteuid()
+    return "ipc://%s/%s.control" % (directory, hub_name)
+
+
+CONTROL = default_control()  # ROUTER: PING, STATUS, PUBLISH, REPLAY, RELOAD
 
 
 class LivehubError(Exception):

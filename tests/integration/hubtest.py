@@ -118,7 +118,7 @@ class Hub:
         self.dir = tempfile.mkdtemp(prefix="livehub-test-")
         self.ingress = "tcp://127.0.0.1:%d" % free_port() if ingress else None
         self.egress = "tcp://127.0.0.1:%d" % free_port() if egress else None
-        self.control_endpoint = "ipc://@livehub-test-%d-%d" % (os.getpid(), next(_counter))
+        self.control_endpoint = "ipc://%s/control" % self.dir  # a 0700 directory (mkdtemp)
         self.plugin_dirs = plugin_dirs or [PLUGIN_DIR, TEST_PLUGIN_DIR]
         self.hub_extra = hub_extra
         self.conf_path = os.path.join(self.dir, "livehub.conf")

@@ -97,7 +97,7 @@ class BrowserTest(HubTestCase):
 
     def test_dev_login_needs_a_loopback_listen(self):
         with tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False) as out:
-            out.write("hub\n    name = t\n    control = ipc://@livehub-devlogin-%d\n"
+            out.write("hub\n    name = t\n    control = ipc:///tmp/livehub-devlogin-%d.control\n"
                       "chain = web\n    sink = web\n        plugin = websocket\n"
                       "        listen = 0.0.0.0:%d\n        public = true\n"
                       "        dev_login = true\n" % (os.getpid(), free_port()))

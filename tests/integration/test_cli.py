@@ -101,7 +101,7 @@ class CliTest(HubTestCase):
         self.assertEqual(types_in(out + ".rest"), ["note:a", "other:x", "note:end"])
 
     def test_no_hub_is_a_clear_error(self):
-        result = self.cli(None, "--control", "ipc://@livehub-nobody-here", "status", timeout=60)
+        result = self.cli(None, "--control", "ipc:///nonexistent/livehub-nobody-here.control", "status", timeout=60)
         self.assertEqual(result.returncode, 1)
         self.assertIn("is livehubd running?", result.stderr)
 

@@ -159,7 +159,7 @@ static const char s_full[] = "hub\n"              /* 1 */
                              "    name = hub-1\n" /* 2 */
                              "    ingress = tcp://127.0.0.1:7500      #   PUSH here\n"
                              "    egress = tcp://localhost:7501\n"           /* 4 */
-                             "    control = ipc://@livehub-control-test\n"   /* 5 */
+                             "    control = ipc:///run/lh-test/ctl\n"        /* 5 */
                              "    history = 5000\n"                          /* 6 */
                              "    history_age = 60\n"                        /* 7 */
                              "    journal = /var/lib/livehub/journal\n"      /* 8 */
@@ -197,7 +197,7 @@ static void test_full_conf(void **state)
     assert_string_equal(conf->name, "hub-1");
     assert_string_equal(conf->ingress, "tcp://127.0.0.1:7500");
     assert_string_equal(conf->egress, "tcp://localhost:7501");
-    assert_string_equal(conf->control, "ipc://@livehub-control-test");
+    assert_string_equal(conf->control, "ipc:///run/lh-test/ctl");
     assert_false(conf->public_listen);
     assert_int_equal(conf->history, 5000);
     assert_int_equal(conf->history_age, 60);
@@ -268,14 +268,17 @@ static void test_full_conf(void **state)
 static void test_defaults(void **state)
 {
     (void)state;
+    /* the default control socket is in this user's runtime directory, named after the hub */
+    setenv("XDG_RUNTIME_DIR", "/run/user/4242", 1);
     lh_hub_conf_t *conf = s_load_ok("chain = only\n"
                                     "    filter = f\n"
                                     "        plugin = p\n",
                                     NULL);
+    unsetenv("XDG_RUNTIME_DIR");
     assert_string_equal(conf->name, "livehub");
     assert_null(conf->ingress);
     assert_null(conf->egress);
-    assert_string_equal(conf->control, "ipc://@livehub-control");
+    assert_string_equal(conf->control, "ipc:///run/user/4242/livehub/livehub.control");
     assert_false(conf->public_listen);
     assert_int_equal(conf->history, 100000);
     assert_int_equal(conf->history_age, 3600);
@@ -526,6 +529,9 @@ static void test_malformed_endpoints(void **state)
     s_refused("hub\n    egress = tcp://127.0.0.1:70000\n", NULL, 2, "egress: the port must be");
     s_refused("hub\n    egress = tcp://::1:7000\n", NULL, 2, "egress: an IPv6 host");
     s_refused("hub\n    control = ipc://\n", NULL, 2, "control: ipc:// needs a path");
+    /* an abstract socket has no permissions: any local user could use it */
+    s_refused("hub\n    control = ipc://@livehub-control\n", NULL, 2,
+              "control: an abstract socket (ipc://@NAME) has no permissions");
     s_refused("hub\n    control = inproc://x\n", NULL, 2,
               "control: expected ipc://PATH or tcp://HOST:PORT");
 }
