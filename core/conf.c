@@ -729,11 +729,12 @@ typedef enum {
     S_WORKERS,
     S_READY_TIMEOUT,
     S_PUBLIC,
+    S_ISOLATE,
     S_GENERIC_COUNT
 } s_generic_t;
 
-static const char *s_generic_names[S_GENERIC_COUNT] = {"plugin",  "subscribe",     "delivery",
-                                                       "workers", "ready_timeout", "public"};
+static const char *s_generic_names[S_GENERIC_COUNT] = {
+    "plugin", "subscribe", "delivery", "workers", "ready_timeout", "public", "isolate"};
 
 static int s_stage_set_generic(s_ctx_t *ctx, lh_stage_conf_t *stage, s_generic_t which,
                                const char *value, int line)
@@ -769,6 +770,14 @@ static int s_stage_set_generic(s_ctx_t *ctx, lh_stage_conf_t *stage, s_generic_t
         return 0;
     case S_PUBLIC:
         return s_bool(ctx, line, key, value, &stage->public_listen);
+    case S_ISOLATE:
+        if (strcmp(value, "process") != 0 && strcmp(value, "thread") != 0)
+            return s_fail(ctx, line, key,
+                          "'%s' is neither thread (in the hub's process) nor process (a child "
+                          "process per worker)",
+                          value);
+        stage->isolate_process = strcmp(value, "process") == 0;
+        return 0;
     case S_GENERIC_COUNT:
         break;
     }
@@ -890,9 +899,9 @@ static char *s_fingerprint(const lh_stage_conf_t *stage)
             stage->name, stage->plugin);
     for (size_t i = 0; i < stage->subscribe_count; i++)
         fprintf(out, "%s%s", i ? " " : "", stage->subscribe[i]);
-    fprintf(out, "\ndelivery=%s\nworkers=%d\nready_timeout=%d\npublic=%s\n",
+    fprintf(out, "\ndelivery=%s\nworkers=%d\nready_timeout=%d\npublic=%s\nisolate=%s\n",
             stage->queue ? "queue" : "broadcast", stage->workers, stage->ready_timeout_ms,
-            stage->public_listen ? "true" : "false");
+            stage->public_listen ? "true" : "false", stage->isolate_process ? "process" : "thread");
     for (size_t i = 0; i < stage->option_count; i++)
         fprintf(out, "option %s=%s\n", stage->keys[i], stage->values[i]);
     if (fclose(out) != 0) {

@@ -23,6 +23,7 @@ struct lh_conf {
     int workers;          /* default 1; > 1 requires delivery = queue */
     int ready_timeout_ms; /* default 5000 */
     bool public_listen;   /* public = true: endpoint options may bind non-loopback */
+    bool isolate_process; /* isolate = process: each worker runs in a child process */
     char **keys;          /* plugin option names, in file order, defaults appended */
     char **values;        /* their values, verbatim */
     int *lines;           /* their lines in the file (0: a default filled in) */

@@ -10,6 +10,8 @@
 #include "plugin_host.h"
 #include "registry.h"
 #include "router.h"
+#include "stage_link.h"
+#include "stage_process.h"
 
 typedef enum {
     S_WORKER_STARTING, /* thread started, waiting for READY */
@@ -32,6 +34,9 @@ typedef struct lh_worker {
     int backoff_ms;
     unsigned restarts;
     char last_error[128];
+    /* isolate = process: the child running this worker; pipe_core is bound anew for each */
+    lh_child_t child;
+    unsigned spawns;
 } lh_worker_t;
 
 /* The accept counters of one source of events (the tcp ingress, the inproc ingress, the control
@@ -50,6 +55,8 @@ typedef struct lh_stage {
     uint64_t gap_from, gap_to; /* events dropped for this stage, not yet announced */
     lh_metric_t *delivered, *dropped, *restarts, *up;
     lh_source_counters_t from; /* events it emitted or published */
+    bool isolated;             /* isolate = process */
+    char fanout_endpoint[300], emit_endpoint[300];
 } lh_stage_t;
 
 struct lh_hub {
@@ -82,6 +89,10 @@ struct lh_hub {
     uint64_t command_seq; /* ids of those requests */
     lh_source_counters_t from_ingress, from_inproc, from_control;
     lh_metric_t *duplicates, *history_events, *last_id_gauge, *journal_errors;
+    /* isolate = process: made when the first isolated stage starts */
+    char *run_dir;                       /* 0700, holds the ipc endpoints */
+    lh_stage_services_t *stage_services; /* replay, last_id, metrics for the children */
+    bool poll_set_stale;                 /* a child started or ended: its fds changed */
 };
 
 /* Accepts one event from a producer (validate, dedup, stamp, store, fan out). from is the

@@ -8,6 +8,7 @@
 #include "livehub/token.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "stage_link.h"
 
 /* The descriptor fields that every ABI 1.x plugin has (1.0's struct). */
 #define S_MIN_STRUCT_SIZE (offsetof(lh_plugin_t, destroy) + sizeof(void (*)(void **)))
@@ -35,6 +36,7 @@ struct lh_io {
     lh_metric_t *emitted, *emit_failed, *latency;
     void *publisher; /* DEALER to LH_PUBLISH_ENDPOINT, made by the first lh_io_publish */
     uint64_t publish_seq;
+    int drain_grace_ms; /* see lh_io_set_drain_grace */
 };
 
 /* Seconds from the router's accept to a sink's lh_io_recv: where a slow stage shows first. */
@@ -67,6 +69,11 @@ void lh_plugins_destroy(lh_plugins_t **self_p)
     free(self->search_path);
     free(self);
     *self_p = NULL;
+}
+
+const char *lh_plugins_search_path(const lh_plugins_t *self)
+{
+    return self->search_path;
 }
 
 static bool s_valid_plugin_name(const char *name)
@@ -317,6 +324,8 @@ int lh_io_worker(lh_io_t *io)
 
 uint64_t lh_io_last_id(lh_io_t *io)
 {
+    if (io->services->link)
+        return lh_stage_link_last_id(io->services->link);
     return lh_history_last_id(io->services->history);
 }
 
@@ -467,6 +476,11 @@ static lh_event_t *s_take_input(lh_io_t *io)
     return event;
 }
 
+void lh_io_set_drain_grace(lh_io_t *io, int grace_ms)
+{
+    io->drain_grace_ms = grace_ms;
+}
+
 lh_event_t *lh_io_recv(lh_io_t *io, int timeout_ms)
 {
     int64_t deadline = timeout_ms < 0 ? -1 : zclock_mono() + timeout_ms;
@@ -476,6 +490,11 @@ lh_event_t *lh_io_recv(lh_io_t *io, int timeout_ms)
             lh_event_t *event = s_take_input(io);
             if (event)
                 return event;
+        }
+        if (io->terminated && io->input && io->drain_grace_ms > 0) {
+            zmq_pollitem_t item = {io->input, 0, ZMQ_POLLIN, 0};
+            if (zmq_poll(&item, 1, io->drain_grace_ms) > 0)
+                continue;
         }
         if (io->terminated)
             return NULL;
@@ -528,7 +547,9 @@ static void *s_publisher(lh_io_t *io)
             return NULL;
         zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof linger);
         zmq_setsockopt(socket, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
-        if (zmq_connect(socket, LH_PUBLISH_ENDPOINT) != 0) {
+        const char *endpoint = io->services->publish_endpoint ? io->services->publish_endpoint
+                                                              : LH_PUBLISH_ENDPOINT;
+        if (zmq_connect(socket, endpoint) != 0) {
             zmq_close(socket);
             return NULL;
         }
@@ -680,6 +701,9 @@ lh_replay_result_t lh_io_replay(lh_io_t *io, const char *epoch, uint64_t since,
                                 const char *const *prefixes, size_t prefix_count, lh_replay_fn *fn,
                                 void *arg, uint64_t *last_id)
 {
+    if (io->services->link)
+        return lh_stage_link_replay(io->services->link, epoch, since, prefixes, prefix_count, fn,
+                                    arg, last_id);
     if (epoch && *epoch && strcmp(epoch, io->services->epoch) != 0) {
         if (last_id)
             *last_id = lh_history_last_id(io->services->history);
@@ -734,28 +758,50 @@ void lh_io_metrics_each(lh_io_t *io, lh_metric_visit_fn *fn, void *arg)
 
 /* ---- instance threads -------------------------------------------------------------------- */
 
-static void *s_instance_main(void *arg)
+const char *lh_instance_outcome_text(lh_instance_outcome_t outcome)
 {
-    lh_instance_t *instance = arg;
-    lh_io_t *io = instance->io;
-    const char *reason = "stopped";
+    switch (outcome) {
+    case LH_INSTANCE_STOPPED:
+        return "stopped";
+    case LH_INSTANCE_CREATE_FAILED:
+        return "create() failed";
+    case LH_INSTANCE_RUN_FAILED:
+        return "run() returned an error";
+    case LH_INSTANCE_RUN_RETURNED:
+        return "run() returned without a stop request";
+    }
+    return "ended";
+}
+
+lh_instance_outcome_t lh_instance_run(lh_io_t *io)
+{
+    lh_instance_outcome_t outcome = LH_INSTANCE_STOPPED;
+    io->terminated = false;
     void *self = io->plugin->create(io);
     if (!self) {
-        reason = "create() failed";
+        outcome = LH_INSTANCE_CREATE_FAILED;
     } else {
         io->self = self;
         int rc = io->plugin->run(self, io);
         io->self = NULL;
         if (rc != 0)
-            reason = "run() returned an error";
+            outcome = LH_INSTANCE_RUN_FAILED;
         else if (!io->terminated)
-            reason = "run() returned without a stop request";
+            outcome = LH_INSTANCE_RUN_RETURNED;
         io->plugin->destroy(&self);
     }
     if (io->publisher) {
         zmq_close(io->publisher);
         io->publisher = NULL;
     }
+    return outcome;
+}
+
+static void *s_instance_main(void *arg)
+{
+    lh_instance_t *instance = arg;
+    lh_io_t *io = instance->io;
+    const char *reason = lh_instance_outcome_text(lh_instance_run(io));
     zmq_send(io->pipe, LH_PIPE_EXIT, strlen(LH_PIPE_EXIT), ZMQ_SNDMORE);
     zmq_send(io->pipe, reason, strlen(reason), 0);
     return NULL;

@@ -17,6 +17,9 @@ typedef struct lh_plugins lh_plugins_t;
 lh_plugins_t *lh_plugins_new(const char *search_path);
 void lh_plugins_destroy(lh_plugins_t **self_p);
 
+/* The directories plugins are loaded from (':'-separated), for a stage host to use the same. */
+const char *lh_plugins_search_path(const lh_plugins_t *self);
+
 /* Loads NAME.so from the search path (once) and checks it: exported symbol, ABI major and minor,
  * struct size, name, lifecycle functions. Returns the descriptor or NULL with a clear reason. */
 const lh_plugin_t *lh_plugins_load(lh_plugins_t *self, const char *name, lh_error_t *err);
@@ -34,7 +37,10 @@ lh_hub_conf_t *lh_hub_conf_load_checked(const char *path, lh_plugins_t **plugins
 /* The label text every metric of a stage carries: stage="NAME" (new string, caller frees). */
 char *lh_stage_metric_labels(const lh_conf_t *conf);
 
-/* What the hub shares with every instance. */
+struct lh_stage_link;
+
+/* What the hub shares with every instance. In a stage host (isolate = process) history is NULL
+ * and link serves replay and last_id from the hub over ipc. */
 typedef struct lh_services {
     const char *hub_name;
     const char *epoch;
@@ -43,6 +49,8 @@ typedef struct lh_services {
     const void *token_secret;
     size_t token_secret_size;
     void *zmq_context;
+    const char *publish_endpoint; /* NULL: LH_PUBLISH_ENDPOINT */
+    struct lh_stage_link *link;   /* stage hosts only */
 } lh_services_t;
 
 /* The router's ROUTER for lh_io_publish; requests [seq][stage][topic][body]..., answers
@@ -76,6 +84,22 @@ void lh_io_destroy(struct lh_io **self_p);
 
 /* True when the plugin's descriptor has a command callback (ABI 1.1 and set). */
 bool lh_plugin_takes_commands(const lh_plugin_t *plugin);
+
+/* How an instance ended (a stage host's exit status carries it to the hub). */
+typedef enum {
+    LH_INSTANCE_STOPPED = 0,   /* run() returned 0 after a stop request */
+    LH_INSTANCE_CREATE_FAILED, /* create() returned NULL */
+    LH_INSTANCE_RUN_FAILED,    /* run() returned -1 */
+    LH_INSTANCE_RUN_RETURNED,  /* run() returned 0 without a stop request */
+} lh_instance_outcome_t;
+const char *lh_instance_outcome_text(lh_instance_outcome_t outcome);
+
+/* Runs create, run, destroy on the calling thread (a stage host's main thread). */
+lh_instance_outcome_t lh_instance_run(struct lh_io *io);
+
+/* After a stop request, lh_io_recv keeps delivering input until none has arrived for grace_ms
+ * (a stage host: events routed before the stop may still be on their way over ipc). */
+void lh_io_set_drain_grace(struct lh_io *io, int grace_ms);
 
 /* Starts the instance thread: create, run, destroy, then one EXIT message on the pipe. */
 int lh_instance_start(lh_instance_t *self);

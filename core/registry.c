@@ -156,6 +156,19 @@ void lh_metric_observe(lh_metric_t *metric, double value)
     atomic_fetch_add_explicit(&metric->count, 1, memory_order_relaxed);
 }
 
+void lh_metric_merge(lh_metric_t *metric, double sum, uint64_t count, const uint64_t *buckets,
+                     size_t bound_count)
+{
+    if (!metric || metric->kind != LH_METRIC_HISTOGRAM || metric->bound_count != bound_count)
+        return;
+    for (size_t i = 0; i < bound_count; i++)
+        atomic_fetch_add_explicit(&metric->buckets[i], buckets[i], memory_order_relaxed);
+    uint64_t old = atomic_load_explicit(&metric->sum_bits, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak(&metric->sum_bits, &old, s_bits(s_double(old) + sum)))
+        ;
+    atomic_fetch_add_explicit(&metric->count, count, memory_order_relaxed);
+}
+
 double lh_metric_value(const lh_metric_t *metric)
 {
     uint64_t raw = atomic_load_explicit(&((lh_metric_t *)metric)->value, memory_order_relaxed);

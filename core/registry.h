@@ -16,6 +16,12 @@ lh_metric_t *lh_registry_metric(lh_registry_t *self, lh_metric_kind_t kind, cons
                                 const char *help, const char *labels, const double *bounds,
                                 size_t bound_count);
 
+/* Adds observations counted elsewhere to a histogram (a stage host's, forwarded): sum and count
+ * increases, and per-bucket increases for each of its bound_count bounds (ignored when that is
+ * not the histogram's bound count). */
+void lh_metric_merge(lh_metric_t *metric, double sum, uint64_t count, const uint64_t *buckets,
+                     size_t bound_count);
+
 /* Reads a counter or gauge (tests and status). */
 double lh_metric_value(const lh_metric_t *metric);
 

@@ -83,8 +83,88 @@ static void *s_bind_tcp(lh_hub_t *self, int type, const char *endpoint, lh_error
 
 /* ---- stages ------------------------------------------------------------------------------- */
 
+/* The runtime directory, the services endpoint and an ipc endpoint for lh_io_publish, made when
+ * the first isolated stage starts. */
+static int s_isolation_setup(lh_hub_t *self, lh_error_t *err)
+{
+    if (self->run_dir)
+        return 0;
+    if (!(self->run_dir = lh_run_dir_new(err)))
+        return -1;
+    char endpoint[400];
+    snprintf(endpoint, sizeof endpoint, "ipc://%s/services", self->run_dir);
+    self->stage_services = lh_stage_services_new(self->ctx, endpoint, self->history, self->epoch,
+                                                 self->registry, err);
+    if (!self->stage_services)
+        return -1;
+    snprintf(endpoint, sizeof endpoint, "ipc://%s/publish", self->run_dir);
+    if (zmq_bind(self->stage_publish, endpoint) != 0) {
+        lh_error_set(err, "cannot bind %s: %s", endpoint, zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    self->poll_set_stale = true;
+    return 0;
+}
+
+/* Starts a child process for an isolated worker, its pipe bound anew on an ipc endpoint. */
+static int s_worker_spawn(lh_hub_t *self, lh_worker_t *worker, lh_error_t *err)
+{
+    lh_stage_t *stage = worker->stage;
+    char pipe_endpoint[400], publish[400], services[400];
+    s_close(&worker->pipe_core);
+    snprintf(pipe_endpoint, sizeof pipe_endpoint, "ipc://%s/%u.pipe", self->run_dir,
+             ++self->generation);
+    snprintf(publish, sizeof publish, "ipc://%s/publish", self->run_dir);
+    snprintf(services, sizeof services, "ipc://%s/services", self->run_dir);
+    worker->pipe_core = s_socket(self, ZMQ_PAIR);
+    if (!worker->pipe_core || zmq_bind(worker->pipe_core, pipe_endpoint) != 0) {
+        lh_error_set(err, "cannot bind %s: %s", pipe_endpoint, zmq_strerror(zmq_errno()));
+        return -1;
+    }
+    json_t *init = json_pack(
+        "{s:o, s:i, s:i, s:s, s:s, s:s, s:{s:s, s:s?, s:s?, s:s, s:s}}", "stage",
+        lh_link_conf_to_json(stage->conf), "worker", worker->index, "hwm", self->conf->hwm,
+        "plugin_path", lh_plugins_search_path(self->plugins), "hub", self->conf->name, "epoch",
+        self->epoch, "endpoints", "pipe", pipe_endpoint, "input",
+        stage->fanout ? stage->fanout_endpoint : NULL, "output",
+        stage->emit ? stage->emit_endpoint : NULL, "publish", publish, "services", services);
+    char *text = init ? json_dumps(init, JSON_COMPACT) : NULL;
+    json_decref(init);
+    if (!text) {
+        lh_error_set(err, "out of memory");
+        return -1;
+    }
+    lh_stage_services_forget(self->stage_services, stage->conf->name, worker->index);
+    int rc = lh_child_spawn(&worker->child, stage->conf->name, worker->index, text,
+                            self->token_secret, self->token_secret_size, err);
+    free(text);
+    self->poll_set_stale = true;
+    return rc;
+}
+
+static bool s_worker_alive(const lh_worker_t *worker)
+{
+    return worker->stage->isolated ? worker->child.pid != 0 : worker->instance.thread_running;
+}
+
 static void s_worker_start(lh_hub_t *self, lh_worker_t *worker)
 {
+    if (worker->stage->isolated) {
+        lh_error_t err;
+        worker->started_at = zclock_mono();
+        worker->deadline = worker->started_at + worker->stage->conf->ready_timeout_ms;
+        worker->state = S_WORKER_STARTING;
+        if (s_worker_spawn(self, worker, &err) != 0) {
+            snprintf(worker->last_error, sizeof worker->last_error, "%.120s", err.text);
+            lh_core_log(LH_LOG_ERROR, "stage %s worker %d: %s; retrying in %d ms",
+                        worker->stage->conf->name, worker->index, err.text, worker->backoff_ms);
+            worker->state = S_WORKER_BACKOFF;
+            worker->deadline = zclock_mono() + worker->backoff_ms;
+            worker->backoff_ms = worker->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
+                                                                           : worker->backoff_ms * 2;
+        }
+        return;
+    }
     /* Forget anything a previous run left on either end of the pipe (a $TERM the old instance
      * never read would stop the new one at once); the old thread has been joined. */
     char stale[64];
@@ -110,6 +190,9 @@ static int s_worker_init(lh_hub_t *self, lh_stage_t *stage, lh_worker_t *worker,
     worker->stage = stage;
     worker->index = index;
     worker->backoff_ms = S_BACKOFF_MIN_MS;
+    worker->child = LH_CHILD_NONE;
+    if (stage->isolated)
+        return 0; /* the child makes its own sockets; the pipe is bound at each spawn */
     snprintf(endpoint, sizeof endpoint, "inproc://livehub-pipe-%s-%u-%d", stage->conf->name,
              self->generation, index);
     worker->pipe_core = s_socket(self, ZMQ_PAIR);
@@ -143,6 +226,15 @@ static void s_stage_destroy(lh_stage_t **stage_p)
         return;
     for (int i = 0; i < stage->worker_count; i++) {
         lh_worker_t *worker = &stage->workers[i];
+        if (stage->isolated) {
+            char reason[128], crash_signal[32];
+            bool clean;
+            lh_child_kill(&worker->child); /* one that ignored the stop: never an orphan */
+            lh_child_reap(&worker->child, true, reason, sizeof reason, crash_signal,
+                          sizeof crash_signal, &clean);
+            s_close(&worker->pipe_core);
+            continue;
+        }
         if (worker->instance.thread_running)
             continue; /* abandoned: its thread still borrows the sockets */
         lh_io_destroy(&worker->instance.io);
@@ -201,11 +293,24 @@ static lh_stage_t *s_stage_new(lh_hub_t *self, lh_stage_conf_t *conf, lh_error_t
         return NULL;
     }
     self->generation++;
-    char fanout_endpoint[256], emit_endpoint[256];
-    snprintf(fanout_endpoint, sizeof fanout_endpoint, "inproc://livehub-fanout-%s-%u", conf->name,
-             self->generation);
-    snprintf(emit_endpoint, sizeof emit_endpoint, "inproc://livehub-emit-%s-%u", conf->name,
-             self->generation);
+    char *fanout_endpoint = stage->fanout_endpoint, *emit_endpoint = stage->emit_endpoint;
+    stage->isolated = conf->isolate_process;
+    if (stage->isolated) {
+        /* a child process reaches these over ipc, in the hub's private directory */
+        if (s_isolation_setup(self, err) != 0) {
+            free(stage);
+            return NULL;
+        }
+        snprintf(fanout_endpoint, sizeof stage->fanout_endpoint, "ipc://%s/%u.in", self->run_dir,
+                 self->generation);
+        snprintf(emit_endpoint, sizeof stage->emit_endpoint, "ipc://%s/%u.out", self->run_dir,
+                 self->generation);
+    } else {
+        snprintf(fanout_endpoint, sizeof stage->fanout_endpoint, "inproc://livehub-fanout-%s-%u",
+                 conf->name, self->generation);
+        snprintf(emit_endpoint, sizeof stage->emit_endpoint, "inproc://livehub-emit-%s-%u",
+                 conf->name, self->generation);
+    }
     bool takes_input = conf->role != LH_STAGE_SOURCE;
     bool gives_output = conf->role != LH_STAGE_SINK;
     if (takes_input &&
@@ -553,10 +658,81 @@ static void s_update_up_gauge(lh_stage_t *stage)
     lh_metric_set(stage->up, up);
 }
 
+/* A worker's instance ended (its thread sent EXIT, or its child process was reaped): a stop
+ * completes, anything else is a crash restarted after the back-off. */
+static void s_worker_ended(lh_hub_t *self, lh_worker_t *worker, const char *reason)
+{
+    (void)self;
+    lh_stage_t *stage = worker->stage;
+    if (worker->state == S_WORKER_STOPPING) {
+        worker->state = S_WORKER_STOPPED;
+        if (strcmp(reason, "stopped") != 0)
+            lh_core_log(LH_LOG_ERROR, "%s %s (plugin %s) worker %d ended while stopping: %s",
+                        s_role_name(stage->conf->role), stage->conf->name, stage->conf->plugin,
+                        worker->index, reason);
+    } else {
+        if (worker->state != S_WORKER_RESTARTING)
+            snprintf(worker->last_error, sizeof worker->last_error, "%s", reason);
+        /* A worker that ran for a while earns a quick restart again. */
+        if (zclock_mono() - worker->started_at > 30000)
+            worker->backoff_ms = S_BACKOFF_MIN_MS;
+        worker->restarts++;
+        lh_metric_add(stage->restarts, 1);
+        lh_core_log(LH_LOG_ERROR,
+                    "%s %s (plugin %s) worker %d stopped unexpectedly: %s; "
+                    "restarting in %d ms",
+                    s_role_name(stage->conf->role), stage->conf->name, stage->conf->plugin,
+                    worker->index, worker->last_error, worker->backoff_ms);
+        worker->state = S_WORKER_BACKOFF;
+        worker->deadline = zclock_mono() + worker->backoff_ms;
+        worker->backoff_ms = worker->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
+                                                                       : worker->backoff_ms * 2;
+    }
+    s_update_up_gauge(stage);
+}
+
+static void s_handle_pipe(lh_hub_t *self, lh_worker_t *worker);
+
+static bool s_readable(void *socket)
+{
+    int events = 0;
+    size_t size = sizeof events;
+    return socket && zmq_getsockopt(socket, ZMQ_EVENTS, &events, &size) == 0 &&
+           (events & ZMQ_POLLIN);
+}
+
+/* Reaps an isolated worker's child once it has exited (wait: block until it has); a crash is
+ * logged, counted by signal and restarted like any other. */
+static void s_worker_reap(lh_hub_t *self, lh_worker_t *worker, bool wait)
+{
+    /* what the child said before it ended (READY, command replies) comes first */
+    for (int n = 0; n < 1000 && s_readable(worker->pipe_core); n++)
+        s_handle_pipe(self, worker);
+    char reason[128], crash_signal[32];
+    bool clean;
+    if (!lh_child_reap(&worker->child, wait, reason, sizeof reason, crash_signal,
+                       sizeof crash_signal, &clean))
+        return;
+    self->poll_set_stale = true;
+    if (crash_signal[0]) {
+        char labels[300];
+        snprintf(labels, sizeof labels, "stage=\"%s\",signal=\"%s\"", worker->stage->conf->name,
+                 crash_signal);
+        lh_metric_add(lh_registry_metric(self->registry, LH_METRIC_COUNTER,
+                                         "livehub_stage_crashes_total",
+                                         "Isolated workers (isolate = process) killed by a signal",
+                                         labels, NULL, 0),
+                      1);
+    }
+    s_worker_ended(self, worker, reason);
+}
+
 /* Reads READY / EXIT from a worker's pipe and moves its state machine. */
 static void s_handle_pipe(lh_hub_t *self, lh_worker_t *worker)
 {
     char command[16] = "", reason[128] = "";
+    if (!worker->pipe_core)
+        return;
     int size = zmq_recv(worker->pipe_core, command, sizeof command - 1, ZMQ_DONTWAIT);
     if (size < 0)
         return;
@@ -580,28 +756,10 @@ static void s_handle_pipe(lh_hub_t *self, lh_worker_t *worker)
                         s_role_name(stage->conf->role), stage->conf->name, stage->conf->plugin,
                         worker->index);
         }
-    } else if (strcmp(command, LH_PIPE_EXIT) == 0) {
+    } else if (strcmp(command, LH_PIPE_EXIT) == 0 && !stage->isolated) {
         lh_instance_join(&worker->instance);
-        if (worker->state == S_WORKER_STOPPING) {
-            worker->state = S_WORKER_STOPPED;
-        } else {
-            if (worker->state != S_WORKER_RESTARTING)
-                snprintf(worker->last_error, sizeof worker->last_error, "%s", reason);
-            /* A worker that ran for a while earns a quick restart again. */
-            if (zclock_mono() - worker->started_at > 30000)
-                worker->backoff_ms = S_BACKOFF_MIN_MS;
-            worker->restarts++;
-            lh_metric_add(stage->restarts, 1);
-            lh_core_log(LH_LOG_ERROR,
-                        "%s %s (plugin %s) worker %d stopped unexpectedly: %s; "
-                        "restarting in %d ms",
-                        s_role_name(stage->conf->role), stage->conf->name, stage->conf->plugin,
-                        worker->index, worker->last_error, worker->backoff_ms);
-            worker->state = S_WORKER_BACKOFF;
-            worker->deadline = zclock_mono() + worker->backoff_ms;
-            worker->backoff_ms = worker->backoff_ms * 2 > S_BACKOFF_MAX_MS ? S_BACKOFF_MAX_MS
-                                                                           : worker->backoff_ms * 2;
-        }
+        s_worker_ended(self, worker, reason);
+        return;
     }
     s_update_up_gauge(stage);
 }
@@ -626,6 +784,15 @@ static void s_supervise(lh_hub_t *self, int64_t now)
                             worker->last_error);
                 worker->state = S_WORKER_RESTARTING;
                 zmq_send(worker->pipe_core, LH_PIPE_TERM, strlen(LH_PIPE_TERM), ZMQ_DONTWAIT);
+                worker->deadline = now + S_STOP_TIMEOUT_MS;
+            } else if (worker->state == S_WORKER_RESTARTING && stage->isolated &&
+                       worker->child.pid && now >= worker->deadline) {
+                /* a child deaf to the stop request is killed; its end is reaped as usual */
+                lh_core_log(LH_LOG_ERROR, "%s %s worker %d did not stop within %d ms; killing it",
+                            s_role_name(stage->conf->role), stage->conf->name, w,
+                            S_STOP_TIMEOUT_MS);
+                lh_child_kill(&worker->child);
+                worker->deadline = INT64_MAX;
             }
         }
     }
@@ -637,7 +804,8 @@ static int64_t s_next_deadline(lh_hub_t *self, int64_t now)
     for (size_t i = 0; i < self->stage_count; i++)
         for (int w = 0; w < self->stages[i]->worker_count; w++) {
             lh_worker_t *worker = &self->stages[i]->workers[w];
-            if ((worker->state == S_WORKER_BACKOFF || worker->state == S_WORKER_STARTING) &&
+            if ((worker->state == S_WORKER_BACKOFF || worker->state == S_WORKER_STARTING ||
+                 (worker->state == S_WORKER_RESTARTING && worker->stage->isolated)) &&
                 worker->deadline < next)
                 next = worker->deadline;
         }
@@ -655,14 +823,21 @@ static void s_stop_stages(lh_hub_t *self, lh_stage_t **stages, size_t count)
             /* A sink waiting out a crash back-off still has events queued: start it so that it
              * drains them (it sees the stop request only once its input is empty). */
             if (!worker->instance.thread_running && worker->state == S_WORKER_BACKOFF &&
-                stages[i]->fanout)
+                stages[i]->fanout && !stages[i]->isolated)
                 s_worker_start(self, worker);
-            if (!worker->instance.thread_running) {
+            if (!s_worker_alive(worker)) {
                 worker->state = S_WORKER_STOPPED;
                 continue;
             }
             worker->state = S_WORKER_STOPPING;
-            zmq_send(worker->pipe_core, LH_PIPE_TERM, strlen(LH_PIPE_TERM), 0);
+            if (stages[i]->isolated) {
+                /* a child that has not connected its pipe yet has nothing to finish */
+                if (zmq_send(worker->pipe_core, LH_PIPE_TERM, strlen(LH_PIPE_TERM),
+                             ZMQ_DONTWAIT) < 0)
+                    lh_child_kill(&worker->child);
+            } else {
+                zmq_send(worker->pipe_core, LH_PIPE_TERM, strlen(LH_PIPE_TERM), 0);
+            }
             waiting++;
         }
     int64_t deadline = zclock_mono() + S_STOP_TIMEOUT_MS;
@@ -670,24 +845,35 @@ static void s_stop_stages(lh_hub_t *self, lh_stage_t **stages, size_t count)
         zmq_pollitem_t items[256];
         lh_worker_t *owners[256];
         lh_stage_t *emitters[256];
-        /* item 0: stages stopping may be waiting in lh_io_publish */
+        bool child_exit[256] = {false};
+        /* item 0: stages stopping may be waiting in lh_io_publish; item 1: and in replay */
         items[0] = (zmq_pollitem_t){self->stage_publish, 0, ZMQ_POLLIN, 0};
-        owners[0] = NULL;
-        emitters[0] = NULL;
+        owners[0] = owners[1] = NULL;
+        emitters[0] = emitters[1] = NULL;
         int n = 1;
+        if (self->stage_services)
+            items[n++] = (zmq_pollitem_t){lh_stage_services_socket(self->stage_services), 0,
+                                          ZMQ_POLLIN, 0};
         for (size_t i = 0; i < count && n < 250; i++) {
             if (stages[i]->emit) {
                 emitters[n] = stages[i];
                 owners[n] = NULL;
                 items[n++] = (zmq_pollitem_t){stages[i]->emit, 0, ZMQ_POLLIN, 0};
             }
-            for (int w = 0; w < stages[i]->worker_count && n < 250; w++) {
+            for (int w = 0; w < stages[i]->worker_count && n < 249; w++) {
                 lh_worker_t *worker = &stages[i]->workers[w];
                 if (worker->state != S_WORKER_STOPPING)
                     continue;
                 owners[n] = worker;
                 emitters[n] = NULL;
                 items[n++] = (zmq_pollitem_t){worker->pipe_core, 0, ZMQ_POLLIN, 0};
+                if (stages[i]->isolated) {
+                    owners[n] = worker;
+                    emitters[n] = NULL;
+                    child_exit[n] = true;
+                    items[n++] =
+                        (zmq_pollitem_t){NULL, lh_child_watch_fd(&worker->child), ZMQ_POLLIN, 0};
+                }
             }
         }
         if (zmq_poll(items, n, 100) < 0 && errno != EINTR)
@@ -697,14 +883,38 @@ static void s_stop_stages(lh_hub_t *self, lh_stage_t **stages, size_t count)
                 continue;
             if (k == 0) {
                 lh_control_handle_publish(self);
+            } else if (k == 1 && self->stage_services) {
+                lh_stage_services_handle(self->stage_services);
             } else if (emitters[k]) {
                 s_drain_ingest(self, emitters[k]->emit, emitters[k]->conf->name, emitters[k]);
-            } else {
-                s_handle_pipe(self, owners[k]);
+            } else if (owners[k]->state == S_WORKER_STOPPING) {
+                if (child_exit[k])
+                    s_worker_reap(self, owners[k], false);
+                else
+                    s_handle_pipe(self, owners[k]);
                 if (owners[k]->state == S_WORKER_STOPPED)
                     waiting--;
             }
         }
+    }
+    /* isolated workers that ignored the stop request: killed, never left behind */
+    for (size_t i = 0; i < count; i++)
+        for (int w = 0; stages[i]->isolated && w < stages[i]->worker_count; w++) {
+            lh_worker_t *worker = &stages[i]->workers[w];
+            if (worker->state != S_WORKER_STOPPING)
+                continue;
+            lh_core_log(LH_LOG_ERROR, "stage %s worker %d did not stop within %d ms; killing it",
+                        stages[i]->conf->name, w, S_STOP_TIMEOUT_MS);
+            lh_child_kill(&worker->child);
+            s_worker_reap(self, worker, true);
+        }
+    /* what an isolated source emitted just before it exited may still be in the socket */
+    for (size_t i = 0; i < count; i++) {
+        if (!stages[i]->isolated || !stages[i]->emit)
+            continue;
+        zmq_pollitem_t item = {stages[i]->emit, 0, ZMQ_POLLIN, 0};
+        for (int rounds = 0; rounds < 100 && zmq_poll(&item, 1, 20) > 0; rounds++)
+            s_drain_ingest(self, stages[i]->emit, stages[i]->conf->name, stages[i]);
     }
     for (size_t i = 0; i < count; i++) {
         if (stages[i]->emit) /* whatever was emitted right before the exit */
@@ -1034,6 +1244,7 @@ void lh_hub_destroy(lh_hub_t **self_p)
             s_stage_destroy(&self->stages[i]);
         free(self->stages);
     }
+    lh_stage_services_destroy(&self->stage_services);
     s_close(&self->ingest_tcp);
     /* Unbinding first frees the inproc names at once, for a next hub in the same process. */
     if (self->ingest_inproc)
@@ -1065,6 +1276,8 @@ void lh_hub_destroy(lh_hub_t **self_p)
         zlist_destroy(&self->old_confs);
     }
     lh_hub_conf_destroy(&self->conf);
+    lh_run_dir_remove(self->run_dir);
+    free(self->run_dir);
     free(self);
     *self_p = NULL;
 }
@@ -1076,7 +1289,9 @@ typedef enum {
     S_ITEM_SUBS,
     S_ITEM_EMIT,
     S_ITEM_PIPE,
-    S_ITEM_PUBLISH
+    S_ITEM_PUBLISH,
+    S_ITEM_CHILD,   /* an isolated worker's child exited */
+    S_ITEM_SERVICES /* replay, last_id and metrics for isolated workers */
 } s_item_kind_t;
 
 typedef struct {
@@ -1090,9 +1305,9 @@ typedef struct {
 static size_t s_build_poll_set(lh_hub_t *self, int signal_fd, zmq_pollitem_t **items_p,
                                s_item_t **meta_p)
 {
-    size_t capacity = 8;
+    size_t capacity = 9;
     for (size_t i = 0; i < self->stage_count; i++)
-        capacity += 1 + (size_t)self->stages[i]->worker_count;
+        capacity += 1 + 2 * (size_t)self->stages[i]->worker_count;
     zmq_pollitem_t *items = calloc(capacity, sizeof *items);
     s_item_t *meta = calloc(capacity, sizeof *meta);
     size_t n = 0;
@@ -1114,9 +1329,16 @@ static size_t s_build_poll_set(lh_hub_t *self, int signal_fd, zmq_pollitem_t **i
         lh_stage_t *stage = self->stages[i];
         if (stage->emit)
             S_ADD(S_ITEM_EMIT, stage->emit, 0, stage, NULL);
-        for (int w = 0; w < stage->worker_count; w++)
-            S_ADD(S_ITEM_PIPE, stage->workers[w].pipe_core, 0, stage, &stage->workers[w]);
+        for (int w = 0; w < stage->worker_count; w++) {
+            lh_worker_t *worker = &stage->workers[w];
+            if (worker->pipe_core)
+                S_ADD(S_ITEM_PIPE, worker->pipe_core, 0, stage, worker);
+            if (worker->child.pid)
+                S_ADD(S_ITEM_CHILD, NULL, lh_child_watch_fd(&worker->child), stage, worker);
+        }
     }
+    if (self->stage_services)
+        S_ADD(S_ITEM_SERVICES, lh_stage_services_socket(self->stage_services), 0, NULL, NULL);
 #undef S_ADD
     *items_p = items;
     *meta_p = meta;
@@ -1202,6 +1424,12 @@ int lh_hub_run(lh_hub_t *self)
             case S_ITEM_PUBLISH:
                 lh_control_handle_publish(self);
                 break;
+            case S_ITEM_CHILD:
+                s_worker_reap(self, meta[k].worker, false);
+                break;
+            case S_ITEM_SERVICES:
+                lh_stage_services_handle(self->stage_services);
+                break;
             }
             if (rebuild)
                 break; /* the stage list may have changed under the remaining items */
@@ -1213,7 +1441,8 @@ int lh_hub_run(lh_hub_t *self)
         lh_history_expire(self->history, s_now_us());
         lh_metric_set(self->history_events, (double)lh_history_count(self->history));
         lh_metric_set(self->last_id_gauge, (double)self->last_id);
-        if (rebuild) {
+        if (rebuild || self->poll_set_stale) {
+            self->poll_set_stale = false;
             free(items);
             free(meta);
             count = s_build_poll_set(self, signal_fd, &items, &meta);
