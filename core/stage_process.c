@@ -61,7 +61,8 @@ void lh_run_dir_remove(const char *dir)
 }
 
 /* The host program: $LIVEHUB_STAGE_HOST, else beside the running program (the build tree), else
- * the installed libexec directory. */
+ * in libexec relative to it (an installed prefix, even one moved after the build), else in the
+ * configured libexec directory. */
 static int s_host_path(char *path, size_t size)
 {
     const char *env = getenv("LIVEHUB_STAGE_HOST");
@@ -71,15 +72,19 @@ static int s_host_path(char *path, size_t size)
     }
     char exe[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *slash = NULL;
     if (len > 0) {
         exe[len] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            if (snprintf(path, size, "%s/%s", exe, S_HOST_NAME) < (int)size &&
-                access(path, X_OK) == 0)
-                return 0;
-        }
+        slash = strrchr(exe, '/');
+    }
+    if (slash) {
+        *slash = '\0';
+        if (snprintf(path, size, "%s/%s", exe, S_HOST_NAME) < (int)size && access(path, X_OK) == 0)
+            return 0;
+        if (snprintf(path, size, "%s/../%s/%s", exe, LIVEHUB_LIBEXEC_RELATIVE, S_HOST_NAME) <
+                (int)size &&
+            access(path, X_OK) == 0)
+            return 0;
     }
     snprintf(path, size, "%s/%s", LIVEHUB_LIBEXEC_DIR, S_HOST_NAME);
     return access(path, X_OK) == 0 ? 0 : -1;

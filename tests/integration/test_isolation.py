@@ -13,18 +13,19 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import subprocess
 import tempfile
-import threading
 import time
 import unittest
 import urllib.request
 
 import websockets
 
-from hubtest import LIVEHUB_CLI, HubTestCase, free_port, pack_event
+import hubtest
+from hubtest import LIVEHUB_CLI, LIVEHUBD, HubTestCase, free_port
 
 
 def wait_until(condition, timeout=20.0, what="condition"):
@@ -294,6 +295,25 @@ class IsolationTest(HubTestCase):
         wait_until(lambda: process_gone(pid), what="the orphaned child exiting")
         killed.process = None  # nothing left to stop
         killed.log_file.close()
+
+    def test_an_installed_hub_finds_the_host_in_libexec(self):
+        """bin/livehubd runs libexec/livehub/livehub-stage-host of its own prefix."""
+        prefix = tempfile.mkdtemp(prefix="livehub-isolation-prefix-")
+        os.makedirs(os.path.join(prefix, "bin"))
+        os.makedirs(os.path.join(prefix, "libexec", "livehub"))
+        daemon = os.path.join(prefix, "bin", "livehubd")
+        host = os.path.join(prefix, "libexec", "livehub", "livehub-stage-host")
+        shutil.copy2(LIVEHUBD, daemon)
+        shutil.copy2(os.path.join(os.path.dirname(LIVEHUBD), "livehub-stage-host"), host)
+        original = hubtest.LIVEHUBD
+        hubtest.LIVEHUBD = daemon
+        try:
+            hub = self.hub(chains="chain = risky\n%s" % crasher(crash_on=0))
+        finally:
+            hubtest.LIVEHUBD = original
+        hub.wait_running("boom")
+        pid = self.command(hub, "boom", "info")["pid"]
+        self.assertEqual(os.readlink("/proc/%d/exe" % pid), host)
 
     def test_isolate_key_is_checked(self):
         hub = self.hub(chains="chain = risky\n%s" % crasher(isolate="sandbox"), start=False)
