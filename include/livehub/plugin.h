@@ -40,6 +40,15 @@
  *   A sink with `workers = N` gets N instances, each with its own thread; with
  *   `delivery = queue` each event goes to exactly one of them.
  *
+ * PROCESS ISOLATION
+ *   With `isolate = process` on the stage, each instance runs on the main thread of its own child
+ *   process (livehub-stage-host), which loads the same .so: the sockets are ipc:// instead of
+ *   inproc://, and every function here works the same way, so a plugin needs no change. A
+ *   segfault or abort() then ends only that process; the hub reports the signal and restarts it
+ *   like any other crash. Differences (docs/PLUGINS.md §6.12): lh_io_metrics_each sees only the
+ *   child's own metrics, and lh_io_zmq_context is the child's, without the hub's inproc
+ *   endpoints.
+ *
  * THREADING AND OWNERSHIP
  *   The lh_io_t belongs to the hub and is valid from create to destroy; use it only from the
  *   instance's thread (counters are the exception: any thread may update them). Every pointer the
@@ -112,7 +121,7 @@ typedef enum {
 
 /* One conf key a plugin accepts. The table doubles as documentation: `livehub plugins` prints it.
  * A NULL name ends the table. Keys every stage has (plugin, subscribe, delivery, workers,
- * ready_timeout, public) are handled by the hub and must not be listed. */
+ * ready_timeout, public, isolate) are handled by the hub and must not be listed. */
 typedef struct lh_option {
     const char *name;
     lh_option_type_t type;
