@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include "conf.h"
 #include "log.h"
@@ -17,6 +18,18 @@ static void s_usage(FILE *out)
                  "  --version  print the version\n"
                  "Environment: LIVEHUB_PLUGIN_DIR (plugin search path, ':'-separated, used when\n"
                  "the conf sets no plugin_dir), LIVEHUB_LOG (error|warning|info|debug).\n");
+}
+
+/* Every connection of every listener is a descriptor: take all the kernel allows this process
+ * (the soft limit is often 1024, the hard one far higher); the listeners' max_connections then
+ * bound them within it. */
+static void s_raise_descriptor_limit(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max == RLIM_INFINITY ? 1048576 : limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit); /* a failure leaves the soft limit as it was */
+    }
 }
 
 int main(int argc, char **argv)
@@ -66,6 +79,7 @@ int main(int argc, char **argv)
         lh_plugins_destroy(&plugins);
         return 0;
     }
+    s_raise_descriptor_limit();
     lh_hub_t *hub = lh_hub_new(conf, plugins, &err);
     if (!hub) {
         fprintf(stderr, "livehubd: %s\n", err.text);

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <libwebsockets.h>
 #include <livehub/livehub.h>
+#include "../common/http_glue.h"
 
 #define HP_PATH "/v1/publish"
 
@@ -55,7 +56,7 @@ void hp_batch_free(hp_batch_t *batch);
 typedef struct hp_options {
     char host[64]; /* "" means every interface */
     int port;
-    int64_t max_body, max_events, idle_timeout;
+    int64_t max_body, max_events, idle_timeout, max_connections, header_timeout;
 } hp_options_t;
 
 typedef struct hp_server {
@@ -69,6 +70,7 @@ typedef struct hp_server {
     bool terminating, failed;
     int64_t stop_deadline_us;
     unsigned active; /* requests between their headers and their answer */
+    glue_conns_t conns;
     lh_metric_t *statuses[HP_STATUS_COUNT];
     lh_metric_t *published, *duplicates;
 } hp_server_t;

@@ -2,7 +2,9 @@
  * read the body, publish it through lh_io_publish (which returns once the router has accepted
  * the events) and answer with their ids; every refusal is a status with a JSON error. */
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,9 +63,8 @@ static int s_error(hp_request_t *self, unsigned status, const char *error, const
  * cheap, so the connection stays usable. */
 static int s_refuse(hp_request_t *self, unsigned status, const char *error, const char *message)
 {
-    int64_t discard_max = self->server->opt.max_body * HP_DISCARD_FACTOR;
-    if (!self->unframed && self->body_expected > 0 &&
-        (int64_t)self->body_expected <= discard_max) {
+    uint64_t discard_max = (uint64_t)self->server->opt.max_body * HP_DISCARD_FACTOR;
+    if (!self->unframed && self->body_expected > 0 && self->body_expected <= discard_max) {
         free(self->body);
         self->body = NULL;
         self->body_size = 0;
@@ -77,6 +78,16 @@ static int s_refuse(hp_request_t *self, unsigned status, const char *error, cons
      * whatever follows a POST without Content-Length for its body) or one too large to read for
      * nothing: the connection ends after the answer */
     self->close_after = self->unframed || self->body_expected > 0;
+    return s_error(self, status, error, message);
+}
+
+/* Refuses a request that never showed a key (wrong path or method, no or an unknown key): the
+ * answer goes out at once and the connection ends with it, so a stranger holds no descriptor
+ * beyond its one answer. */
+static int s_refuse_stranger(hp_request_t *self, unsigned status, const char *error,
+                             const char *message)
+{
+    self->close_after = true;
     return s_error(self, status, error, message);
 }
 
@@ -123,18 +134,21 @@ int hp_request_http(hp_server_t *server, hp_request_t *self, struct lws *wsi, co
     self->wsi = wsi;
     self->state = HP_READING;
     server->active++;
+    glue_conns_busy(wsi);
 
     char value[64];
     int length = s_header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH, value, sizeof value);
     bool has_length = length > 0;
     if (has_length) {
         char *end;
+        errno = 0;
         unsigned long long parsed = strtoull(value, &end, 10);
         if (!isdigit((unsigned char)value[0]) || *end) {
             self->close_after = true;
             return s_error(self, 400, "bad_request", "Content-Length is not a number");
         }
-        self->body_expected = (size_t)parsed;
+        /* past 2^64 (or size_t) it is simply too large: the 413 below */
+        self->body_expected = errno == ERANGE || parsed > SIZE_MAX ? SIZE_MAX : (size_t)parsed;
     }
     length = s_header(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING, value, sizeof value);
     bool chunked = length > 0 && strcasestr(value, "chunked") != NULL;
@@ -144,19 +158,19 @@ int hp_request_http(hp_server_t *server, hp_request_t *self, struct lws *wsi, co
         self->body_expected = 0;
 
     if (strcmp(uri, HP_PATH) != 0)
-        return s_refuse(self, 404, "not_found", "no such endpoint (POST " HP_PATH ")");
+        return s_refuse_stranger(self, 404, "not_found", "no such endpoint (POST " HP_PATH ")");
     if (!post)
-        return s_refuse(self, 405, "method_not_allowed", "use POST");
+        return s_refuse_stranger(self, 405, "method_not_allowed", "use POST");
     if (server->terminating) {
         self->close_after = true;
         return s_error(self, 503, "stopping", "the hub is stopping");
     }
     const char *message;
     if (s_authorize(self, &message) != 0)
-        return s_refuse(self, 401, "unauthorized", message);
+        return s_refuse_stranger(self, 401, "unauthorized", message);
     if (self->unframed)
         return s_refuse(self, 411, "length_required", "send the body with Content-Length");
-    if ((int64_t)self->body_expected > server->opt.max_body) {
+    if ((uint64_t)self->body_expected > (uint64_t)server->opt.max_body) {
         char text[96];
         snprintf(text, sizeof text, "the body is larger than max_body (%" PRId64 " bytes)",
                  server->opt.max_body);
@@ -295,10 +309,18 @@ int hp_request_writable(hp_request_t *self)
         (int)self->answer_size)
         return -1;
     bool close_after = self->close_after;
+    hp_server_t *server = self->server;
+    struct lws *wsi = self->wsi;
     s_reset(self);
     if (close_after)
         return -1; /* lws flushes what is still buffered before it closes */
-    return lws_http_transaction_completed(self->wsi) ? -1 : 0;
+    if (lws_http_transaction_completed(wsi))
+        return -1;
+    /* self may be gone now; a request already buffered may have been taken from inside */
+    hp_request_t *next = lws_wsi_user(wsi);
+    if (!next || next->state == HP_IDLE)
+        glue_conns_idle(&server->conns, wsi, hp_now_us());
+    return 0;
 }
 
 void hp_request_closed(hp_request_t *self)

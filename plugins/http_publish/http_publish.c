@@ -27,6 +27,10 @@ static const lh_option_t s_options[] = {
      "most events one request may carry"},
     {"idle_timeout", LH_OPTION_INT, "3600", false, 1, 86400,
      "seconds an idle keep-alive connection is kept open"},
+    {"max_connections", LH_OPTION_INT, "1024", false, 1, 1000000,
+     "open connections at most; a new one closes the oldest waiting one, or is refused"},
+    {"header_timeout", LH_OPTION_INT, "10", false, 1, 300,
+     "seconds a new connection has to send its request's headers"},
     {NULL, 0, NULL, false, 0, 0, NULL},
 };
 
@@ -53,7 +57,9 @@ static int s_options_load(const lh_conf_t *conf, hp_options_t *opt, lh_error_t *
     memset(opt, 0, sizeof *opt);
     if (lh_conf_get_int(conf, "max_body", &opt->max_body, err) != 0 ||
         lh_conf_get_int(conf, "max_events", &opt->max_events, err) != 0 ||
-        lh_conf_get_int(conf, "idle_timeout", &opt->idle_timeout, err) != 0)
+        lh_conf_get_int(conf, "idle_timeout", &opt->idle_timeout, err) != 0 ||
+        lh_conf_get_int(conf, "max_connections", &opt->max_connections, err) != 0 ||
+        lh_conf_get_int(conf, "header_timeout", &opt->header_timeout, err) != 0)
         return -1;
     return glue_parse_listen(lh_conf_get(conf, "listen"), opt->host, sizeof opt->host, &opt->port,
                              err);
@@ -82,6 +88,7 @@ static void s_tick(lws_sorted_usec_list_t *sul)
 {
     hp_server_t *server = lws_container_of(sul, hp_server_t, tick_timer);
     s_drain_pipe(server);
+    glue_conns_tick(&server->conns, hp_now_us());
     lws_sul_schedule(server->context, 0, &server->tick_timer, s_tick, 200000);
 }
 
@@ -112,6 +119,11 @@ static int s_http_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
         return server->terminating ? 1 : 0;
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        return glue_conns_accept(&server->conns, wsi, hp_now_us()) != 0 ? -1 : 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        glue_conns_closed(&server->conns, wsi);
+        return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return 1; /* plain HTTP only */
     case LWS_CALLBACK_HTTP:
@@ -155,6 +167,12 @@ static void s_register_metrics(hp_server_t *server)
     server->duplicates =
         lh_io_counter(server->io, "livehub_http_publish_duplicates_total",
                       "Events not published again: the hub already had their idempotency key");
+    glue_conns_init(&server->conns, (size_t)server->opt.max_connections,
+                    server->opt.header_timeout, server->opt.idle_timeout,
+                    lh_io_gauge(server->io, "livehub_http_publish_connections",
+                                "Open HTTP connections"),
+                    lh_io_counter(server->io, "livehub_http_publish_connections_shed_total",
+                                  "Connections closed or refused at max_connections"));
 }
 
 static void http_publish_destroy(void **self_p);
@@ -197,7 +215,14 @@ static void *http_publish_create(lh_io_t *io)
     if (server->opt.host[0] && !strchr(server->opt.host, ':'))
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
     info.keepalive_timeout = (int)server->opt.idle_timeout;
-    info.timeout_secs = 30; /* a request's headers and body must arrive within this */
+    info.timeout_secs = 30; /* a request's body must arrive within this */
+    info.timeout_secs_ah_idle = (unsigned)server->opt.header_timeout;
+    /* a header table for every connection, and a few closed ones not yet gone (tables are
+     * allocated when used): max_connections is the bound, not a queue for header tables behind
+     * connections that send nothing */
+    info.max_http_header_pool = (unsigned short)(server->opt.max_connections + 64 > 65535
+                                                     ? 65535
+                                                     : server->opt.max_connections + 64);
     server->context = lws_create_context(&info);
     if (!server->context) {
         lh_log(io, LH_LOG_ERROR, "cannot serve on %s (address in use?)",

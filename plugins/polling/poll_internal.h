@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <libwebsockets.h>
 #include <livehub/livehub.h>
+#include "../common/http_glue.h"
 
 /* Audiences one request can be granted: public, role:<role>, user:<sub>, admin. */
 #define POLL_GRANTS_MAX 4
@@ -57,6 +58,7 @@ typedef struct {
     bool anonymous, presence;
     int64_t ring, max_limit, default_limit, max_wait_s, max_parked, max_streams;
     int64_t heartbeat_s, keepalive_s, clock_skew_s, rate, burst, stream_backlog;
+    int64_t max_connections, header_timeout_s;
     const char *tls_cert, *tls_key, *stats_path; /* borrowed from the conf */
     char **origins;                              /* NULL: no cross-origin access */
     size_t origin_count;
@@ -99,7 +101,7 @@ typedef struct poll_server {
     poll_ring_t ring;
     lws_dll2_owner_t parked;  /* long polls waiting for an event (poll_request_t.link) */
     lws_dll2_owner_t streams; /* open SSE streams */
-    lws_dll2_owner_t idle;    /* connections between requests, oldest first (poll_request.c) */
+    glue_conns_t conns;       /* every connection; those between requests time out here */
     size_t answering;         /* answers being written (the stop waits for them) */
     poll_limiter_t *limiter;
     const void *secret;
@@ -168,7 +170,7 @@ bool poll_route_taken(const char *path);
 int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *wsi,
                       const char *uri);
 int poll_request_writable(poll_request_t *self);
-void poll_request_closed(poll_request_t *self, struct lws *wsi);
+void poll_request_closed(poll_request_t *self);
 /* A new event entered the ring: wake the long polls and streams that may see it. */
 void poll_requests_notify(poll_server_t *server, poll_entry_t *entry);
 /* Timeouts of long polls, stream heartbeats and token expiry (and, when check_peers, clients that

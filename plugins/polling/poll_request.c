@@ -99,39 +99,19 @@ static void s_reset(poll_request_t *self)
 /* ---- connections waiting on their client ------------------------------------------------------
  * lws times a connection out with a timer inserted into one sorted list of all its timers: a walk
  * past every other timed connection, and after a broadcast to long polls they all wait on their
- * client at once, to take an answer and then to send the next request (quadratic). So the plugin
- * times those waits itself: the connection's record (lws frees the request's user space between
- * requests; the record lives in the wsi's opaque user data) goes to the tail of the server's idle
- * list, which is in deadline order by construction, and poll_requests_tick ends those that waited
- * `keepalive` seconds. Parked polls and streams have their own deadlines and checks. */
-
-typedef struct poll_idle {
-    lws_dll2_t link; /* in server->idle while between requests */
-    int64_t deadline_us;
-    struct lws *wsi;
-} poll_idle_t;
+ * client at once, to take an answer and then to send the next request (quadratic). So those waits
+ * are the listener's connection table's (http_glue: a FIFO per timeout, in deadline order by
+ * construction), which also bounds the connections; parked polls and streams are busy there and
+ * have their own deadlines and checks. */
 
 static void s_idle_leave(struct lws *wsi)
 {
-    poll_idle_t *idle = lws_get_opaque_user_data(wsi);
-    if (idle && idle->link.owner)
-        lws_dll2_remove(&idle->link);
+    glue_conns_busy(wsi);
 }
 
 static void s_idle_enter(poll_server_t *server, struct lws *wsi)
 {
-    poll_idle_t *idle = lws_get_opaque_user_data(wsi);
-    if (idle && idle->link.owner)
-        lws_dll2_remove(&idle->link);
-    if (!idle) {
-        if (!(idle = calloc(1, sizeof *idle)))
-            return; /* lws's own timer stays in place */
-        idle->wsi = wsi;
-        lws_set_opaque_user_data(wsi, idle);
-    }
-    lws_set_timeout(wsi, NO_PENDING_TIMEOUT, 0);
-    idle->deadline_us = poll_now_us() + server->opt.keepalive_s * 1000000;
-    lws_dll2_add_tail(&idle->link, &server->idle);
+    glue_conns_idle(&server->conns, wsi, poll_now_us());
 }
 
 static void s_answer_buf(poll_request_t *self, unsigned status, s_buf_t *buf)
@@ -1008,15 +988,8 @@ int poll_request_http(poll_server_t *server, poll_request_t *self, struct lws *w
     return route->serve(self);
 }
 
-void poll_request_closed(poll_request_t *self, struct lws *wsi)
+void poll_request_closed(poll_request_t *self)
 {
-    poll_idle_t *idle = lws_get_opaque_user_data(wsi);
-    if (idle) {
-        if (idle->link.owner)
-            lws_dll2_remove(&idle->link);
-        lws_set_opaque_user_data(wsi, NULL);
-        free(idle);
-    }
     if (self && self->server) /* no user space: closed between requests, or before HTTP (TLS) */
         s_reset(self);
 }
@@ -1073,13 +1046,7 @@ static void s_check_peers(lws_dll2_owner_t *owner)
 
 void poll_requests_tick(poll_server_t *server, int64_t now_us, bool check_peers)
 {
-    while (server->idle.head) { /* oldest first: stop at the first that may wait on */
-        poll_idle_t *idle = lws_container_of(server->idle.head, poll_idle_t, link);
-        if (now_us < idle->deadline_us)
-            break;
-        lws_dll2_remove(&idle->link);
-        lws_set_timeout(idle->wsi, PENDING_TIMEOUT_HTTP_KEEPALIVE_IDLE, LWS_TO_KILL_ASYNC);
-    }
+    glue_conns_tick(&server->conns, now_us);
     if (check_peers) {
         s_check_peers(&server->parked);
         s_check_peers(&server->streams);

@@ -44,6 +44,11 @@ static const lh_option_t s_options[] = {
     {"heartbeat", LH_OPTION_INT, "15", false, 1, 3600, "seconds between SSE comment heartbeats"},
     {"keepalive", LH_OPTION_INT, "60", false, 1, 3600,
      "seconds a kept-alive connection may wait for its next request"},
+    {"max_connections", LH_OPTION_INT, "12000", false, 1, 1000000,
+     "open connections at most (long polls and streams included); a new one closes the oldest "
+     "waiting one, or is refused"},
+    {"header_timeout", LH_OPTION_INT, "10", false, 1, 300,
+     "seconds a new connection has to send its request's headers"},
     {"clock_skew", LH_OPTION_INT, "30", false, 0, 600, "seconds tolerated on token exp and nbf"},
     {"rate", LH_OPTION_INT, "20", false, 0, 100000,
      "requests per second per token (or per address when anonymous); 0: no limit"},
@@ -112,6 +117,8 @@ int poll_options_load(const lh_conf_t *conf, poll_options_t *opt, lh_error_t *er
         {"stream_backlog", &opt->stream_backlog},
         {"heartbeat", &opt->heartbeat_s},
         {"keepalive", &opt->keepalive_s},
+        {"max_connections", &opt->max_connections},
+        {"header_timeout", &opt->header_timeout_s},
         {"clock_skew", &opt->clock_skew_s},
         {"rate", &opt->rate},
         {"burst", &opt->burst},
@@ -386,6 +393,11 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
         return server->terminating ? 1 : 0;
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        return glue_conns_accept(&server->conns, wsi, poll_now_us()) != 0 ? -1 : 0;
+    case LWS_CALLBACK_WSI_DESTROY:
+        glue_conns_closed(&server->conns, wsi);
+        return 0;
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return 1; /* no protocol upgrades here (WebSockets are the websocket sink's) */
     case LWS_CALLBACK_HTTP:
@@ -397,7 +409,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return poll_request_writable(request);
     case LWS_CALLBACK_CLOSED_HTTP:
-        poll_request_closed(request, wsi);
+        poll_request_closed(request);
         return 0;
     default:
         return lws_callback_http_dummy(wsi, reason, user, in, len);
@@ -457,6 +469,11 @@ static void s_register_metrics(poll_server_t *server)
                               "Reset answers (stale id, other epoch, id from the future)");
     m->slow = lh_io_counter(io, "livehub_polling_slow_streams_total",
                             "SSE streams closed because the client did not read");
+    glue_conns_init(&server->conns, (size_t)server->opt.max_connections,
+                    server->opt.header_timeout_s, server->opt.keepalive_s,
+                    lh_io_gauge(io, "livehub_polling_connections", "Open HTTP connections"),
+                    lh_io_counter(io, "livehub_polling_connections_shed_total",
+                                  "Connections closed or refused at max_connections"));
 }
 
 static void polling_destroy(void **self_p);
@@ -506,13 +523,15 @@ static void *polling_create(lh_io_t *io)
     }
     info.alpn = "http/1.1";
     info.max_http_header_data = 8192; /* room for a token in the URL */
-    /* room for every client's request at once (tables are allocated when used; a parked poll or
-     * a stream gives its table back once its request is read) */
-    info.max_http_header_pool =
-        (unsigned short)(server->opt.max_parked + server->opt.max_streams + 64 > 65535
-                             ? 65535
-                             : server->opt.max_parked + server->opt.max_streams + 64);
+    /* a header table for every connection, and a few closed ones not yet gone (tables are
+     * allocated when used; a parked poll or a stream gives its table back once its request is
+     * read): max_connections is the bound, not a queue for header tables behind connections
+     * that send nothing */
+    info.max_http_header_pool = (unsigned short)(server->opt.max_connections + 64 > 65535
+                                                     ? 65535
+                                                     : server->opt.max_connections + 64);
     info.timeout_secs = 10;
+    info.timeout_secs_ah_idle = (unsigned)server->opt.header_timeout_s;
     info.keepalive_timeout = (int)server->opt.keepalive_s; /* (poll_request.c's idle list) */
     /* no lws validity timer: its default (a ping after 300 s) re-inserts a timer per request into
      * one sorted list of every connection's timers, a walk of all of them (long polls: O(N) per

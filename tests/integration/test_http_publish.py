@@ -5,6 +5,7 @@ nothing. Protocol: docs/HTTP_PUBLISH.md."""
 import http.client
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -136,10 +137,20 @@ class HttpPublishTest(HubTestCase):
             ids.append(answer["id"])
             if i % 50 == 25:  # refusals that read the body keep the connection too
                 self.assertEqual(self.post(connection, "{")[0], 400)
-                self.assertEqual(self.post(connection, "x" * 10000)[0], 413)
-                self.assertEqual(self.post(connection, "{}", headers={})[0], 401)
-                self.assertEqual(self.post(connection, "", path="/nope", method="GET")[0], 404)
-                self.assertEqual(self.post(connection, "", method="GET")[0], 405)
+                status, response, _ = self.post(connection, "x" * 10000)
+                self.assertEqual(status, 413)
+                self.assertFalse(response.will_close)
+        # Refusals before the key is known end the connection with their answer: a stranger
+        # holds no descriptor beyond it (issue 21).
+        for path, method, headers, status in (("/v1/publish", "POST", {}, 401),
+                                              ("/nope", "GET", AUTH, 404),
+                                              ("/v1/publish", "GET", AUTH, 405)):
+            stranger = self.connect()
+            got, response, _ = self.post(stranger, "{}", headers=headers, path=path,
+                                         method=method)
+            self.assertEqual(got, status)
+            self.assertTrue(response.will_close)
+            self.assertEqual(response.getheader("Connection"), "close")
         # An idle pause longer than libwebsockets' default keep-alive (5 s) does not end it:
         # idle_timeout (3600 s by default) applies.
         time.sleep(6.5)
@@ -296,6 +307,88 @@ class HttpPublishTest(HubTestCase):
         self.assertIn("max_event_size", answer["message"])
         self.assertEqual(hub.status()["counters"]["rejected"]["oversized"], before + 1)
         self.assertEqual(self.post(connection, batch[:1])[2]["ids"], [1])
+
+    # ---- strangers holding connections ----------------------------------------------------
+
+    def test_strangers_holding_sockets_open_cannot_exhaust_descriptors_or_shut_clients_out(self):
+        """Issue 21, finding 2: connections that POST once without a key (401) and then idle, or
+        open and send nothing, took the hub to its descriptor limit. Each listener is bounded now
+        (max_connections): a new connection closes the oldest one waiting for its headers or its
+        next request, a refusal before the key closes the connection, and headers have
+        header_timeout. Hostile sockets well above both caps (bounded: HOSTILE per listener)
+        stay open on the client side while an honest publisher keeps getting its ids and the
+        polling sink keeps answering; the hub's descriptors stay within the caps."""
+        cap, hostile = 16, 120
+        self.port, poll_port = free_port(), free_port()
+        # started with a low soft descriptor limit, the hub raises it to the hard one
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard, 256), hard))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        hub = self.hub(chains=stage_conf(self.port, extra=(
+            "        max_connections = %d\n        header_timeout = 30\n"
+            "    sink = poll\n        plugin = polling\n        listen = 127.0.0.1:%d\n"
+            "        anonymous = true\n        rate = 0\n        max_connections = %d\n"
+            "        header_timeout = 30\n" % (cap, poll_port, cap))), env=ENV)
+        hub.wait_running("api")
+        hub.wait_running("poll")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        with open("/proc/%d/limits" % hub.process.pid) as limits:
+            line = next(line for line in limits if line.startswith("Max open files"))
+        self.assertEqual(line.split()[3:5], [str(hard), str(hard)], line)
+        fd_dir = "/proc/%d/fd" % hub.process.pid
+        baseline = len(os.listdir(fd_dir))
+        strangers = []
+        self.addCleanup(lambda: [sock.close() for sock in strangers])
+
+        def honest_round(n):
+            status, _, answer = self.post(self.connect(), {"type": "honest:n", "data": n})
+            self.assertEqual(status, 200, answer)
+            polled = http.client.HTTPConnection("127.0.0.1", poll_port, timeout=10)
+            polled.request("GET", "/v1/events?since=0&types=honest:*")
+            response = polled.getresponse()
+            body = json.loads(response.read())
+            polled.close()
+            self.assertEqual(response.status, 200, body)
+            return answer["id"]
+
+        ids = [honest_round(0)]
+        for i in range(hostile):
+            for port, opening in ((self.port, b"POST /v1/publish HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: 2\r\n\r\n{}"),
+                                  (self.port, b""), (poll_port, b""),
+                                  (poll_port, b"GET /v1/events HTTP/1.1\r\nHost: x\r\n")):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                strangers.append(sock)
+                if opening:
+                    sock.sendall(opening)  # never read, never closed by the client
+            if i % 20 == 19:
+                ids.append(honest_round(i))
+                # open descriptors: the caps, whatever the strangers hold (a little slack for
+                # connections being closed and the honest client's own)
+                self.assertLessEqual(len(os.listdir(fd_dir)), baseline + 2 * cap + 8)
+        self.assertEqual(ids, list(range(1, len(ids) + 1)))
+        metrics = hub.status()["metrics"]
+        self.assertGreater(metrics['livehub_http_publish_connections_shed_total{stage="api"}'], 0)
+        self.assertGreater(metrics['livehub_polling_connections_shed_total{stage="poll"}'], 0)
+        self.assertLessEqual(metrics['livehub_http_publish_connections{stage="api"}'], cap)
+        self.assertLessEqual(metrics['livehub_polling_connections{stage="poll"}'], cap)
+        # The 401 ended its connection at once: a stranger that reads gets the answer, then EOF.
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+            sock.sendall(b"POST /v1/publish HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+            reply = self.read_until_closed(sock)
+        self.assertTrue(reply.startswith(b"HTTP/1.1 401"), reply)
+        self.assertIn(b"connection: close", reply.lower())
+
+    def test_header_timeout_closes_a_connection_that_sends_no_request(self):
+        self.port = free_port()
+        hub = self.hub(chains=stage_conf(self.port, extra="        header_timeout = 1\n"),
+                       env=ENV)
+        hub.wait_running("api")
+        with socket.create_connection(("127.0.0.1", self.port), timeout=20) as sock:
+            sock.sendall(b"POST /v1/publish HTTP/1.1\r\nHost: x\r\n")  # and no more
+            started = time.monotonic()
+            self.assertEqual(self.read_until_closed(sock), b"")
+            self.assertLess(time.monotonic() - started, 15)
 
     # ---- configuration --------------------------------------------------------------------
 
