@@ -19,7 +19,8 @@ typedef struct {
     int64_t interval_ms; /* 0: no metrics:update events */
     const char *audience;
     mx_reading_t last; /* the reading of the previous update (or of the start) */
-    lh_metric_t *scrapes, *scrape_seconds, *http_errors, *updates;
+    lh_metric_t *scrapes, *scrape_seconds, *http_errors, *updates, *evicted;
+    zmq_pollitem_t *items; /* the pipe, the listener and max_connections connections */
 } metrics_t;
 
 static const lh_option_t s_options[] = {
@@ -29,6 +30,12 @@ static const lh_option_t s_options[] = {
      "seconds between two metrics:update events (0: none)"},
     {"audience", LH_OPTION_STRING, "admin", false, 0, 0,
      "audience of the metrics:update events (admin, role:NAME, ...)"},
+    {"max_connections", LH_OPTION_INT, "64", false, 1, MX_CONNECTIONS_LIMIT,
+     "HTTP connections kept at once; a new one evicts the one longest without a request"},
+    {"header_timeout", LH_OPTION_INT, "5", false, 1, 600,
+     "seconds a request head may take to arrive whole"},
+    {"idle_timeout", LH_OPTION_INT, "30", false, 1, 3600,
+     "seconds an idle keep-alive connection is kept"},
     {NULL, 0, NULL, false, 0, 0, NULL},
 };
 
@@ -89,8 +96,11 @@ static void *metrics_create(lh_io_t *io)
         return NULL;
     const lh_conf_t *conf = lh_io_conf(io);
     lh_error_t err;
-    int64_t interval = 0;
-    if (lh_conf_get_int(conf, "interval", &interval, &err) != 0) {
+    int64_t interval = 0, max_connections = 0, header_timeout = 0, idle_timeout = 0;
+    if (lh_conf_get_int(conf, "interval", &interval, &err) != 0 ||
+        lh_conf_get_int(conf, "max_connections", &max_connections, &err) != 0 ||
+        lh_conf_get_int(conf, "header_timeout", &header_timeout, &err) != 0 ||
+        lh_conf_get_int(conf, "idle_timeout", &idle_timeout, &err) != 0) {
         lh_log(io, LH_LOG_ERROR, "%s", err.text);
         free(self);
         return NULL;
@@ -107,11 +117,18 @@ static void *metrics_create(lh_io_t *io)
     self->http_errors = lh_io_counter(io, "livehub_metrics_http_errors_total",
                                       "HTTP answers with a 4xx or 5xx status");
     self->updates = lh_io_counter(io, "livehub_metrics_updates_total", "metrics:update emitted");
+    self->evicted = lh_io_counter(io, "livehub_metrics_connections_evicted_total",
+                                  "HTTP connections closed to make room (max_connections)");
     const char *listen_on = lh_conf_get(conf, "listen");
-    if (!(self->http = mx_http_new(listen_on, s_route, self, self->http_errors, &err))) {
+    mx_http_limits_t limits = {(int)max_connections, header_timeout * 1000, idle_timeout * 1000};
+    self->items = calloc(2 + (size_t)max_connections, sizeof *self->items);
+    if (!self->items ||
+        !(self->http = mx_http_new(listen_on, &limits, s_route, self, self->http_errors,
+                                   self->evicted, &err))) {
         /* workers > 1 lands here too: only one instance can own the listener */
-        lh_log(io, LH_LOG_ERROR, "%s", err.text);
+        lh_log(io, LH_LOG_ERROR, "%s", self->items ? err.text : "out of memory");
         mx_process_close(&self->process);
+        free(self->items);
         free(self);
         return NULL;
     }
@@ -144,7 +161,7 @@ static int metrics_run(void *handle, lh_io_t *io)
     json_decref(mx_snapshot(io, NULL, &self->last)); /* the baseline for the first rates */
     int64_t next_update = s_now_ms() + self->interval_ms;
     lh_io_ready(io);
-    zmq_pollitem_t items[2 + MX_CONNECTIONS_MAX];
+    zmq_pollitem_t *items = self->items;
     while (!lh_io_terminated(io)) {
         items[0] = (zmq_pollitem_t){.socket = lh_io_pipe_socket(io), .events = ZMQ_POLLIN};
         int count = mx_http_poll_items(self->http, items + 1);
@@ -177,6 +194,7 @@ static void metrics_destroy(void **handle_p)
         return;
     mx_http_destroy(&self->http);
     mx_process_close(&self->process);
+    free(self->items);
     free(self);
     *handle_p = NULL;
 }

@@ -1,7 +1,8 @@
 /* A small non-blocking HTTP/1.1 server for GET /metrics, polled with zmq_poll() beside the
  * plugin's pipe socket. It reads at most MX_HEADER_MAX bytes of request head, never reads request
  * bodies (a request with one gets its answer and the connection is closed), supports keep-alive
- * and pipelining one request at a time, and bounds connections and their idle time. */
+ * and pipelining one request at a time, and bounds connections (mx_http_limits_t), the time a
+ * request head may take and the time a connection may idle. */
 #include <errno.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -13,9 +14,7 @@
 #include <unistd.h>
 #include "metrics_internal.h"
 
-#define S_IDLE_MS 30000    /* an idle keep-alive connection is closed after this */
-#define S_REQUEST_MS 10000 /* a request head must arrive whole within this (slow clients) */
-#define S_DRAIN_MS 2000    /* how long a closing connection's unread input is drained */
+#define S_DRAIN_MS 2000 /* how long a closing connection's unread input is drained */
 #define S_ACCEPTS_PER_WAKE 16
 
 typedef struct {
@@ -27,17 +26,19 @@ typedef struct {
     bool writing, close_after;
     bool draining; /* answered and half-closed: discarding input until the client closes */
     int64_t idle_deadline, request_deadline; /* ms, CLOCK_MONOTONIC; request: 0 when none */
+    int64_t since; /* accepted, or its last answer sent: how long it has held a slot for nothing */
 } s_conn_t;
 
 struct mx_http {
     int listen_fd;
-    s_conn_t *conns[MX_CONNECTIONS_MAX];
+    mx_http_limits_t limits;
+    s_conn_t **conns; /* limits.max_connections */
     int conn_count;
-    s_conn_t *polled[MX_CONNECTIONS_MAX]; /* connection of items[1 + i] at the last poll */
+    s_conn_t **polled; /* connection of items[1 + i] at the last poll */
     int polled_count;
     mx_route_fn *route;
     void *arg;
-    lh_metric_t *errors;
+    lh_metric_t *errors, *evicted;
     mx_buf_t body; /* reused for every answer */
 };
 
@@ -114,18 +115,29 @@ static int s_listen(const char *listen_on, lh_error_t *err)
     return fd;
 }
 
-mx_http_t *mx_http_new(const char *listen_on, mx_route_fn *route, void *arg, lh_metric_t *errors,
-                       lh_error_t *err)
+mx_http_t *mx_http_new(const char *listen_on, const mx_http_limits_t *limits, mx_route_fn *route,
+                       void *arg, lh_metric_t *errors, lh_metric_t *evicted, lh_error_t *err)
 {
     mx_http_t *self = calloc(1, sizeof *self);
-    if (!self) {
+    size_t count = limits->max_connections > 0 ? (size_t)limits->max_connections : 1;
+    if (!self || !(self->conns = calloc(count, sizeof *self->conns)) ||
+        !(self->polled = calloc(count, sizeof *self->polled))) {
         lh_error_set(err, "out of memory");
+        if (self) {
+            free(self->conns);
+            free(self);
+        }
         return NULL;
     }
+    self->limits = *limits;
+    self->limits.max_connections = (int)count;
     self->route = route;
     self->arg = arg;
     self->errors = errors;
+    self->evicted = evicted;
     if ((self->listen_fd = s_listen(listen_on, err)) < 0) {
+        free(self->conns);
+        free(self->polled);
         free(self);
         return NULL;
     }
@@ -156,6 +168,8 @@ void mx_http_destroy(mx_http_t **self_p)
         s_conn_close(self, self->conns[0]);
     close(self->listen_fd);
     mx_buf_free(&self->body);
+    free(self->conns);
+    free(self->polled);
     free(self);
     *self_p = NULL;
 }
@@ -330,7 +344,7 @@ static void s_parse(mx_http_t *self, s_conn_t *conn)
     head[kept] = '\0';
     memmove(conn->in, conn->in + head_size, conn->in_size - head_size);
     conn->in_size -= head_size;
-    conn->request_deadline = conn->in_size ? s_now_ms() + S_REQUEST_MS : 0;
+    conn->request_deadline = conn->in_size ? s_now_ms() + self->limits.header_timeout_ms : 0;
     s_request(self, conn, head);
 }
 
@@ -351,10 +365,10 @@ static void s_read(mx_http_t *self, s_conn_t *conn)
     if (got < 0)
         return;
     int64_t now = s_now_ms();
-    if (conn->in_size == 0)
-        conn->request_deadline = now + S_REQUEST_MS;
+    if (conn->in_size == 0 && !conn->request_deadline)
+        conn->request_deadline = now + self->limits.header_timeout_ms;
     conn->in_size += (size_t)got;
-    conn->idle_deadline = now + S_IDLE_MS;
+    conn->idle_deadline = now + self->limits.idle_timeout_ms;
     s_parse(self, conn);
 }
 
@@ -382,7 +396,8 @@ static void s_write(mx_http_t *self, s_conn_t *conn)
             conn->idle_deadline = s_now_ms() + S_DRAIN_MS;
             return;
         }
-        conn->idle_deadline = s_now_ms() + S_IDLE_MS;
+        conn->since = s_now_ms();
+        conn->idle_deadline = conn->since + self->limits.idle_timeout_ms;
         if (!conn->in_size)
             return;
         s_parse(self, conn); /* a pipelined request already read */
@@ -391,13 +406,36 @@ static void s_write(mx_http_t *self, s_conn_t *conn)
     }
 }
 
+/* Makes room for a new connection when all slots are taken: closes a connection already
+ * closing, else the one that has held its slot longest without completing a request (idle or
+ * trickling its head). One busy writing an answer is never evicted. false when all are. */
+static bool s_evict_one(mx_http_t *self)
+{
+    s_conn_t *victim = NULL;
+    for (int i = 0; i < self->conn_count; i++) {
+        s_conn_t *conn = self->conns[i];
+        if (conn->draining) {
+            victim = conn;
+            break;
+        }
+        if (!conn->writing && (!victim || conn->since < victim->since))
+            victim = conn;
+    }
+    if (!victim)
+        return false;
+    lh_metric_add(self->evicted, 1);
+    s_conn_close(self, victim);
+    return true;
+}
+
 static void s_accept(mx_http_t *self)
 {
     for (int n = 0; n < S_ACCEPTS_PER_WAKE; n++) {
         int fd = accept4(self->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             return;
-        s_conn_t *conn = self->conn_count < MX_CONNECTIONS_MAX ? calloc(1, sizeof *conn) : NULL;
+        bool room = self->conn_count < self->limits.max_connections || s_evict_one(self);
+        s_conn_t *conn = room ? calloc(1, sizeof *conn) : NULL;
         if (!conn) {
             static const char busy[] = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
                                        "Connection: close\r\n\r\n";
@@ -408,7 +446,10 @@ static void s_accept(mx_http_t *self)
             continue;
         }
         conn->fd = fd;
-        conn->idle_deadline = s_now_ms() + S_IDLE_MS;
+        conn->since = s_now_ms();
+        /* the first request head is due within header_timeout, sent or not */
+        conn->request_deadline = conn->since + self->limits.header_timeout_ms;
+        conn->idle_deadline = conn->since + self->limits.idle_timeout_ms;
         self->conns[self->conn_count++] = conn;
     }
 }

@@ -73,10 +73,19 @@ json_t *mx_snapshot(lh_io_t *io, const mx_reading_t *previous, mx_reading_t *rea
 
 /* ---- metrics_http.c: a small non-blocking HTTP/1.1 server -------------------------------- */
 
-#define MX_HEADER_MAX 8192    /* request line + headers; more gets 431 */
-#define MX_CONNECTIONS_MAX 64 /* more concurrent connections get 503 */
+#define MX_HEADER_MAX 8192       /* request line + headers; more gets 431 */
+#define MX_CONNECTIONS_LIMIT 1024 /* the largest max_connections (8 KiB of head buffer each) */
 
 typedef struct mx_http mx_http_t;
+
+/* What the server holds: at most max_connections (a new one then evicts the connection that has
+ * gone longest without completing a request, so idle and slow sockets cannot shut scrapers out);
+ * a request head must arrive whole within header_timeout_ms of the connection or of its first
+ * byte; a keep-alive connection idles at most idle_timeout_ms. */
+typedef struct {
+    int max_connections;
+    int64_t header_timeout_ms, idle_timeout_ms;
+} mx_http_limits_t;
 
 /* Answers one request: fills body and *content_type, returns the status. Only called for
  * well-formed requests; *allow may name the allowed methods (for 405). */
@@ -84,11 +93,12 @@ typedef int(mx_route_fn)(void *arg, const char *method, const char *path, mx_buf
                          const char **content_type, const char **allow);
 
 /* Listens on HOST:PORT (the hub has checked the form and the loopback rule). errors counts the
- * answers with a 4xx/5xx status (may be NULL). NULL with a reason on failure. */
-mx_http_t *mx_http_new(const char *listen, mx_route_fn *route, void *arg, lh_metric_t *errors,
-                       lh_error_t *err);
+ * answers with a 4xx/5xx status, evicted the connections closed to make room for new ones (both
+ * may be NULL). NULL with a reason on failure. */
+mx_http_t *mx_http_new(const char *listen, const mx_http_limits_t *limits, mx_route_fn *route,
+                       void *arg, lh_metric_t *errors, lh_metric_t *evicted, lh_error_t *err);
 void mx_http_destroy(mx_http_t **self_p);
-/* Fills poll items (listener, then connections; at most 1 + MX_CONNECTIONS_MAX) and returns how
+/* Fills poll items (listener, then connections; at most 1 + max_connections) and returns how
  * many. */
 int mx_http_poll_items(mx_http_t *self, zmq_pollitem_t *items);
 /* Handles the events of the items the last mx_http_poll_items filled, then closes connections
