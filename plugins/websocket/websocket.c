@@ -58,6 +58,9 @@ static const lh_option_t s_options[] = {
      "largest client message in bytes; larger ones close with 1009"},
     {"max_errors", LH_OPTION_INT, "10", false, 1, 10000,
      "error frames one connection may cause before it is closed (4400)"},
+    {"ping_rate", LH_OPTION_INT, "10", false, 1, 10000,
+     "pings per second one connection may send (ping ops; ping frames counted as 64 bytes each); "
+     "more close it with 4400"},
     {"heartbeat", LH_OPTION_INT, "25", false, 1, 3600,
      "seconds between server pings; also the ping interval advised to clients"},
     {"idle_timeout", LH_OPTION_INT, "60", false, 2, 86400,
@@ -184,6 +187,7 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
         {"max_frame", &opt->max_frame},
         {"max_errors", &opt->max_errors},
         {"heartbeat", &opt->heartbeat_s},
+        {"ping_rate", &opt->ping_rate},
         {"idle_timeout", &opt->idle_timeout_s},
         {"auth_timeout", &opt->auth_timeout_s},
         {"clock_skew", &opt->clock_skew_s},
@@ -532,7 +536,7 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         ws_session_receive(session, in, len);
         return 0;
     case LWS_CALLBACK_RECEIVE_PONG:
-        session->last_rx_us = ws_now_us();
+        ws_session_pong(session);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return ws_session_writable(session);
@@ -680,7 +684,7 @@ static void *websocket_create(lh_io_t *io)
         info.ssl_private_key_filepath = server->opt.tls_key;
     }
     info.alpn = "http/1.1";           /* no h2: WebSockets over HTTP/1.1 only */
-    info.max_http_header_data = 8192; /* room for a token in the URL */
+    info.max_http_header_data = WS_HEADER_DATA; /* room for a token in the URL */
     /* Slowloris: a connection holds a header buffer from accept until its request is complete,
      * and the ones that find the pool empty wait in line. A pool far above what honest clients
      * use at once, and a whole-header deadline (not reset by each byte), keep a peer that opens

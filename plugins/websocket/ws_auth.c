@@ -128,6 +128,13 @@ int ws_auth_verify(ws_server_t *server, size_t ns, const char *token, lh_claims_
     return 0;
 }
 
+bool ws_auth_expired(const ws_server_t *server, int64_t expires, int64_t now)
+{
+    /* now - skew cannot overflow (now is a wall clock, skew at most 600 s); expires + skew could,
+     * for a token with exp near INT64_MAX */
+    return expires != 0 && now - server->opt.clock_skew_s >= expires;
+}
+
 int ws_auth_grant_claims(ws_session_t *self, const lh_claims_t *claims)
 {
     if (!claims) {
@@ -211,7 +218,7 @@ static int s_namespace(ws_session_t *self)
 /* URL parameters: since/epoch (resume, applied after authentication) and types (subscribe). */
 static int s_url_parameters(ws_session_t *self)
 {
-    char value[1024];
+    char value[WS_HEADER_DATA + 1]; /* any argument fits: none is cut short or skipped */
     const char *text = lws_get_urlarg_by_name(self->wsi, "since=", value, sizeof value);
     if (text) {
         if (s_parse_id(text, &self->url_since_id) != 0) {
@@ -236,7 +243,9 @@ static int s_url_parameters(ws_session_t *self)
     return 0;
 }
 
-/* The token from "Authorization: Bearer ..." or the access_token parameter; NULL when none. */
+/* The token from "Authorization: Bearer ..." or the access_token parameter; NULL when none.
+ * buffer holds any header or argument whole (WS_HEADER_DATA), so a token longer than a token may
+ * be is seen and refused (too_long), never mistaken for no token at all. */
 static const char *s_request_token(struct lws *wsi, char *buffer, size_t size, bool *too_long)
 {
     int length = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
@@ -247,15 +256,16 @@ static const char *s_request_token(struct lws *wsi, char *buffer, size_t size, b
             *too_long = true;
             return NULL;
         }
-        if (strncasecmp(buffer, "Bearer ", 7) == 0) {
-            const char *token = buffer + 7;
-            while (*token == ' ')
+        const char *token = buffer; /* not a bearer token: verification says why */
+        if (strncasecmp(buffer, "Bearer ", 7) == 0)
+            for (token = buffer + 7; *token == ' ';)
                 token++;
-            return token;
-        }
-        return buffer; /* not a bearer token: verification says why */
+        *too_long = strlen(token) > LH_TOKEN_MAX_SIZE;
+        return *too_long ? NULL : token;
     }
-    return lws_get_urlarg_by_name(wsi, "access_token=", buffer, (int)size);
+    const char *token = lws_get_urlarg_by_name(wsi, "access_token=", buffer, (int)size);
+    *too_long = token && strlen(token) > LH_TOKEN_MAX_SIZE;
+    return *too_long ? NULL : token;
 }
 
 void ws_auth_open(ws_session_t *self)
@@ -268,7 +278,7 @@ void ws_auth_open(ws_session_t *self)
     self->ns = (uint8_t)ns;
     if (s_url_parameters(self) != 0)
         return;
-    char buffer[LH_TOKEN_MAX_SIZE + 64];
+    char buffer[WS_HEADER_DATA + 1];
     bool too_long;
     const char *token = s_request_token(self->wsi, buffer, sizeof buffer, &too_long);
     if (too_long)

@@ -604,7 +604,7 @@ int ws_eio_callback(ws_session_t *user, struct lws *wsi, enum lws_callback_reaso
         user->transport_of = NULL;
         return 0;
     case LWS_CALLBACK_HTTP_BODY:
-        if (!eio)
+        if (!eio || len == 0) /* an empty body comes as (NULL, 0) */
             return 0;
         if (user->eio_too_big || user->rx_size + len > (size_t)server->opt.max_frame) {
             user->eio_too_big = true;

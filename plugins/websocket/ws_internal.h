@@ -20,6 +20,9 @@
 /* libwebsockets' per-connection receive buffer: browsers send small frames, and larger ones (up
  * to max_frame) arrive in pieces that the session assembles. */
 #define WS_RX_BUFFER 1024
+/* Bytes of request headers (with the URL and its arguments) libwebsockets keeps per request: one
+ * URL argument is never longer, so a buffer of this size reads any of them whole. */
+#define WS_HEADER_DATA 8192
 
 /* Close codes (docs/WEBSOCKET.md has the table). */
 enum {
@@ -77,6 +80,7 @@ typedef struct {
     bool dev_login; /* GET /dev/token mints tokens for loopback requests (ws_auth.c) */
     int64_t header_pool, header_timeout_s;
     int64_t max_connections, max_queue, max_queue_bytes, max_frame, max_errors, send_buffer;
+    int64_t ping_rate; /* client pings per second (ping ops, and ping frames by their bytes) */
     int64_t heartbeat_s, idle_timeout_s, auth_timeout_s, clock_skew_s, close_timeout_s;
     const char *tls_cert, *tls_key; /* borrowed from the conf */
     const char *stats_path;         /* NULL: no stats endpoint */
@@ -223,6 +227,11 @@ struct ws_session {
     uint8_t eio_role;
     bool eio_too_big;
     ws_eio_t *transport_of;
+    /* ping bounds: the ping op's bucket, and the bytes the peer sent that were neither messages
+     * nor pongs (libwebsockets answers ping frames itself without telling us) */
+    double ping_tokens;
+    int64_t ping_refill_us, wire_checked_us;
+    uint64_t wire_base, wire_known;
     /* presence and client publications (ws_presence.c, ws_publish.c) */
     uint64_t presence_conn; /* announced to the tracker as this id; 0: not announced */
     double publish_tokens;  /* rate limit bucket */
@@ -236,6 +245,8 @@ void ws_session_open(ws_server_t *server, ws_session_t *self, struct lws *wsi);
 void ws_session_receive(ws_session_t *self, const void *in, size_t len);
 int ws_session_writable(ws_session_t *self);
 void ws_session_closed(ws_session_t *self);
+/* A pong frame from the peer. */
+void ws_session_pong(ws_session_t *self);
 /* Periodic checks: auth deadline, token expiry, idle peer, heartbeat. */
 void ws_session_tick(ws_session_t *self, int64_t now_us);
 /* Delivers a live event to every session that may and wants to see it. */
@@ -299,6 +310,9 @@ void ws_sio_destroy_saved(ws_server_t *server);
 /* Verifies a token for namespace ns: 0 and the claims, or a close code and reason. */
 int ws_auth_verify(ws_server_t *server, size_t ns, const char *token, lh_claims_t *claims,
                    char reason[128]);
+/* Whether a token that expires at `expires` (s since the epoch; 0: no token) has expired, with
+ * clock_skew of tolerance. Never overflows, whatever exp the token carried. */
+bool ws_auth_expired(const ws_server_t *server, int64_t expires, int64_t now);
 /* Grants the audiences of claims (NULL: anonymous, public only); -1 when out of memory. */
 int ws_auth_grant_claims(ws_session_t *self, const lh_claims_t *claims);
 

@@ -6,6 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include "ws_internal.h"
@@ -14,6 +17,12 @@
 #define WS_REPLAY_VISITS 1024
 /* Frames written per WRITEABLE callback before letting other connections run. */
 #define WS_WRITE_BURST 32
+/* Ping frames are measured in bytes on the wire (see s_check_ping_bytes): a ping counts as this
+ * many (an empty one is 6, the largest 131); each message or pong received is allowed this much
+ * beside its payload for its frame header (and a TLS record's). */
+#define WS_PING_BYTES 64
+#define WS_FRAME_OVERHEAD 64
+#define WS_PONG_BYTES 160
 
 /* ---- the send queue ----------------------------------------------------------------------- */
 
@@ -505,6 +514,20 @@ static void s_op_resume(ws_session_t *self, json_t *message)
              text && strcmp(text, lh_io_epoch(self->server->io)) != 0);
 }
 
+/* A token bucket of ping_rate a second (and as many at once). */
+static bool s_take_ping(ws_session_t *self)
+{
+    int64_t rate = self->server->opt.ping_rate, now = ws_now_us();
+    self->ping_tokens += (double)(now - self->ping_refill_us) * (double)rate / 1e6;
+    if (self->ping_tokens > (double)rate)
+        self->ping_tokens = (double)rate;
+    self->ping_refill_us = now;
+    if (self->ping_tokens < 1)
+        return false;
+    self->ping_tokens -= 1;
+    return true;
+}
+
 static void s_handle(ws_session_t *self, const char *text, size_t size)
 {
     lh_error_t err;
@@ -516,8 +539,10 @@ static void s_handle(ws_session_t *self, const char *text, size_t size)
     const char *op = json_string_value(json_object_get(message, "op"));
     if (!json_is_object(message) || !op)
         s_error(self, "bad_request", "a frame is a JSON object with a string \"op\"");
-    else if (strcmp(op, "ping") == 0)
+    else if (strcmp(op, "ping") == 0 && s_take_ping(self))
         s_send(self, json_pack("{s:s, s:I}", "op", "pong", "ts", (json_int_t)ws_now_us()));
+    else if (strcmp(op, "ping") == 0)
+        ws_session_close(self, WS_CLOSE_BAD_REQUEST, "bad request: too many pings");
     else if (strcmp(op, "auth") == 0)
         s_op_auth(self, message);
     else if (!self->authenticated)
@@ -539,6 +564,48 @@ static void s_handle(ws_session_t *self, const char *text, size_t size)
 
 /* ---- libwebsockets callbacks ---------------------------------------------------------------- */
 
+/* Bytes the peer has sent that libwebsockets has read: what TCP received, less what still waits
+ * in the socket. -1 when the kernel does not say. */
+static int s_wire_received(ws_session_t *self, uint64_t *bytes)
+{
+    int fd = lws_get_socket_fd(self->wsi), unread = 0;
+    struct tcp_info info;
+    socklen_t size = sizeof info;
+    memset(&info, 0, sizeof info);
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0 ||
+        size < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof info.tcpi_bytes_received ||
+        ioctl(fd, FIONREAD, &unread) != 0)
+        return -1;
+    *bytes = info.tcpi_bytes_received - (uint64_t)(unread > 0 ? unread : 0);
+    return 0;
+}
+
+/* libwebsockets answers every ping frame itself and never tells the plugin, so ping frames are
+ * counted by their bytes: what the peer sent since the last check, less the messages and pongs
+ * (and an allowance for their headers), is pings (or close frames). More than ping_rate *
+ * WS_PING_BYTES a second closes the connection with 4400. */
+static void s_check_ping_bytes(ws_session_t *self, int64_t now_us)
+{
+    uint64_t received;
+    if (s_wire_received(self, &received) != 0)
+        return;
+    uint64_t sent = received - self->wire_base;
+    uint64_t other = sent > self->wire_known ? sent - self->wire_known : 0;
+    int64_t elapsed_us = now_us - self->wire_checked_us;
+    double seconds = elapsed_us > 1000000 ? (double)elapsed_us / 1e6 : 1.0;
+    self->wire_base = received;
+    self->wire_known = 0;
+    self->wire_checked_us = now_us;
+    if ((double)other > (double)self->server->opt.ping_rate * WS_PING_BYTES * seconds)
+        ws_session_close(self, WS_CLOSE_BAD_REQUEST, "bad request: too many pings");
+}
+
+void ws_session_pong(ws_session_t *self)
+{
+    self->last_rx_us = ws_now_us();
+    self->wire_known += WS_PONG_BYTES;
+}
+
 void ws_session_open(ws_server_t *server, ws_session_t *self, struct lws *wsi)
 {
     self->server = server;
@@ -553,6 +620,9 @@ void ws_session_open(ws_server_t *server, ws_session_t *self, struct lws *wsi)
         int size = (int)server->opt.send_buffer;
         setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
     }
+    self->ping_tokens = (double)server->opt.ping_rate;
+    self->ping_refill_us = self->wire_checked_us = now;
+    s_wire_received(self, &self->wire_base); /* the request so far: not pings */
     lh_metric_add(server->metrics.accepted, 1);
     lh_metric_set(server->metrics.connections, (double)server->sessions.count);
     ws_auth_open(self);
@@ -567,6 +637,7 @@ void ws_session_receive(ws_session_t *self, const void *in, size_t len)
 {
     ws_server_t *server = self->server;
     self->last_rx_us = ws_now_us();
+    self->wire_known += len + WS_FRAME_OVERHEAD;
     if (self->closing)
         return;
     if (lws_frame_is_binary(self->wsi)) {
@@ -715,9 +786,12 @@ void ws_session_tick(ws_session_t *self, int64_t now_us)
     const ws_options_t *opt = &self->server->opt;
     if (self->closing)
         return;
+    s_check_ping_bytes(self, now_us);
+    if (self->closing)
+        return;
     if (!self->authenticated && now_us >= self->auth_deadline_us)
         ws_session_close(self, WS_CLOSE_UNAUTHORIZED, "unauthorized: no auth in time");
-    else if (self->expires && (int64_t)time(NULL) >= self->expires + opt->clock_skew_s)
+    else if (ws_auth_expired(self->server, self->expires, (int64_t)time(NULL)))
         ws_session_close(self, WS_CLOSE_TOKEN_EXPIRED, "token expired");
     else if (now_us - self->last_rx_us >= opt->idle_timeout_s * 1000000)
         ws_session_close(self, WS_CLOSE_IDLE, "idle timeout");

@@ -180,7 +180,7 @@ void ws_sio_tick(ws_server_t *server, int64_t now_us)
     lws_start_foreach_dll_safe(struct lws_dll2 *, node, next, server->sio_sockets.head)
     {
         ws_session_t *self = lws_container_of(node, ws_session_t, link);
-        if (!self->closing && self->expires && now >= self->expires + server->opt.clock_skew_s) {
+        if (!self->closing && ws_auth_expired(server, self->expires, now)) {
             /* a server disconnect: the client does not retry with the stale token by itself */
             ws_frame_t *frame = s_packet_frame('1', server->opt.namespaces[self->ns], "");
             if (frame)

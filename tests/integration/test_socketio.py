@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 import unittest
 import urllib.error
 import urllib.request
@@ -96,6 +97,46 @@ class EngineIOWireTest(HubTestCase):
                          b'"unauthorized: malformed token: expected header.payload.signature",'
                          b'"data":{"code":4001}}')
         self.assertEqual(request(query, b"4" * 9000)[0], 413)  # over maxPayload (max_frame)
+
+
+    def test_empty_post_and_token_exp_near_int64_max(self):
+        """Issue 21 #7: an empty POST reached memcpy(dst, NULL, 0), and a token with exp near
+        INT64_MAX overflowed expires + clock_skew (UB: the sanitizer build aborted; the
+        optimised one disconnected the socket at the next check)."""
+        port = free_port()
+        hub = self.hub(chains="chain = web\n    sink = ws\n        plugin = websocket\n"
+                       "        listen = 127.0.0.1:%d\n        socketio_ping_interval = 1\n"
+                       % port, env=SECRET_ENV,
+                       hub_extra="token_secret = env:LIVEHUB_WS_TEST_SECRET")
+        hub.wait_running("ws")
+
+        def request(path, data=None):
+            with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), data=data,
+                                        timeout=10) as response:
+                return response.status, response.read()
+
+        status, body = request("/socket.io/?EIO=4&transport=polling")
+        query = "/socket.io/?EIO=4&transport=polling&sid=" + json.loads(body[1:])["sid"]
+        self.assertEqual(request(query, b""), (200, b"ok"))
+        far = 2 ** 63 - 1
+        token = mint("9", "startup", ttl=far - int(time.time()))
+        self.assertEqual(request(query, b'40/client,{"token":"%s"}' % token.encode()),
+                         (200, b"ok"))
+        self.assertTrue(request(query)[1].startswith(b'40/client,{"sid":'))
+        # each Engine.IO ping comes from the once-a-second check that also tests expiry
+        pings = 0
+        while pings < 2:
+            packets = request(query)[1].split(b"\x1e")
+            self.assertNotIn(b"41/client,", packets)
+            if b"2" in packets:
+                pings += 1
+                self.assertEqual(request(query, b"3"), (200, b"ok"))
+        event_id = hub.publish("signal:created", {"n": 1})
+        packets = []
+        while not any(p.startswith(b"42/client,") for p in packets):
+            packets = request(query)[1].split(b"\x1e")
+            self.assertNotIn(b"41/client,", packets)
+        self.assertIn(b'"%d"]' % event_id, b"".join(packets))
 
 
 class SocketIOTest(HubTestCase):

@@ -135,6 +135,14 @@ class RawClient:
         self.buffer = self.buffer[offset + size:]
         return opcode, payload
 
+    def send_text(self, text):
+        """A masked text frame, as a client must send it."""
+        payload, mask = text.encode(), os.urandom(4)
+        size = len(payload)
+        head = bytes([0x81]) + (bytes([0x80 | size]) if size < 126 else
+                                bytes([0x80 | 126]) + struct.pack(">H", size))
+        self.sock.sendall(head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
     def close(self):
         self.sock.close()
 
@@ -398,6 +406,105 @@ class WebSocketTest(HubTestCase):
 
         run(scenario())
         self.assertEqual(self.stats(port)["livehub_ws_closes_unauthorized_total"], 5)
+
+    def test_token_with_exp_near_int64_max_stays_valid(self):
+        """Issue 21 #7: expires + clock_skew overflowed for exp near INT64_MAX (UB: the sanitizer
+        build aborted; the optimised one closed the session with 4009 at the next tick)."""
+        hub, port = self.start("heartbeat = 1\nidle_timeout = 30")
+        far = 2 ** 63 - 1
+        token = mint("9", "startup", ttl=far - int(time.time()))
+        client = RawClient(port, "/ws/client?types=*&access_token=" + token)
+        self.assertEqual(client.status, 101)
+        opcode, payload = client.frame()
+        welcome = json.loads(payload)
+        self.assertEqual((opcode, welcome["op"], welcome["expires"]), (1, "welcome", far))
+        # each server ping comes from the once-a-second check that also tests expiry
+        pings = 0
+        while pings < 2:
+            opcode, payload = client.frame()
+            self.assertNotEqual(opcode, 8, "closed: %r" % payload)
+            pings += opcode == 9
+        event_id = hub.publish("signal:created", {"n": 1})
+        while True:
+            opcode, payload = client.frame()
+            self.assertNotEqual(opcode, 8, "closed: %r" % payload)
+            if opcode == 1:
+                self.assertEqual(json.loads(payload)["id"], event_id)
+                break
+        client.close()
+
+    def test_url_token_longer_than_a_token_is_refused_not_anonymous(self):
+        """Issue 21 #7: an access_token longer than the 4 KB argument buffer was silently
+        ignored, and with anonymous = true the client became anonymous instead of refused."""
+        hub, port = self.start("anonymous = true")
+
+        async def scenario():
+            for size in (4200, 6000):
+                async with self.connect(port, token="x" * size) as ws:
+                    self.assertEqual(await closed_with(ws), (4001, "unauthorized: token too long"))
+            async with self.connect(port, header_token="x" * 6000) as ws:
+                self.assertEqual(await closed_with(ws), (4001, "unauthorized: token too long"))
+            # types longer than the old 1 KB buffer are read, not skipped
+            types = ",".join("t%03d:*" % n for n in range(32))
+            async with self.connect(port, types=types + ",signal:" + "x" * 900) as ws:
+                self.assertEqual(await closed_with(ws), (4400, "bad request: types"))
+
+        run(scenario())
+
+    def test_pings_beyond_ping_rate_close_the_connection(self):
+        """Issue 21 #7: every WebSocket ping was answered, without bound (9.6 M in one test).
+        Ping frames (answered by libwebsockets itself) and ping ops are bounded per second."""
+        hub, port = self.start("anonymous = true\nping_rate = 10")
+
+        async def scenario():
+            async with self.connect(port) as ws:
+                await recv_json(ws)
+                deadline, waiters = time.monotonic() + 10, []
+                while not ws.closed and time.monotonic() < deadline and len(waiters) < 200000:
+                    try:
+                        waiters.append(await ws.ping(struct.pack(">I", len(waiters))))
+                    except websockets.ConnectionClosed:
+                        break
+                    if len(waiters) % 100 == 0:
+                        await asyncio.sleep(0)
+                # the hub closes with 4400, but a peer still flooding may see its close frame
+                # lost to the reset its unread pings cause: the counter says why
+                self.assertIn((await closed_with(ws))[0], (4400, 1006))
+                answered = sum(1 for w in waiters if w.done() and not w.exception())
+                print("\n  ping flood: %d ping frames sent, %d answered before the close"
+                      % (len(waiters), answered))
+            deadline = time.monotonic() + 10
+            while self.stats(port)["livehub_ws_closes_bad_request_total"] != 1:
+                self.assertLess(time.monotonic(), deadline, self.stats(port))
+                await asyncio.sleep(0.05)
+            async with self.connect(port) as ws:
+                await recv_json(ws)
+                pongs = 0
+                try:
+                    for _ in range(30):
+                        await ws.send('{"op":"ping"}')
+                    while True:
+                        pongs += (await recv_json(ws))["op"] == "pong"
+                except websockets.ConnectionClosed:
+                    pass
+                self.assertIn(ws.close_code, (4400, 1006))
+                self.assertLessEqual(pongs, 11)
+            while self.stats(port)["livehub_ws_closes_bad_request_total"] != 2:
+                self.assertLess(time.monotonic(), deadline + 10, self.stats(port))
+                await asyncio.sleep(0.05)
+            # a client within the rate keeps its connection: 4 ping frames and 4 ping ops a
+            # second, over 3 of the hub's once-a-second checks
+            async with self.connect(port) as ws:
+                await recv_json(ws)
+                for n in range(12):
+                    await asyncio.wait_for(await ws.ping(struct.pack(">Q", n)), 5)
+                    await ws.send('{"op":"ping"}')
+                    self.assertEqual((await recv_json(ws))["op"], "pong")
+                    await asyncio.sleep(0.25)
+                self.assertFalse(ws.closed)
+
+        run(scenario(), timeout=60)
+        self.assertEqual(self.stats(port)["livehub_ws_closes_bad_request_total"], 2)
 
     def test_hub_without_token_secret_refuses_tokens(self):
         hub, port = self.start(secret=False)
