@@ -11,22 +11,30 @@
 #include <time.h>
 #include "ws_internal.h"
 
-/* Answers an upgrade request with a plain HTTP/1.1 status (lws's own helper would say HTTP/1.0
- * at this stage, which WebSocket clients reject as a malformed answer). */
-static int s_refuse(ws_server_t *server, struct lws *wsi, unsigned status, const char *message)
+/* Answers an upgrade request with an HTTP/1.1 status and a body (lws's own helper would say
+ * HTTP/1.0 at this stage, which WebSocket clients reject as a malformed answer). */
+static int s_refuse_with(ws_server_t *server, struct lws *wsi, unsigned status,
+                         const char *message, const char *type, const char *body)
 {
     lh_metric_add(server->metrics.refused, 1);
-    unsigned char buffer[LWS_PRE + 256];
+    unsigned char buffer[LWS_PRE + 512];
     char *text = (char *)buffer + LWS_PRE;
     int size =
-        snprintf(text, 256,
-                 "HTTP/1.1 %u %s\r\ncontent-type: text/plain\r\ncontent-length: %zu\r\n"
-                 "%sconnection: close\r\n\r\n%s\n",
-                 status, message, strlen(message) + 1,
-                 status == HTTP_STATUS_SERVICE_UNAVAILABLE ? "retry-after: 5\r\n" : "", message);
-    if (size > 0 && size < 256)
+        snprintf(text, 512,
+                 "HTTP/1.1 %u %s\r\ncontent-type: %s\r\ncontent-length: %zu\r\n"
+                 "%sconnection: close\r\n\r\n%s",
+                 status, message, type, strlen(body),
+                 status == HTTP_STATUS_SERVICE_UNAVAILABLE ? "retry-after: 5\r\n" : "", body);
+    if (size > 0 && size < 512)
         lws_write(wsi, buffer + LWS_PRE, (size_t)size, LWS_WRITE_HTTP);
     return 1;
+}
+
+static int s_refuse(ws_server_t *server, struct lws *wsi, unsigned status, const char *message)
+{
+    char body[128];
+    snprintf(body, sizeof body, "%s\n", message);
+    return s_refuse_with(server, wsi, status, message, "text/plain", body);
 }
 
 /* A browser always sends Origin; other clients need not, and are not the cross-site threat. */
@@ -57,8 +65,14 @@ int ws_auth_admit(ws_server_t *server, struct lws *wsi, const char *upgrade)
     if (!s_origin_allowed(server, wsi))
         return s_refuse(server, wsi, HTTP_STATUS_FORBIDDEN, "Forbidden");
     if (ws_eio_path(server, path)) {
-        unsigned status = ws_eio_admit(server, wsi);
-        return status ? s_refuse(server, wsi, status, "Bad Request") : 0;
+        char body[128];
+        unsigned status = ws_eio_admit(server, wsi, body);
+        if (status == HTTP_STATUS_SERVICE_UNAVAILABLE)
+            return s_refuse(server, wsi, status, "Service Unavailable");
+        return status ? s_refuse_with(server, wsi, status,
+                                      status == HTTP_STATUS_FORBIDDEN ? "Forbidden" : "Bad Request",
+                                      "application/json", body)
+                      : 0;
     }
     if ((int64_t)(server->sessions.count + server->eio_sessions.count) >=
         server->opt.max_connections)

@@ -111,13 +111,19 @@ static int s_reply(struct lws *wsi, unsigned status, const char *type, const cha
     return rc;
 }
 
-/* The reference server's JSON error bodies: 400 (or 403) {"code":N,"message":"..."}. */
+/* The reference server's JSON error bodies: 400 (or 403) {"code":N,"message":"..."}; the
+ * status to answer with. */
+static unsigned s_error_body(int code, const char *message, char body[128])
+{
+    snprintf(body, 128, "{\"code\":%d,\"message\":\"%s\"}", code, message);
+    return code == 4 ? HTTP_STATUS_FORBIDDEN : HTTP_STATUS_BAD_REQUEST;
+}
+
 static int s_error(struct lws *wsi, int code, const char *message)
 {
     char body[128];
-    int size = snprintf(body, sizeof body, "{\"code\":%d,\"message\":\"%s\"}", code, message);
-    return s_reply(wsi, code == 4 ? HTTP_STATUS_FORBIDDEN : HTTP_STATUS_BAD_REQUEST,
-                   "application/json", body, (size_t)size);
+    unsigned status = s_error_body(code, message, body);
+    return s_reply(wsi, status, "application/json", body, strlen(body));
 }
 
 static void s_detach(struct lws **wsi_p, bool kill)
@@ -134,7 +140,23 @@ static void s_detach(struct lws **wsi_p, bool kill)
 
 /* ---- the session -------------------------------------------------------------------------- */
 
-static void s_destroy(ws_eio_t *eio)
+/* A held GET of a session that ends gets the close packet ("1"), as the reference server's
+ * polling transport sends it when it closes while writable; never just a dropped connection. */
+static void s_answer_close(struct lws **wsi_p)
+{
+    ws_session_t *user = s_user(*wsi_p);
+    if (!user) {
+        s_detach(wsi_p, true);
+        return;
+    }
+    struct lws *wsi = *wsi_p;
+    s_detach(wsi_p, false);
+    user->eio_close_due = true;
+    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, 5);
+    lws_callback_on_writable(wsi);
+}
+
+static void s_destroy(ws_eio_t *eio, bool answer)
 {
     ws_server_t *server = eio->server;
     if (eio->closing)
@@ -143,6 +165,8 @@ static void s_destroy(ws_eio_t *eio)
     while (eio->sockets.head)
         ws_sio_release(lws_container_of(eio->sockets.head, ws_session_t, eio_link),
                        eio->recoverable);
+    if (answer && eio->get)
+        s_answer_close(&eio->get);
     s_detach(&eio->get, true);
     s_detach(&eio->post, true);
     s_detach(&eio->ws, true);
@@ -160,7 +184,7 @@ static void s_destroy(ws_eio_t *eio)
 
 static void s_close_now(lws_sorted_usec_list_t *sul)
 {
-    s_destroy(lws_container_of(sul, ws_eio_t, close_timer));
+    s_destroy(lws_container_of(sul, ws_eio_t, close_timer), true);
 }
 
 void ws_eio_close(ws_eio_t *eio, const char *reason, bool recoverable)
@@ -284,7 +308,7 @@ void ws_eio_tick(ws_server_t *server, int64_t now_us)
 void ws_eio_shutdown(ws_server_t *server)
 {
     while (server->eio_sessions.head)
-        s_destroy(lws_container_of(server->eio_sessions.head, ws_eio_t, link));
+        s_destroy(lws_container_of(server->eio_sessions.head, ws_eio_t, link), false);
     ws_sio_destroy_saved(server);
 }
 
@@ -339,20 +363,23 @@ static void s_packet(ws_eio_t *eio, struct lws *from, const char *text, size_t s
 
 /* ---- HTTP long-polling ---------------------------------------------------------------------- */
 
-unsigned ws_eio_admit(ws_server_t *server, struct lws *wsi)
+/* The refusals, codes and messages are the reference server's (engine.io verify()). */
+unsigned ws_eio_admit(ws_server_t *server, struct lws *wsi, char body[128])
 {
     char value[64];
     const char *eio = lws_get_urlarg_by_name(wsi, "EIO=", value, sizeof value);
     if (!eio || strcmp(eio, "4") != 0)
-        return HTTP_STATUS_BAD_REQUEST;
+        return s_error_body(5, "Unsupported protocol version", body);
     const char *transport = lws_get_urlarg_by_name(wsi, "transport=", value, sizeof value);
     if (!transport || strcmp(transport, "websocket") != 0)
-        return HTTP_STATUS_BAD_REQUEST;
+        return s_error_body(0, "Transport unknown", body);
     const char *sid = lws_get_urlarg_by_name(wsi, "sid=", value, sizeof value);
     if (sid) {
         ws_eio_t *found = s_find(server, sid);
-        if (!found || found->closing || found->ws || found->probe)
-            return HTTP_STATUS_BAD_REQUEST; /* one WebSocket per session */
+        if (!found || found->closing)
+            return s_error_body(1, "Session ID unknown", body);
+        if (found->ws || found->probe)
+            return s_error_body(3, "Bad request", body); /* one WebSocket per session */
     } else if ((int64_t)(server->sessions.count + server->eio_sessions.count) >=
                server->opt.max_connections) {
         return HTTP_STATUS_SERVICE_UNAVAILABLE;
@@ -625,6 +652,11 @@ int ws_eio_callback(ws_session_t *user, struct lws *wsi, enum lws_callback_reaso
         user->transport_of = NULL;
         return s_post_complete(user, eio, wsi);
     case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (user->eio_close_due) {
+            user->eio_close_due = false;
+            user->eio_role = WS_EIO_NONE;
+            return s_reply(wsi, HTTP_STATUS_OK, "text/plain; charset=UTF-8", "1", 1);
+        }
         if (!eio || wsi != eio->get)
             return 0;
         user->eio_role = WS_EIO_NONE;
@@ -638,6 +670,7 @@ int ws_eio_callback(ws_session_t *user, struct lws *wsi, enum lws_callback_reaso
             return rc;
         }
     case LWS_CALLBACK_CLOSED_HTTP:
+        user->eio_close_due = false;
         free(user->rx);
         user->rx = NULL;
         user->rx_size = 0;

@@ -226,6 +226,7 @@ struct ws_session {
     /* Socket.IO: this wsi carries a transport of an Engine.IO session (WS_EIO_*) */
     uint8_t eio_role;
     bool eio_too_big;
+    bool eio_close_due; /* a held GET of a closed session: answer it with a close packet */
     ws_eio_t *transport_of;
     /* ping bounds: the ping op's bucket, and the bytes the peer sent that were neither messages
      * nor pongs (libwebsockets answers ping frames itself without telling us) */
@@ -273,8 +274,9 @@ void ws_session_free_state(ws_session_t *self);
 /* ---- Engine.IO v4 (ws_engineio.c) and Socket.IO v5 (ws_socketio.c) ------------------------- */
 
 bool ws_eio_path(const ws_server_t *server, const char *uri);
-/* An upgrade to the Socket.IO path: 0, or an HTTP status to refuse with. */
-unsigned ws_eio_admit(ws_server_t *server, struct lws *wsi);
+/* An upgrade to the Socket.IO path: 0 when admitted; else the HTTP status to refuse with, and
+ * the reference server's JSON error body ({"code":N,"message":".."}) in body. */
+unsigned ws_eio_admit(ws_server_t *server, struct lws *wsi, char body[128]);
 /* lws callbacks of the Socket.IO HTTP requests and WebSockets; what the callback returns. */
 int ws_eio_http(ws_server_t *server, ws_session_t *user, struct lws *wsi, const char *uri);
 int ws_eio_callback(ws_session_t *user, struct lws *wsi, enum lws_callback_reasons reason, void *in,

@@ -84,13 +84,17 @@ void ws_sio_release(ws_session_t *self, bool save)
 
 /* ---- frames ---------------------------------------------------------------------------------- */
 
-/* A packet of the namespace: "4" (Engine.IO message) "<type>/<ns>," then the rest. */
+/* A packet of the namespace: "4" (Engine.IO message) "<type>/<ns>," then the rest. The root
+ * namespace "/" has no prefix at all ("4<type><rest>"), as socket.io-parser writes and reads
+ * it: "44//,..." would be a refusal for a namespace called "//" that no client waits for. */
 static ws_frame_t *s_packet_frame(char type, const char *ns, const char *rest)
 {
-    size_t size = (size_t)snprintf(NULL, 0, "4%c/%s,%s", type, ns, rest);
+    bool root = ns[0] == '\0' || strcmp(ns, "/") == 0;
+    const char *format = root ? "4%c%.0s%s" : "4%c/%s,%s";
+    size_t size = (size_t)snprintf(NULL, 0, format, type, ns, rest);
     ws_frame_t *frame = ws_frame_new(size);
     if (frame)
-        snprintf(ws_frame_text(frame), size + 1, "4%c/%s,%s", type, ns, rest);
+        snprintf(ws_frame_text(frame), size + 1, format, type, ns, rest);
     return frame;
 }
 

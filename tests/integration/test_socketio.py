@@ -5,7 +5,9 @@ the same namespaces, auth and history semantics, so the script is the constant."
 import http.server
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -98,6 +100,70 @@ class EngineIOWireTest(HubTestCase):
                          b'"data":{"code":4001}}')
         self.assertEqual(request(query, b"4" * 9000)[0], 413)  # over maxPayload (max_frame)
 
+    def test_root_namespace_overlapping_polls_and_refused_upgrades(self):
+        """Issue 21 #12, on the wire: the root namespace's refusal has no prefix (it was
+        44//,... which socket.io-parser reads as namespace "//"); a second GET while one is held
+        ends the session and the held one gets the close packet (it got no HTTP answer at
+        all); a refused upgrade gets the reference server's JSON error body (it got text)."""
+        port = free_port()
+        self.hub(chains="chain = web\n    sink = ws\n        plugin = websocket\n"
+                 "        listen = 127.0.0.1:%d\n" % port, env=SECRET_ENV,
+                 hub_extra="token_secret = env:LIVEHUB_WS_TEST_SECRET").wait_running("ws")
+
+        def raw(request_text, timeout=10):
+            """(status, content type, body) of one raw HTTP request on its own connection."""
+            with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+                sock.sendall(request_text.encode())
+                data = b""
+                while True:
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    size = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+                    if _ and size and len(body) >= int(size.group(1)):
+                        break
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            if not head:
+                return None, None, b""
+            kind = re.search(rb"(?i)\r\ncontent-type: *([^\r]*)", head)
+            return int(head.split(b" ")[1]), kind and kind.group(1).decode(), body
+
+        def get(path):
+            return raw("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path)
+
+        def post(path, body):
+            return raw("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n"
+                       "Content-Length: %d\r\n\r\n%s" % (path, len(body), body))
+
+        sid = json.loads(get("/socket.io/?EIO=4&transport=polling")[2][1:])["sid"]
+        query = "/socket.io/?EIO=4&transport=polling&sid=" + sid
+        self.assertEqual(post(query, "40")[2], b"ok")
+        self.assertEqual(get(query)[2], b'44{"message":"Invalid namespace"}')
+        # two GETs at once: whichever comes second gets 400, the held one the close packet
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(get(query)))
+                   for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        self.assertEqual(sorted((status, body) for status, _, body in answers),
+                         [(200, b"1"), (400, b'{"code":3,"message":"Bad request"}')])
+        self.assertEqual(get(query)[2], b'{"code":1,"message":"Session ID unknown"}')
+        # refused upgrades: the reference server's codes and messages, as JSON
+        upgrade = ("GET /socket.io/?%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n")
+        json_type = "application/json"
+        self.assertEqual(raw(upgrade % "EIO=4&transport=websocket&sid=nope"),
+                         (400, json_type, b'{"code":1,"message":"Session ID unknown"}'))
+        self.assertEqual(raw(upgrade % "EIO=3&transport=websocket"),
+                         (400, json_type, b'{"code":5,"message":"Unsupported protocol version"}'))
+        self.assertEqual(raw(upgrade % "EIO=4&transport=polling"),
+                         (400, json_type, b'{"code":0,"message":"Transport unknown"}'))
+
 
     def test_empty_post_and_token_exp_near_int64_max(self):
         """Issue 21 #7: an empty POST reached memcpy(dst, NULL, 0), and a token with exp near
@@ -159,7 +225,7 @@ class SocketIOTest(HubTestCase):
         finally:
             publisher.close()
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr + hub.log()[-4000:])
-        self.assertIn("all 8 passed", result.stdout)
+        self.assertIn("all 9 passed", result.stdout)
 
     def test_same_script_against_reference_socketio_server(self):
         server = subprocess.Popen([NODE, os.path.join(SIO_DIR, "reference_server.js")],
@@ -175,7 +241,7 @@ class SocketIOTest(HubTestCase):
             server.wait(10)
             server.stdout.close()
         self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
-        self.assertIn("all 8 passed", result.stdout)
+        self.assertIn("all 9 passed", result.stdout)
 
 
 if __name__ == "__main__":

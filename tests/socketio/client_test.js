@@ -150,6 +150,16 @@ step("acks of client emits: subscribe and unsubscribe narrow the stream", async 
   assert.deepEqual(socket.received.map((e) => [e.name, e.data.id]), [["assignment:created", 11]]);
 });
 
+step("the root namespace, which is not served, reaches connect_error (issue 21 #12)", async () => {
+  // polling first, as io(url + "/") does by default, then websocket only
+  for (const options of [{}, { transports: ["websocket"] }]) {
+    const socket = connect("/", CLIENT, { reconnection: false, ...options });
+    const [error] = await once(socket, "connect_error");
+    assert.equal(error.message, "Invalid namespace");
+    assert.equal(socket.connected, false);
+  }
+});
+
 const reconnecting = { transports: ["websocket"], reconnectionDelay: 1500,
                        reconnectionDelayMax: 1500, randomizationFactor: 0 };
 

@@ -56,6 +56,8 @@ const server = http.createServer((request, response) => {
 const io = new Server(server, {
   connectionStateRecovery: { maxDisconnectionDuration: 120000, skipMiddlewares: true },
 });
+// livehub serves no root namespace: refuse it as it does (socket.io serves "/" by default)
+io.of("/").use((socket, next) => next(new Error("Invalid namespace")));
 const namespaces = ["admin", "client"].map((name) => {
   const nsp = io.of("/" + name);
   nsp.use((socket, next) => {
