@@ -514,6 +514,8 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         case LWS_CALLBACK_CLOSED_HTTP:
             return ws_eio_callback(session, wsi, reason, in, len);
         case LWS_CALLBACK_RECEIVE_PONG:
+            ws_session_pong(session);
+            return 0;
         case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
             return 0;
         default:

@@ -295,6 +295,12 @@ void ws_eio_tick(ws_server_t *server, int64_t now_us)
                 eio->pong_deadline_us = now_us + opt->sio_ping_timeout_s * 1000000;
             s_send_text(eio, "2");
         }
+        /* ping frames over ping_rate (counted by their bytes, ws_session.c) end the session */
+        struct lws *transports[] = {eio->ws, eio->probe};
+        for (size_t i = 0; i < 2 && !eio->closing; i++)
+            if (transports[i] && s_user(transports[i]) &&
+                ws_session_ping_bytes_over(s_user(transports[i]), now_us))
+                ws_eio_close(eio, "too many pings", false);
         if (!eio->closing && eio->probe && eio->upgrade_deadline_us &&
             now_us >= eio->upgrade_deadline_us) {
             s_detach(&eio->probe, true); /* no "5" in time: stay on polling */
@@ -510,6 +516,9 @@ static void s_ws_open(ws_server_t *server, ws_session_t *user, struct lws *wsi)
     const char *sid = lws_get_urlarg_by_name(wsi, "sid=", value, sizeof value);
     ws_eio_t *eio = sid ? s_find(server, sid) : s_create(server, true);
     user->eio_role = WS_EIO_WS;
+    user->server = server;
+    user->wsi = wsi;
+    ws_session_ping_bytes_start(user, ws_now_us());
     if (!eio || eio->closing || (sid && (eio->ws || eio->probe))) {
         lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC);
         return;
@@ -527,6 +536,7 @@ static void s_ws_open(ws_server_t *server, ws_session_t *user, struct lws *wsi)
 static void s_ws_receive(ws_session_t *user, struct lws *wsi, const void *in, size_t len)
 {
     ws_eio_t *eio = user->transport_of;
+    ws_session_ping_bytes_message(user, len);
     if (!eio || eio->closing)
         return;
     if (lws_frame_is_binary(wsi)) {

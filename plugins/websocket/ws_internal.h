@@ -248,6 +248,11 @@ int ws_session_writable(ws_session_t *self);
 void ws_session_closed(ws_session_t *self);
 /* A pong frame from the peer. */
 void ws_session_pong(ws_session_t *self);
+/* The ping bound of a WebSocket (ws_session.c): start counting on self->wsi; count a message's
+ * len bytes; once a second, whether the peer sent more ping bytes than ping_rate allows. */
+void ws_session_ping_bytes_start(ws_session_t *self, int64_t now_us);
+void ws_session_ping_bytes_message(ws_session_t *self, size_t len);
+bool ws_session_ping_bytes_over(ws_session_t *self, int64_t now_us);
 /* Periodic checks: auth deadline, token expiry, idle peer, heartbeat. */
 void ws_session_tick(ws_session_t *self, int64_t now_us);
 /* Delivers a live event to every session that may and wants to see it. */

@@ -583,12 +583,12 @@ static int s_wire_received(ws_session_t *self, uint64_t *bytes)
 /* libwebsockets answers every ping frame itself and never tells the plugin, so ping frames are
  * counted by their bytes: what the peer sent since the last check, less the messages and pongs
  * (and an allowance for their headers), is pings (or close frames). More than ping_rate *
- * WS_PING_BYTES a second closes the connection with 4400. */
-static void s_check_ping_bytes(ws_session_t *self, int64_t now_us)
+ * WS_PING_BYTES a second is over the bound (native: 4400; Engine.IO: the session ends). */
+bool ws_session_ping_bytes_over(ws_session_t *self, int64_t now_us)
 {
     uint64_t received;
     if (s_wire_received(self, &received) != 0)
-        return;
+        return false;
     uint64_t sent = received - self->wire_base;
     uint64_t other = sent > self->wire_known ? sent - self->wire_known : 0;
     int64_t elapsed_us = now_us - self->wire_checked_us;
@@ -596,8 +596,20 @@ static void s_check_ping_bytes(ws_session_t *self, int64_t now_us)
     self->wire_base = received;
     self->wire_known = 0;
     self->wire_checked_us = now_us;
-    if ((double)other > (double)self->server->opt.ping_rate * WS_PING_BYTES * seconds)
-        ws_session_close(self, WS_CLOSE_BAD_REQUEST, "bad request: too many pings");
+    return (double)other > (double)self->server->opt.ping_rate * WS_PING_BYTES * seconds;
+}
+
+void ws_session_ping_bytes_start(ws_session_t *self, int64_t now_us)
+{
+    self->wire_checked_us = now_us;
+    self->wire_known = 0;
+    if (s_wire_received(self, &self->wire_base) != 0) /* the request so far: not pings */
+        self->wire_base = 0;
+}
+
+void ws_session_ping_bytes_message(ws_session_t *self, size_t len)
+{
+    self->wire_known += len + WS_FRAME_OVERHEAD;
 }
 
 void ws_session_pong(ws_session_t *self)
@@ -621,8 +633,8 @@ void ws_session_open(ws_server_t *server, ws_session_t *self, struct lws *wsi)
         setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
     }
     self->ping_tokens = (double)server->opt.ping_rate;
-    self->ping_refill_us = self->wire_checked_us = now;
-    s_wire_received(self, &self->wire_base); /* the request so far: not pings */
+    self->ping_refill_us = now;
+    ws_session_ping_bytes_start(self, now);
     lh_metric_add(server->metrics.accepted, 1);
     lh_metric_set(server->metrics.connections, (double)server->sessions.count);
     ws_auth_open(self);
@@ -637,7 +649,7 @@ void ws_session_receive(ws_session_t *self, const void *in, size_t len)
 {
     ws_server_t *server = self->server;
     self->last_rx_us = ws_now_us();
-    self->wire_known += len + WS_FRAME_OVERHEAD;
+    ws_session_ping_bytes_message(self, len);
     if (self->closing)
         return;
     if (lws_frame_is_binary(self->wsi)) {
@@ -786,9 +798,10 @@ void ws_session_tick(ws_session_t *self, int64_t now_us)
     const ws_options_t *opt = &self->server->opt;
     if (self->closing)
         return;
-    s_check_ping_bytes(self, now_us);
-    if (self->closing)
+    if (ws_session_ping_bytes_over(self, now_us)) {
+        ws_session_close(self, WS_CLOSE_BAD_REQUEST, "bad request: too many pings");
         return;
+    }
     if (!self->authenticated && now_us >= self->auth_deadline_us)
         ws_session_close(self, WS_CLOSE_UNAUTHORIZED, "unauthorized: no auth in time");
     else if (ws_auth_expired(self->server, self->expires, (int64_t)time(NULL)))

@@ -2,18 +2,22 @@
 socket.io-client 4.x: tests/socketio/client_test.js runs against the hub, and the very same
 script runs against a reference socket.io 4.x server (tests/socketio/reference_server.js) with
 the same namespaces, auth and history semantics, so the script is the constant."""
+import asyncio
 import http.server
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import threading
 import time
 import unittest
 import urllib.error
 import urllib.request
+
+import websockets
 
 from hubtest import HubTestCase, free_port
 from test_websocket import SECRET, SECRET_ENV, mint
@@ -203,6 +207,50 @@ class EngineIOWireTest(HubTestCase):
             packets = request(query)[1].split(b"\x1e")
             self.assertNotIn(b"41/client,", packets)
         self.assertIn(b'"%d"]' % event_id, b"".join(packets))
+
+
+    def test_ping_frames_beyond_ping_rate_end_the_session(self):
+        """Issue 21 #7: ping frames on the Engine.IO WebSocket transport were answered without
+        bound (libwebsockets answers them itself); over ping_rate the session ends."""
+        port = free_port()
+        self.hub(chains="chain = web\n    sink = ws\n        plugin = websocket\n"
+                 "        listen = 127.0.0.1:%d\n        ping_rate = 10\n" % port, env=SECRET_ENV,
+                 hub_extra="token_secret = env:LIVEHUB_WS_TEST_SECRET").wait_running("ws")
+        url = "ws://127.0.0.1:%d/socket.io/?EIO=4&transport=websocket" % port
+
+        async def scenario():
+            async with websockets.connect(url, ping_interval=None, close_timeout=2) as ws:
+                self.assertTrue((await asyncio.wait_for(ws.recv(), 10)).startswith("0{"))
+                deadline, waiters = time.monotonic() + 10, []
+                while not ws.closed and time.monotonic() < deadline and len(waiters) < 200000:
+                    try:
+                        waiters.append(await ws.ping(struct.pack(">I", len(waiters))))
+                    except websockets.ConnectionClosed:
+                        break
+                    if len(waiters) % 100 == 0:
+                        await asyncio.sleep(0)
+                try:
+                    while True:
+                        await asyncio.wait_for(ws.recv(), 10)
+                except websockets.ConnectionClosed:
+                    pass
+                except asyncio.TimeoutError:
+                    self.fail("%d ping frames and the session goes on" % len(waiters))
+                for waiter in waiters:
+                    if waiter.done() and not waiter.cancelled():
+                        waiter.exception()
+            # a session within the rate goes on
+            async with websockets.connect(url, ping_interval=None, close_timeout=2) as ws:
+                await asyncio.wait_for(ws.recv(), 10)
+                await ws.send('40/client,{"token":"%s"}' % mint("7", "startup"))
+                self.assertTrue((await asyncio.wait_for(ws.recv(), 10))
+                                .startswith('40/client,{"sid":'))
+                for n in range(8):
+                    await asyncio.wait_for(await ws.ping(struct.pack(">Q", n)), 5)
+                    await asyncio.sleep(0.25)
+                self.assertFalse(ws.closed)
+
+        asyncio.run(asyncio.wait_for(scenario(), 60))
 
 
 class SocketIOTest(HubTestCase):
