@@ -87,7 +87,7 @@ typedef struct {
     lh_metric_t *requests[POLL_KINDS][POLL_CODES];
     lh_metric_t *parked, *streams; /* livehub_polling_parked_clients{kind} */
     lh_metric_t *served[POLL_KINDS]; /* livehub_polling_events_served_total{kind} */
-    lh_metric_t *rendered, *resets, *slow;
+    lh_metric_t *rendered, *resets, *slow, *skipped;
 } poll_metrics_t;
 
 typedef struct poll_limiter poll_limiter_t;
@@ -116,9 +116,13 @@ typedef struct poll_server {
     poll_metrics_t metrics;
     struct presence_link *presence; /* announcements to the presence tracker (poll_presence.c) */
     uint64_t presence_conns;
+    int64_t skips_logged_at; /* poll_skipped: when the last line was logged (µs), 0: never */
+    uint64_t skips_unlogged;
 } poll_server_t;
 
 int64_t poll_now_us(void);
+/* An event that cannot be rendered: counted, and logged at a bounded rate. */
+void poll_skipped(poll_server_t *server, uint64_t id, const char *reason);
 uint64_t poll_hub_last_id(poll_server_t *server);
 /* Counts an answer in livehub_polling_requests_total{kind,code}. */
 void poll_count_answer(poll_server_t *server, int kind, unsigned code);

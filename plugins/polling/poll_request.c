@@ -195,7 +195,8 @@ static bool s_matches(const poll_request_t *self, const lh_event_t *event)
     return false;
 }
 
-/* The token from "Authorization: Bearer ..." or the access_token parameter. */
+/* The token from "Authorization: Bearer ..." or the access_token parameter; "" when one of them
+ * is there but empty (refused: a credential was meant), NULL when there is none. */
 static const char *s_token(struct lws *wsi, char *buffer, size_t size, bool *too_long)
 {
     *too_long = false;
@@ -232,7 +233,9 @@ static int s_authenticate(poll_request_t *self)
     char key[POLL_GRANT_SIZE + 64];
     if (too_long)
         return s_error(self, 401, "unauthorized", "token too long"), 1;
-    if (!token || !*token) {
+    if (token && !*token)
+        return s_error(self, 401, "unauthorized", "empty token (Bearer or access_token)"), 1;
+    if (!token) {
         if (!server->opt.anonymous)
             return s_error(self, 401, "unauthorized",
                            "a token is required (Authorization: Bearer or access_token)"),
@@ -400,8 +403,7 @@ static int s_history_visit(const lh_event_t *event, void *arg)
     lh_error_t err;
     char *json = poll_render_json(event, &err);
     if (!json) {
-        lh_log(c->request->server->io, LH_LOG_ERROR, "event %" PRIu64 " skipped: %s",
-               lh_event_id(event), err.text);
+        poll_skipped(c->request->server, lh_event_id(event), err.text);
         return 0;
     }
     if (c->sse) {
@@ -1072,7 +1074,8 @@ void poll_requests_tick(poll_server_t *server, int64_t now_us, bool check_peers)
             /* it stopped reading: end the stream, it resumes with Last-Event-ID */
             lh_metric_add(server->metrics.slow, 1);
             s_kill(request);
-        } else if (request->expires && now_s > request->expires + server->opt.clock_skew_s) {
+        } else if (request->expires && now_s - server->opt.clock_skew_s > request->expires) {
+            /* (now - skew cannot overflow; exp + skew can, for an exp near INT64_MAX) */
             s_stream_add(request, s_expired, strlen(s_expired));
             request->closing = true;
             lws_callback_on_writable(request->wsi);

@@ -58,6 +58,31 @@ static const lh_option_t s_options[] = {
     {NULL, 0, NULL, false, 0, 0, NULL},
 };
 
+/* ---- events that cannot be served ----------------------------------------------------------- */
+
+/* One line for the first event that cannot be rendered, then at most one per
+ * POLL_SKIP_LOG_PERIOD_US saying how many more there were: a producer sending such events
+ * cannot fill the log. Each one is counted. */
+#define POLL_SKIP_LOG_PERIOD_US 10000000
+
+void poll_skipped(poll_server_t *server, uint64_t id, const char *reason)
+{
+    lh_metric_add(server->metrics.skipped, 1);
+    int64_t now = poll_now_us();
+    if (server->skips_logged_at && now - server->skips_logged_at < POLL_SKIP_LOG_PERIOD_US) {
+        server->skips_unlogged++;
+        return;
+    }
+    if (server->skips_unlogged)
+        lh_log(server->io, LH_LOG_ERROR,
+               "event %" PRIu64 " skipped: %s (and %" PRIu64 " more since the last such line)",
+               id, reason, server->skips_unlogged);
+    else
+        lh_log(server->io, LH_LOG_ERROR, "event %" PRIu64 " skipped: %s", id, reason);
+    server->skips_logged_at = now;
+    server->skips_unlogged = 0;
+}
+
 /* ---- options ------------------------------------------------------------------------------ */
 
 void poll_options_free(poll_options_t *opt)
@@ -204,8 +229,7 @@ static int s_gap_visit(const lh_event_t *event, void *arg)
     poll_entry_t *entry = copy ? poll_ring_push(&fill->server->ring, copy, &err) : NULL;
     if (!entry) {
         lh_event_destroy(&copy);
-        lh_log(fill->server->io, LH_LOG_ERROR, "event %" PRIu64 " skipped: %s", lh_event_id(event),
-               err.text);
+        poll_skipped(fill->server, lh_event_id(event), err.text);
         return 0;
     }
     lh_metric_add(fill->server->metrics.rendered, 1);
@@ -255,7 +279,7 @@ static void s_take_event(poll_server_t *server, void *input)
                 lh_metric_add(server->metrics.rendered, 1);
                 poll_requests_notify(server, entry);
             } else {
-                lh_log(server->io, LH_LOG_ERROR, "event skipped: %s", err.text);
+                poll_skipped(server, lh_event_id(event), err.text);
             }
         }
         lh_event_destroy(&event);
@@ -469,6 +493,8 @@ static void s_register_metrics(poll_server_t *server)
                               "Reset answers (stale id, other epoch, id from the future)");
     m->slow = lh_io_counter(io, "livehub_polling_slow_streams_total",
                             "SSE streams closed because the client did not read");
+    m->skipped = lh_io_counter(io, "livehub_polling_events_skipped_total",
+                               "Events that could not be rendered as JSON (never served)");
     glue_conns_init(&server->conns, (size_t)server->opt.max_connections,
                     server->opt.header_timeout_s, server->opt.keepalive_s,
                     lh_io_gauge(io, "livehub_polling_connections", "Open HTTP connections"),

@@ -270,6 +270,16 @@ class HttpPublishTest(HubTestCase):
             reply = self.read_until_closed(sock)
         self.assertTrue(reply.startswith(b"HTTP/1.1 413"), reply)
         self.assertIn(b'"error":"body_too_large"', reply)
+        # A length of 2^63 or more (once cast to a signed size, negative) or past 2^64: the
+        # same 413 at once (issue 21, finding 7).
+        for length in (b"9223372036854775808", b"18446744073709551615",
+                       b"99999999999999999999999999"):
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:
+                sock.sendall(b"POST /v1/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                             + KEY_ONE.encode() + b"\r\nContent-Length: " + length + b"\r\n\r\n{")
+                reply = self.read_until_closed(sock)
+            self.assertTrue(reply.startswith(b"HTTP/1.1 413"), (length, reply))
+            self.assertIn(b'"error":"body_too_large"', reply)
         # No Content-Length at all: 411, and the connection is closed (what follows on it
         # would be taken for the body).
         with socket.create_connection(("127.0.0.1", self.port), timeout=10) as sock:

@@ -16,6 +16,8 @@ import threading
 import time
 import unittest
 
+import msgpack
+
 from hubtest import HubTestCase, free_port, pack_event
 
 SECRET = "polling-test-secret-42"
@@ -377,6 +379,63 @@ class PollingTest(HubTestCase):
             self.assertEqual((code, body["error"]), (401, error))
             self.assertIn("bearer", head["www-authenticate"].lower())
             self.assertEqual(self.sse_status("/v1/stream?access_token=%s" % tok), 401)
+
+    def test_an_empty_token_is_refused_not_taken_for_anonymous(self):
+        """Issue 21, finding 7: "Authorization: Bearer " with nothing after it was served as an
+        anonymous request; a credential that was meant but is empty is refused."""
+        self.start("anonymous = true\nrate = 0")
+        self.assertEqual(self.get("/v1/events")[0], 200, "anonymous requests are served")
+        for path, headers in (("/v1/events", {"Authorization": "Bearer "}),
+                              ("/v1/events", {"Authorization": "Bearer    "}),
+                              ("/v1/events?access_token=", {}),
+                              ("/v1/events?wait=5&since=0&access_token=", {}),
+                              ("/v1/presence?access_token=", {})):
+            with self.subTest(path=path, headers=headers):
+                code, head, body = self.get(path, headers=headers)
+                self.assertEqual((code, body["error"]), (401, "unauthorized"))
+                self.assertIn("bearer", head["www-authenticate"].lower())
+        self.assertEqual(self.sse_status("/v1/stream?access_token="), 401)
+        self.assertEqual(self.sse_status("/v1/stream", {"Authorization": "Bearer "}), 401)
+
+    def test_a_token_whose_exp_is_near_the_end_of_time_keeps_its_stream(self):
+        """Issue 21, finding 7: exp + clock_skew overflowed for an exp near INT64_MAX (undefined
+        behaviour; wrapped, it ended the stream as expired at once)."""
+        hub = self.start("rate = 0\nheartbeat = 1")
+        exp = 2 ** 63 - 1 - 5
+        tok = token("1", "startup", ttl=exp - int(time.time()))
+        self.assertGreater(json.loads(base64.urlsafe_b64decode(
+            tok.split(".")[1] + "==").decode())["exp"], 2 ** 63 - 1 - 30)
+        stream = SSE(self.port, "/v1/stream?access_token=" + tok)
+        self.assertEqual(stream.status, 200)
+        # a heartbeat is written by the sweep that first checks the token's expiry
+        deadline = time.time() + 15
+        while not stream.comments and time.time() < deadline:
+            self.assertIsNone(stream.next(0.2), "nothing but heartbeats yet")
+        self.assertTrue(stream.comments)
+        event_id = hub.publish("signal:created", {"n": 1})
+        block = stream.next(10)
+        self.assertEqual((block["id"], block["event"]), (str(event_id), "signal:created"))
+        stream.close()
+
+    def test_events_that_cannot_be_rendered_are_counted_and_logged_at_a_bounded_rate(self):
+        """Issue 21, finding 7: one ERROR line per event the sink could not render, unbounded."""
+        hub = self.start("anonymous = true\nrate = 0")
+        push = hub.pusher()
+        count = 300
+        for n in range(count):  # data no JSON can hold: a msgpack ext value
+            push.send_multipart([b"odd:ext", pack_event("odd:ext", msgpack.ExtType(5, b"%d" % n))])
+        last = hub.publish("signal:created", {"after": True})
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            page = self.get("/v1/events?since=0&limit=1000")[2]
+            if page["next"] >= last:
+                break
+            time.sleep(0.05)
+        self.assertEqual([e["type"] for e in page["events"]], ["signal:created"])
+        self.wait_stat("livehub_polling_events_skipped_total", count)
+        lines = [line for line in hub.log().splitlines() if " skipped: " in line]
+        self.assertTrue(lines)
+        self.assertLessEqual(len(lines), 3, "\n".join(lines[:10]))
 
     def test_anonymous_sees_public_only_and_no_secret_means_401(self):
         hub = self.start("anonymous = true\nrate = 0", secret=False)
