@@ -714,7 +714,9 @@ static void s_worker_reap(lh_hub_t *self, lh_worker_t *worker, bool wait)
                        sizeof crash_signal, &clean))
         return;
     self->poll_set_stale = true;
-    if (crash_signal[0]) {
+    /* the hub's own SIGKILL (a child deaf to a stop) is no crash of the plugin */
+    bool asked_to_end = worker->state == S_WORKER_STOPPING || worker->state == S_WORKER_RESTARTING;
+    if (crash_signal[0] && !(asked_to_end && strcmp(crash_signal, "SIGKILL") == 0)) {
         char labels[300];
         snprintf(labels, sizeof labels, "stage=\"%s\",signal=\"%s\"", worker->stage->conf->name,
                  crash_signal);
@@ -783,8 +785,11 @@ static void s_supervise(lh_hub_t *self, int64_t now)
                             s_role_name(stage->conf->role), stage->conf->name, w,
                             worker->last_error);
                 worker->state = S_WORKER_RESTARTING;
-                zmq_send(worker->pipe_core, LH_PIPE_TERM, strlen(LH_PIPE_TERM), ZMQ_DONTWAIT);
                 worker->deadline = now + S_STOP_TIMEOUT_MS;
+                if (zmq_send(worker->pipe_core, LH_PIPE_TERM, strlen(LH_PIPE_TERM),
+                             ZMQ_DONTWAIT) < 0 &&
+                    stage->isolated)
+                    lh_child_kill(&worker->child); /* not even connected: nothing to finish */
             } else if (worker->state == S_WORKER_RESTARTING && stage->isolated &&
                        worker->child.pid && now >= worker->deadline) {
                 /* a child deaf to the stop request is killed; its end is reaped as usual */

@@ -315,6 +315,25 @@ class IsolationTest(HubTestCase):
         pid = self.command(hub, "boom", "info")["pid"]
         self.assertEqual(os.readlink("/proc/%d/exe" % pid), host)
 
+    def test_ready_timeout_restarts_the_child_and_a_deaf_child_is_killed_at_stop(self):
+        hub = self.hub(chains=(
+            "chain = slow\n"
+            "    sink = sluggish\n        plugin = slowstart\n        isolate = process\n"
+            "        delay_ms = 60000\n        ready_timeout = 200\n"
+            "    sink = deaf\n        plugin = slowstart\n        isolate = process\n"
+            "        delay_ms = 60000\n        stuck = true\n        ready_timeout = 600000\n"))
+        hub.wait_log("sink sluggish (plugin slowstart) worker 0 stopped unexpectedly: did not "
+                     "signal ready within 200 ms")
+        worker = self.worker(hub, "sluggish")
+        self.assertEqual(worker["last_error"], "did not signal ready within 200 ms")
+        deaf = wait_until(lambda: [int(p) for p in subprocess.run(
+            ["pgrep", "-P", str(hub.process.pid), "-f", "livehub-stage-host deaf"],
+            capture_output=True, text=True).stdout.split()], what="the deaf child")
+        # it never reads its pipe: the stop waits for it, then kills it; the hub still exits 0
+        hub.stop()
+        self.assertIn("stage deaf worker 0 did not stop within 10000 ms; killing it", hub.log())
+        self.assertTrue(all(process_gone(pid) for pid in deaf))
+
     def test_isolate_key_is_checked(self):
         hub = self.hub(chains="chain = risky\n%s" % crasher(isolate="sandbox"), start=False)
         check = subprocess.run([LIVEHUB_CLI, "check", hub.conf_path], capture_output=True,
