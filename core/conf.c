@@ -18,7 +18,7 @@
 #define S_LINE_MAX 1024          /* zconfig silently cuts longer lines */
 #define S_DEPTH_MAX 8            /* valid confs nest 3 deep; deeper is refused by the scan */
 #define S_PATH_MAX 4096          /* ordinal paths of valid confs stay far below this */
-#define S_LIST_MAX 160           /* "known: a, b, c" lists in messages */
+#define S_LIST_MAX 256           /* "known: a, b, c" lists in messages */
 
 /* Everything one load needs: where errors go and where each node came from. */
 typedef struct {
@@ -398,6 +398,7 @@ typedef enum {
     S_INT,     /* int within [min, max] */
     S_INT64,   /* int64_t within [min, max] */
     S_SIZE,    /* size_t within [min, max] */
+    S_CHOICE,  /* int: the index of the value among the key's space-separated choices */
 } s_kind_t;
 
 /* One key of the hub block; section names a nested block (curve) holding the key. */
@@ -410,6 +411,13 @@ typedef struct {
     size_t offset; /* of the field in lh_hub_conf_t */
     const char *help;
 } s_hub_key_t;
+
+/* The values an S_CHOICE key allows, space-separated, in the order of its field's enum. */
+static const struct {
+    const char *key, *choices;
+} s_hub_choices[] = {
+    {"journal_sync", "interval batch none"}, /* lh_journal_sync_t */
+};
 
 #define S_FIELD(field) offsetof(lh_hub_conf_t, field)
 
@@ -424,9 +432,14 @@ static const s_hub_key_t s_hub_keys[] = {
      "allow tcp endpoints on non-loopback interfaces"},
     {NULL, "history", S_SIZE, "100000", 0, INT64_MAX, S_FIELD(history),
      "events kept for resume (0: none)"},
+    {NULL, "history_bytes", S_SIZE, "67108864", 1024, (int64_t)1 << 40, S_FIELD(history_bytes),
+     "bytes of events kept for resume, at least max_event_size"},
     {NULL, "history_age", S_INT64, "3600", 1, INT64_MAX, S_FIELD(history_age),
      "seconds events are kept for resume"},
     {NULL, "journal", S_TEXT, NULL, 0, 0, S_FIELD(journal), "file keeping history across restarts"},
+    {NULL, "journal_sync", S_CHOICE, "interval", 0, 0, S_FIELD(journal_sync),
+     "when the journal is synced to the disk: interval (each second), batch (before each batch "
+     "is delivered) or none"},
     {NULL, "plugin_dir", S_TEXT, NULL, 0, 0, S_FIELD(plugin_dir), "directory of plugin .so files"},
     {NULL, "max_event_size", S_SIZE, "262144", 1024, 16777216, S_FIELD(max_event_size),
      "largest topic + body accepted, in bytes"},
@@ -501,6 +514,23 @@ static int s_hub_set(s_ctx_t *ctx, const s_hub_key_t *key, const char *value, in
         else
             *(size_t *)field = (size_t)number;
         return 0;
+    case S_CHOICE: {
+        const char *choices = "";
+        for (size_t i = 0; i < sizeof s_hub_choices / sizeof s_hub_choices[0]; i++)
+            if (strcmp(s_hub_choices[i].key, key->name) == 0)
+                choices = s_hub_choices[i].choices;
+        size_t size = strlen(value);
+        int index = 0;
+        for (const char *choice = choices; *choice; index++) {
+            size_t length = strcspn(choice, " ");
+            if (length == size && memcmp(choice, value, size) == 0) {
+                *(int *)field = index;
+                return 0;
+            }
+            choice += length + (choice[length] == ' ');
+        }
+        return s_fail(ctx, line, key->name, "'%s' is not one of: %s", value, choices);
+    }
     }
     if (reason)
         return s_fail(ctx, line, key->name, "%s", reason);
@@ -568,7 +598,8 @@ static int s_load_hub_block(s_ctx_t *ctx, zconfig_t *block, const char *section,
 }
 
 /* Reads the hub block, then checks what spans keys: tcp endpoints stay on loopback unless
- * `public = true`, and curve is configured whole or not at all. */
+ * `public = true`, curve is configured whole or not at all, and history_bytes holds the largest
+ * event. */
 static int s_load_hub(s_ctx_t *ctx, zconfig_t *hub, const char *hub_path, int hub_line)
 {
     if (*zconfig_value(hub))
@@ -594,6 +625,15 @@ static int s_load_hub(s_ctx_t *ctx, zconfig_t *hub, const char *hub_path, int hu
     int curve = s_section_index("curve");
     if (section_lines[curve] && (!conf->curve_server_cert || !conf->curve_clients))
         return s_fail(ctx, section_lines[curve], "curve", "needs both server_cert and clients");
+    /* every event history takes must fit in it */
+    if (conf->history && conf->history_bytes < conf->max_event_size) {
+        size_t key = 0;
+        while (strcmp(s_hub_keys[key].name, "history_bytes") != 0)
+            key++;
+        return s_fail(ctx, lines[key] ? lines[key] : hub_line, "history_bytes",
+                      "%zu is less than max_event_size (%zu): the largest event must fit",
+                      conf->history_bytes, conf->max_event_size);
+    }
     return 0;
 }
 
@@ -1159,7 +1199,8 @@ void lh_hub_conf_destroy(lh_hub_conf_t **self_p)
         return;
     for (size_t i = 0; i < S_HUB_KEY_COUNT; i++) {
         s_kind_t kind = s_hub_keys[i].kind;
-        if (kind != S_BOOL && kind != S_INT && kind != S_INT64 && kind != S_SIZE)
+        if (kind != S_BOOL && kind != S_INT && kind != S_INT64 && kind != S_SIZE &&
+            kind != S_CHOICE)
             free(*(char **)((char *)self + s_hub_keys[i].offset));
     }
     for (size_t i = 0; i < self->stage_count; i++)

@@ -42,8 +42,10 @@ typedef struct lh_hub_conf {
     char *control;            /* default ipc://RUNTIME_DIR/NAME.control (control_endpoint.h) */
     bool public_listen;       /* hub `public = true`: tcp endpoints may bind non-loopback */
     size_t history;           /* events kept (default 100000, 0 disables replay) */
+    size_t history_bytes;     /* bytes of events kept (default 64 MiB, >= max_event_size) */
     int64_t history_age;      /* seconds kept (default 3600) */
     char *journal;            /* path or NULL */
+    int journal_sync;         /* lh_journal_sync_t (default interval) */
     char *plugin_dir;         /* NULL: compiled-in default */
     size_t max_event_size;    /* bytes of topic+body (default 262144) */
     int hwm;                  /* ZeroMQ high-water marks (default 100000) */

@@ -164,7 +164,8 @@ static void s_publish(lh_hub_t *self, s_request_t *request, const char *peer)
     snprintf(src, sizeof src, "ctl:%s", peer);
     uint64_t id;
     lh_error_t err;
-    if (lh_hub_accept(self, &request->frames[1], &request->frames[2], src, NULL, &id, &err) != 0) {
+    if (lh_hub_accept(self, &request->frames[1], &request->frames[2], src, NULL, &id, &err) != 0 ||
+        lh_hub_commit(self, &err) != 0) { /* acknowledged only once journaled */
         s_reply(self, request, "ERR", err.text);
         return;
     }
@@ -648,6 +649,7 @@ bool lh_control_handle(lh_hub_t *self)
 /* ---- the stages' publish endpoint (lh_io_publish) ------------------------------------------ */
 
 #define S_PUBLISH_MAX_FRAMES (3 + 2 * LH_IO_PUBLISH_MAX) /* routing id, seq, stage, events */
+#define S_PUBLISH_ROUND 64 /* requests answered together, after one commit */
 
 /* Checks every event of a request before any is accepted, so a batch is all or nothing; the
  * refusal is counted as the router counts its own, under the publishing stage's source (from, or
@@ -677,48 +679,72 @@ static int s_check_batch(lh_hub_t *self, lh_stage_t *from, zmq_msg_t *events, si
     return 0;
 }
 
+/* A publish request accepted into the pending batch, answered once the batch is committed. */
+typedef struct {
+    zmq_msg_t identity, seq;
+    bool ok;
+    lh_error_t err;
+    uint64_t *ids;
+    size_t count;
+} s_publish_answer_t;
+
 /* Accepts a checked batch through lh_hub_accept, the control PUBLISH path, as the named stage:
- * src is its name, and it does not get its own events back. */
-static void s_publish_batch(lh_hub_t *self, zmq_msg_t *frames, size_t frame_count)
+ * src is its name, and it does not get its own events back. The answer is sent by
+ * s_publish_answer after the commit. */
+static void s_publish_batch(lh_hub_t *self, zmq_msg_t *frames, size_t frame_count,
+                            s_publish_answer_t *answer)
 {
-    zmq_msg_t *identity = &frames[0], *seq = &frames[1];
     char stage_name[LH_TYPE_MAX + 1] = "";
     size_t count = frame_count >= 3 ? (frame_count - 3) / 2 : 0;
-    lh_error_t err = {"malformed publish request"};
-    uint64_t *ids = NULL;
     lh_stage_t *from = NULL;
+    *answer = (s_publish_answer_t){.err = {"malformed publish request"}, .count = count};
+    zmq_msg_init(&answer->identity);
+    zmq_msg_init(&answer->seq);
+    zmq_msg_move(&answer->identity, &frames[0]);
+    zmq_msg_move(&answer->seq, &frames[1]);
     bool ok = frame_count >= 5 && (frame_count - 3) % 2 == 0 &&
               s_frame_text(&frames[2], stage_name, sizeof stage_name);
     for (size_t i = 0; ok && i < self->stage_count && !from; i++)
         if (strcmp(self->stages[i]->conf->name, stage_name) == 0)
             from = self->stages[i];
-    ok = ok && (ids = calloc(count, sizeof *ids)) &&
-         s_check_batch(self, from, &frames[3], count, &err) == 0;
+    ok = ok && (answer->ids = calloc(count, sizeof *answer->ids)) &&
+         s_check_batch(self, from, &frames[3], count, &answer->err) == 0;
     if (ok) {
         for (size_t i = 0; i < count; i++)
             if (lh_hub_accept(self, &frames[3 + 2 * i], &frames[4 + 2 * i], stage_name, from,
-                              &ids[i], NULL) != 0)
-                ids[i] = 0; /* cannot happen after s_check_batch; never a stale id */
+                              &answer->ids[i], NULL) != 0)
+                answer->ids[i] = 0; /* cannot happen after s_check_batch; never a stale id */
     }
-    /* the routing id and seq go back as they came */
-    zmq_msg_send(identity, self->stage_publish, ZMQ_SNDMORE);
-    zmq_msg_send(seq, self->stage_publish, ZMQ_SNDMORE);
-    zmq_send(self->stage_publish, ok ? "OK" : "ERR", ok ? 2 : 3, ZMQ_SNDMORE);
-    if (ok)
-        zmq_send(self->stage_publish, ids, count * sizeof *ids, 0);
-    else
-        zmq_send(self->stage_publish, err.text, strlen(err.text), 0);
-    free(ids);
+    answer->ok = ok;
 }
 
+/* Sends an answer: the routing id and seq as they came, then OK and the ids, or ERR and why. */
+static void s_publish_answer(lh_hub_t *self, s_publish_answer_t *answer)
+{
+    zmq_msg_send(&answer->identity, self->stage_publish, ZMQ_SNDMORE);
+    zmq_msg_send(&answer->seq, self->stage_publish, ZMQ_SNDMORE);
+    zmq_send(self->stage_publish, answer->ok ? "OK" : "ERR", answer->ok ? 2 : 3, ZMQ_SNDMORE);
+    if (answer->ok)
+        zmq_send(self->stage_publish, answer->ids, answer->count * sizeof *answer->ids, 0);
+    else
+        zmq_send(self->stage_publish, answer->err.text, strlen(answer->err.text), 0);
+    zmq_msg_close(&answer->identity);
+    zmq_msg_close(&answer->seq);
+    free(answer->ids);
+}
+
+/* Takes up to S_PUBLISH_ROUND requests, accepts their events, commits them all at once (one
+ * journal write) and only then answers each request. */
 void lh_control_handle_publish(lh_hub_t *self)
 {
-    for (int n = 0; n < 64; n++) {
+    s_publish_answer_t answers[S_PUBLISH_ROUND];
+    size_t answered = 0;
+    for (int n = 0; n < S_PUBLISH_ROUND && !lh_hub_batch_full(self); n++) {
         zmq_msg_t first;
         zmq_msg_init(&first);
         if (zmq_msg_recv(&first, self->stage_publish, ZMQ_DONTWAIT) < 0) {
             zmq_msg_close(&first);
-            return;
+            break;
         }
         size_t capacity = 16, count = 0;
         zmq_msg_t *frames = malloc(capacity * sizeof *frames);
@@ -753,9 +779,18 @@ void lh_control_handle_publish(lh_hub_t *self)
         for (size_t i = kept; i < count; i++)
             zmq_msg_close(&frames[i]);
         if (kept >= 2)
-            s_publish_batch(self, frames, kept);
+            s_publish_batch(self, frames, kept, &answers[answered++]);
         for (size_t i = 0; i < kept; i++)
             zmq_msg_close(&frames[i]);
         free(frames);
     }
+    lh_error_t err;
+    if (lh_hub_commit(self, &err) != 0)
+        for (size_t i = 0; i < answered; i++)
+            if (answers[i].ok) {
+                answers[i].ok = false;
+                answers[i].err = err;
+            }
+    for (size_t i = 0; i < answered; i++)
+        s_publish_answer(self, &answers[i]);
 }

@@ -9,23 +9,26 @@ typedef struct {
     uint64_t id, ts_us;
     zmq_msg_t topic, body;
     char *key;
+    size_t bytes; /* topic + body + key */
 } s_slot_t;
 
 struct lh_history {
     pthread_mutex_t lock;
     s_slot_t *slots;
     size_t capacity, count, oldest; /* ring: oldest slot index and number used */
+    size_t max_bytes, bytes;
     uint64_t max_age_us;
     uint64_t last_id;
     zhashx_t *keys; /* key -> id of the event that carried it */
 };
 
-lh_history_t *lh_history_new(size_t capacity, uint64_t max_age_us)
+lh_history_t *lh_history_new(size_t capacity, size_t max_bytes, uint64_t max_age_us)
 {
     lh_history_t *self = calloc(1, sizeof *self);
     if (!self)
         return NULL;
     self->capacity = capacity;
+    self->max_bytes = max_bytes;
     self->max_age_us = max_age_us;
     self->slots = capacity ? calloc(capacity, sizeof *self->slots) : NULL;
     self->keys = zhashx_new();
@@ -52,6 +55,7 @@ static void s_drop_oldest(lh_history_t *self)
     }
     zmq_msg_close(&slot->topic);
     zmq_msg_close(&slot->body);
+    self->bytes -= slot->bytes;
     self->oldest = (self->oldest + 1) % self->capacity;
     self->count--;
 }
@@ -100,11 +104,18 @@ static void s_add_locked(lh_history_t *self, uint64_t id, uint64_t ts_us, zmq_ms
 {
     self->last_id = id;
     if (self->capacity) {
+        size_t bytes = topic ? zmq_msg_size(topic) + zmq_msg_size(body) + (key ? key_size : 0) : 0;
+        if (bytes > self->max_bytes) /* larger than all history: only its id's place is kept */
+            topic = body = NULL, key = NULL, bytes = 0;
         if (self->count == self->capacity)
+            s_drop_oldest(self);
+        while (self->count && self->bytes + bytes > self->max_bytes)
             s_drop_oldest(self);
         s_slot_t *slot = &self->slots[(self->oldest + self->count) % self->capacity];
         slot->id = id;
         slot->ts_us = ts_us;
+        slot->bytes = bytes;
+        self->bytes += bytes;
         zmq_msg_init(&slot->topic);
         zmq_msg_init(&slot->body);
         if (topic) { /* NULL: an ephemeral event, a placeholder that keeps ids consecutive */
@@ -209,4 +220,12 @@ size_t lh_history_count(lh_history_t *self)
     size_t count = self->count;
     pthread_mutex_unlock(&self->lock);
     return count;
+}
+
+size_t lh_history_bytes(lh_history_t *self)
+{
+    pthread_mutex_lock(&self->lock);
+    size_t bytes = self->bytes;
+    pthread_mutex_unlock(&self->lock);
+    return bytes;
 }

@@ -1,4 +1,4 @@
-/* The hub's history: a bounded ring (by count and age) of stamped events that serves resume
+/* The hub's history: a bounded ring (by count, bytes and age) of stamped events that serves resume
  * requests (`since id`) and the idempotency-key window. Thread-safe: the router adds, plugins and
  * the control endpoint replay. */
 #ifndef LIVEHUB_CORE_HISTORY_H
@@ -12,8 +12,9 @@
 
 typedef struct lh_history lh_history_t;
 
-/* capacity events at most (0: keep none), each for at most max_age_us microseconds. */
-lh_history_t *lh_history_new(size_t capacity, uint64_t max_age_us);
+/* capacity events at most (0: keep none) holding max_bytes of topics, bodies and keys at most, each
+ * for at most max_age_us microseconds: the oldest go first when any bound is reached. */
+lh_history_t *lh_history_new(size_t capacity, size_t max_bytes, uint64_t max_age_us);
 void lh_history_destroy(lh_history_t **self_p);
 
 /* Appends an event whose id should be the previous id + 1 (missing ids, e.g. ephemeral events
@@ -44,5 +45,7 @@ lh_replay_result_t lh_history_since(lh_history_t *self, uint64_t since, const ch
 void lh_history_set_last_id(lh_history_t *self, uint64_t last_id);
 uint64_t lh_history_last_id(lh_history_t *self);
 size_t lh_history_count(lh_history_t *self);
+/* Bytes of topics, bodies and keys held. */
+size_t lh_history_bytes(lh_history_t *self);
 
 #endif

@@ -59,6 +59,17 @@ typedef struct lh_stage {
     char fanout_endpoint[300], emit_endpoint[300];
 } lh_stage_t;
 
+/* An event accepted but not yet committed: stamped and journaled (in the current batch), not yet in
+ * history nor sent anywhere (lh_hub_commit). */
+typedef struct {
+    zmq_msg_t topic, body; /* body: the stamped envelope */
+    uint64_t id, ts_us;
+    char *key; /* idempotency key, or NULL */
+    bool ephemeral;
+    lh_stage_t *from; /* the emitting stage, which does not get it back (or NULL) */
+    const lh_source_counters_t *counted;
+} lh_pending_event_t;
+
 struct lh_hub {
     lh_hub_conf_t *conf;
     zlist_t *old_confs; /* confs replaced by reloads: unchanged stages still point in */
@@ -66,8 +77,11 @@ struct lh_hub {
     lh_registry_t *registry;
     lh_history_t *history;
     lh_journal_t *journal; /* NULL unless the conf names one */
-    bool journal_dirty;
     int64_t journal_synced_at;
+    int64_t journal_error_log; /* next time a journal failure may be logged (zclock_mono) */
+    lh_pending_event_t *pending; /* the batch being accepted (group commit) */
+    size_t pending_count, pending_capacity, pending_bytes;
+    zhashx_t *pending_keys; /* idempotency keys of the pending batch */
     lh_services_t services;
     char epoch[40];
     void *ctx;
@@ -88,18 +102,35 @@ struct lh_hub {
     zlist_t *commands;    /* STAGE requests waiting for their workers' replies (control.c) */
     uint64_t command_seq; /* ids of those requests */
     lh_source_counters_t from_ingress, from_inproc, from_control;
-    lh_metric_t *duplicates, *history_events, *last_id_gauge, *journal_errors;
+    lh_metric_t *duplicates, *history_events, *history_bytes, *last_id_gauge, *journal_errors;
+    lh_metric_t *journal_refused;
     /* isolate = process: made when the first isolated stage starts */
     char *run_dir;                       /* 0700, holds the ipc endpoints */
     lh_stage_services_t *stage_services; /* replay, last_id, metrics for the children */
     bool poll_set_stale;                 /* a child started or ended: its fds changed */
 };
 
-/* Accepts one event from a producer (validate, dedup, stamp, store, fan out). from is the
- * emitting stage, or NULL for the control endpoint (the source it is counted under). On success *id receives the new id (0 for a dropped duplicate) and 0
- * is returned; -1 with a reason when the event is refused (already counted). */
+/* Accepts one event from a producer (validate, dedup, stamp, journal) into the pending batch; it
+ * is stored in history and sent out by the next lh_hub_commit. from is the emitting stage, or NULL
+ * for the control endpoint (the source it is counted under). On success *id receives the new id
+ * (0 for a dropped duplicate) and 0 is returned; -1 with a reason when the event is refused
+ * (already counted). Acknowledge the id only after lh_hub_commit succeeded. */
 int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
                   lh_stage_t *from, uint64_t *id, lh_error_t *err);
+
+/* Commits the pending batch: writes it to the journal (one write, synced by the journal_sync
+ * policy), then stores it in history and sends it to the stages and subscribers. 0; or -1 with a
+ * reason when the journal could not be written: then no event of the batch is delivered or kept
+ * (their ids stay unused) and whoever published them must be told they failed. */
+int lh_hub_commit(lh_hub_t *self, lh_error_t *err);
+
+/* A pending batch is committed once it holds this many events or bytes, at the latest. */
+#define LH_BATCH_MAX_EVENTS 4096
+#define LH_BATCH_MAX_BYTES (8 * 1024 * 1024)
+static inline bool lh_hub_batch_full(const lh_hub_t *self)
+{
+    return self->pending_count >= LH_BATCH_MAX_EVENTS || self->pending_bytes >= LH_BATCH_MAX_BYTES;
+}
 
 /* Re-reads the conf file and applies it (changed stages restart, others keep running).
  * Returns 0, or -1 with a reason (the running conf stays). */

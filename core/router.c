@@ -477,6 +477,89 @@ static bool s_ephemeral(const char *prefixes, const void *topic, size_t topic_si
     return false;
 }
 
+/* True when an event with this idempotency key is in history or in the pending batch. */
+static bool s_has_key(lh_hub_t *self, const lh_span_t *key, uint64_t now)
+{
+    if (lh_history_has_key(self->history, (const char *)key->ptr, key->size, now))
+        return true;
+    char copy[LH_TYPE_MAX + 1];
+    if (self->pending_count == 0 || key->size > LH_TYPE_MAX)
+        return false;
+    memcpy(copy, key->ptr, key->size);
+    copy[key->size] = '\0';
+    return zhashx_lookup(self->pending_keys, copy) != NULL;
+}
+
+/* A free entry at the end of the pending batch (not yet counted in it), or NULL. */
+static lh_pending_event_t *s_pending_slot(lh_hub_t *self)
+{
+    if (self->pending_count == self->pending_capacity) {
+        size_t grown = self->pending_capacity ? self->pending_capacity * 2 : 256;
+        lh_pending_event_t *bigger = realloc(self->pending, grown * sizeof *bigger);
+        if (!bigger)
+            return NULL;
+        self->pending = bigger;
+        self->pending_capacity = grown;
+    }
+    return &self->pending[self->pending_count];
+}
+
+/* Empties the pending batch after it was delivered or refused. */
+static void s_pending_clear(lh_hub_t *self)
+{
+    for (size_t i = 0; i < self->pending_count; i++) {
+        zmq_msg_close(&self->pending[i].topic);
+        zmq_msg_close(&self->pending[i].body);
+        free(self->pending[i].key);
+    }
+    self->pending_count = 0;
+    self->pending_bytes = 0;
+    if (zhashx_size(self->pending_keys))
+        zhashx_purge(self->pending_keys);
+}
+
+int lh_hub_commit(lh_hub_t *self, lh_error_t *err)
+{
+    if (self->pending_count == 0)
+        return 0;
+    if (self->journal &&
+        lh_journal_commit(self->journal, self->last_id,
+                          self->conf->journal_sync == LH_JOURNAL_SYNC_BATCH) != 0) {
+        int error = errno;
+        if (lh_metric_value(self->journal_errors) == 0 || zclock_mono() >= self->journal_error_log)
+            lh_core_log(LH_LOG_ERROR,
+                        "journal: cannot write: %s; %zu events refused (further failures are "
+                        "counted, logged at most every %d s)",
+                        strerror(error), self->pending_count, S_REJECT_LOG_INTERVAL_MS / 1000);
+        self->journal_error_log = zclock_mono() + S_REJECT_LOG_INTERVAL_MS;
+        lh_metric_add(self->journal_errors, 1);
+        lh_metric_add(self->journal_refused, (double)self->pending_count);
+        /* their ids were given but nobody saw them: places without events, like ephemeral ones */
+        for (size_t i = 0; i < self->pending_count; i++)
+            lh_history_add(self->history, self->pending[i].id, self->pending[i].ts_us, NULL, NULL,
+                           NULL, 0);
+        s_pending_clear(self);
+        if (err)
+            lh_error_set(err, "journal: cannot write: %s", strerror(error));
+        return -1;
+    }
+    for (size_t i = 0; i < self->pending_count; i++) {
+        lh_pending_event_t *event = &self->pending[i];
+        if (event->ephemeral)
+            lh_history_add(self->history, event->id, event->ts_us, NULL, NULL, NULL, 0);
+        else
+            lh_history_add(self->history, event->id, event->ts_us, &event->topic, &event->body,
+                           event->key, event->key ? strlen(event->key) : 0);
+        s_fan_out(self, &event->topic, &event->body, event->id, event->from);
+        s_publish(self->events_inproc, &event->topic, &event->body, !self->events_tcp);
+        if (self->events_tcp)
+            s_publish(self->events_tcp, &event->topic, &event->body, true);
+        lh_metric_add(event->counted->accepted, 1);
+    }
+    s_pending_clear(self);
+    return 0;
+}
+
 /* lh_hub_accept with the accept time given: a drained batch shares one clock reading. trust_src:
  * the producer is in-process code (inproc ingest), whose own `src` is kept (a sink stamps
  * client-originated events with the token's user, docs/PRESENCE.md). */
@@ -499,8 +582,7 @@ static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const cha
         goto rejected;
     }
     const lh_span_t *key = &env.value[LH_FIELD_KEY];
-    if (env.has[LH_FIELD_KEY] &&
-        lh_history_has_key(self->history, (const char *)key->ptr, key->size, now)) {
+    if (env.has[LH_FIELD_KEY] && s_has_key(self, key, now)) {
         lh_metric_add(self->duplicates, 1);
         *id = 0;
         return 0;
@@ -513,34 +595,34 @@ static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const cha
     }
     size_t src_size = strlen(src);
     size_t epoch_size = strlen(self->epoch);
-    zmq_msg_t stamped;
-    zmq_msg_init_size(&stamped, lh_envelope_stamped_size(&env, epoch_size, src_size));
+    lh_pending_event_t *event = s_pending_slot(self);
+    if (!event) {
+        lh_error_set(&reason, "out of memory");
+        goto rejected;
+    }
+    zmq_msg_init_size(&event->body, lh_envelope_stamped_size(&env, epoch_size, src_size));
     *id = ++self->last_id;
     lh_envelope_stamp(&env, *id, self->epoch, epoch_size, now, src, src_size,
-                      zmq_msg_data(&stamped));
+                      zmq_msg_data(&event->body));
+    zmq_msg_init(&event->topic);
+    zmq_msg_copy(&event->topic, topic);
+    event->id = *id;
+    event->ts_us = now;
+    event->from = from;
+    event->counted = counted;
     /* An ephemeral event keeps its id's place in history, but nothing a replay would send */
-    bool ephemeral = s_ephemeral(self->conf->ephemeral, zmq_msg_data(topic), topic_size);
-    if (ephemeral)
-        lh_history_add(self->history, *id, now, NULL, NULL, NULL, 0);
-    else
-        lh_history_add(self->history, *id, now, topic, &stamped,
-                       env.has[LH_FIELD_KEY] ? (const char *)key->ptr : NULL, key->size);
-    if (self->journal && !ephemeral) {
-        if (lh_journal_append(self->journal, *id, now, zmq_msg_data(topic), topic_size,
-                              zmq_msg_data(&stamped), zmq_msg_size(&stamped)) != 0) {
-            if (lh_metric_value(self->journal_errors) == 0)
-                lh_core_log(LH_LOG_ERROR, "journal: cannot write: %s (counted from now on)",
-                            strerror(errno));
-            lh_metric_add(self->journal_errors, 1);
-        }
-        self->journal_dirty = true;
+    event->ephemeral = s_ephemeral(self->conf->ephemeral, zmq_msg_data(topic), topic_size);
+    event->key = NULL;
+    if (env.has[LH_FIELD_KEY] && !event->ephemeral) {
+        event->key = strndup((const char *)key->ptr, key->size);
+        if (event->key)
+            zhashx_update(self->pending_keys, event->key, (void *)1);
     }
-    s_fan_out(self, topic, &stamped, *id, from);
-    s_publish(self->events_inproc, topic, &stamped, !self->events_tcp);
-    if (self->events_tcp)
-        s_publish(self->events_tcp, topic, &stamped, true);
-    zmq_msg_close(&stamped);
-    lh_metric_add(counted->accepted, 1);
+    self->pending_count++;
+    self->pending_bytes += topic_size + zmq_msg_size(&event->body);
+    if (self->journal && !event->ephemeral)
+        lh_journal_append(self->journal, *id, now, zmq_msg_data(topic), topic_size,
+                          zmq_msg_data(&event->body), zmq_msg_size(&event->body));
     return 0;
 rejected:
     s_log_reject(self, src, reason.text);
@@ -606,12 +688,15 @@ static void s_drain_ingest(lh_hub_t *self, void *socket, const char *fixed_src, 
         }
         zmq_msg_close(&topic);
         zmq_msg_close(&body);
+        if (lh_hub_batch_full(self))
+            lh_hub_commit(self, NULL);
     }
 }
 
 /* Answers "$hello..." subscriptions so a subscriber learns its subscriptions are active. */
 static void s_handle_subscriptions(lh_hub_t *self, void *xpub)
 {
+    lh_hub_commit(self, NULL); /* the last_id a $hello announces has been sent */
     for (int n = 0; n < S_DRAIN_BATCH; n++) {
         zmq_msg_t message;
         zmq_msg_init(&message);
@@ -881,6 +966,7 @@ static void s_stop_stages(lh_hub_t *self, lh_stage_t **stages, size_t count)
                 }
             }
         }
+        lh_hub_commit(self, NULL);
         if (zmq_poll(items, n, 100) < 0 && errno != EINTR)
             break;
         for (int k = 0; k < n; k++) {
@@ -924,6 +1010,7 @@ static void s_stop_stages(lh_hub_t *self, lh_stage_t **stages, size_t count)
     for (size_t i = 0; i < count; i++) {
         if (stages[i]->emit) /* whatever was emitted right before the exit */
             s_drain_ingest(self, stages[i]->emit, stages[i]->conf->name, stages[i]);
+        lh_hub_commit(self, NULL); /* before the stage, which the batch may point at, goes */
         for (int w = 0; w < stages[i]->worker_count; w++)
             if (stages[i]->workers[w].state == S_WORKER_STOPPING)
                 lh_core_log(LH_LOG_ERROR,
@@ -956,6 +1043,7 @@ static lh_stage_t *s_find_stage(lh_stage_t **stages, size_t count, const char *n
 
 int lh_hub_reload(lh_hub_t *self, lh_error_t *err)
 {
+    lh_hub_commit(self, NULL); /* the batch may point at stages the reload retires */
     lh_hub_conf_t *fresh =
         lh_hub_conf_load(self->conf->path, lh_plugins_lookup, self->plugins, err);
     if (!fresh) {
@@ -1031,11 +1119,16 @@ static void s_make_epoch(char *epoch, size_t size)
         len += snprintf(epoch + len, size - (size_t)len, "%02x", random[i]);
 }
 
-/* Puts one journaled event back into history. */
+/* Puts one journaled event back into history (an id mark: a place without an event). */
 static void s_restore_event(uint64_t id, uint64_t ts_us, const void *topic, size_t topic_size,
                             const void *body, size_t body_size, void *arg)
 {
     lh_hub_t *self = arg;
+    if (!topic) {
+        lh_history_add(self->history, id, ts_us, NULL, NULL, NULL, 0);
+        self->last_id = id;
+        return;
+    }
     lh_envelope_t env;
     zmq_msg_t topic_msg, body_msg;
     zmq_msg_init_size(&topic_msg, topic_size);
@@ -1068,21 +1161,24 @@ static void s_fill_journal(lh_journal_t *journal, void *arg)
     lh_history_since(self->history, since, NULL, 0, 0, s_keep_in_journal, journal, NULL, NULL);
 }
 
-/* Writes the journal out after each burst, syncs it to disk at most once a second, and compacts
+/* Between batches: syncs the journal once a second under journal_sync = interval, and compacts
  * it when it holds more than twice what history keeps. */
 static void s_maintain_journal(lh_hub_t *self, int64_t now)
 {
-    if (!self->journal || !self->journal_dirty)
+    if (!self->journal)
         return;
-    bool sync = now - self->journal_synced_at >= 1000;
-    if (lh_journal_flush(self->journal, sync) != 0)
-        lh_metric_add(self->journal_errors, 1);
-    if (sync)
+    if (lh_journal_unsynced(self->journal) &&
+        self->conf->journal_sync == LH_JOURNAL_SYNC_INTERVAL &&
+        now - self->journal_synced_at >= 1000) {
+        if (lh_journal_sync(self->journal) != 0) {
+            lh_core_log(LH_LOG_ERROR, "journal: cannot sync: %s", strerror(errno));
+            lh_metric_add(self->journal_errors, 1);
+        }
         self->journal_synced_at = now;
-    self->journal_dirty = false;
+    }
     if (lh_journal_wants_compaction(self->journal)) {
         lh_error_t err;
-        if (lh_journal_compact(self->journal, s_fill_journal, self, &err) != 0) {
+        if (lh_journal_compact(self->journal, s_fill_journal, self, self->last_id, &err) != 0) {
             lh_core_log(LH_LOG_ERROR, "journal: compaction failed: %s", err.text);
             lh_metric_add(self->journal_errors, 1);
         }
@@ -1094,7 +1190,8 @@ static int s_open_journal(lh_hub_t *self, lh_error_t *err)
     if (!self->conf->journal)
         return 0;
     self->journal = lh_journal_open(self->conf->journal, self->epoch, sizeof self->epoch,
-                                    self->conf->history, s_restore_event, self, err);
+                                    self->conf->history, self->conf->history_bytes,
+                                    s_restore_event, self, err);
     if (!self->journal)
         return -1;
     lh_history_set_last_id(self->history, self->last_id);
@@ -1137,9 +1234,12 @@ lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err
     self->old_confs = zlist_new();
     self->reject_log = zhashx_new();
     self->registry = lh_registry_new();
-    self->history = lh_history_new(conf->history, (uint64_t)conf->history_age * 1000000u);
+    self->history = lh_history_new(conf->history, conf->history_bytes,
+                                   (uint64_t)conf->history_age * 1000000u);
+    self->pending_keys = zhashx_new();
     self->ctx = zsys_init();
-    if (!self->old_confs || !self->reject_log || !self->registry || !self->history || !self->ctx) {
+    if (!self->old_confs || !self->reject_log || !self->registry || !self->history ||
+        !self->pending_keys || !self->ctx) {
         lh_error_set(err, "out of memory");
         goto failed;
     }
@@ -1181,6 +1281,11 @@ lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err
                            "Events dropped as repeats of an idempotency key", "", NULL, 0);
     self->history_events = lh_registry_metric(r, LH_METRIC_GAUGE, "livehub_history_events",
                                               "Events kept for resume", "", NULL, 0);
+    self->history_bytes = lh_registry_metric(r, LH_METRIC_GAUGE, "livehub_history_bytes",
+                                             "Bytes of events kept for resume", "", NULL, 0);
+    self->journal_refused =
+        lh_registry_metric(r, LH_METRIC_COUNTER, "livehub_journal_refused_events_total",
+                           "Events refused because the journal could not be written", "", NULL, 0);
     self->last_id_gauge = lh_registry_metric(r, LH_METRIC_GAUGE, "livehub_last_event_id",
                                              "Id of the newest event", "", NULL, 0);
     self->journal_errors =
@@ -1269,6 +1374,10 @@ void lh_hub_destroy(lh_hub_t **self_p)
         explicit_bzero(self->token_secret, self->token_secret_size);
         free(self->token_secret);
     }
+    if (self->pending_keys)
+        s_pending_clear(self); /* only a hub that failed to start can have a batch left */
+    free(self->pending);
+    zhashx_destroy(&self->pending_keys);
     lh_journal_destroy(&self->journal);
     lh_history_destroy(&self->history);
     lh_registry_destroy(&self->registry);
@@ -1363,6 +1472,7 @@ static void s_shutdown(lh_hub_t *self)
     s_stop_role(self, LH_STAGE_SOURCE);
     s_stop_role(self, LH_STAGE_FILTER);
     s_stop_role(self, LH_STAGE_SINK);
+    lh_hub_commit(self, NULL);
     int linger = 2000;
     if (self->events_tcp)
         zmq_setsockopt(self->events_tcp, ZMQ_LINGER, &linger, sizeof linger);
@@ -1439,12 +1549,14 @@ int lh_hub_run(lh_hub_t *self)
             if (rebuild)
                 break; /* the stage list may have changed under the remaining items */
         }
+        lh_hub_commit(self, NULL); /* what this round accepted, with one journal write */
         now = zclock_mono();
         s_maintain_journal(self, now);
         s_supervise(self, now);
         lh_control_expire(self, now);
         lh_history_expire(self->history, s_now_us());
         lh_metric_set(self->history_events, (double)lh_history_count(self->history));
+        lh_metric_set(self->history_bytes, (double)lh_history_bytes(self->history));
         lh_metric_set(self->last_id_gauge, (double)self->last_id);
         if (rebuild || self->poll_set_stale) {
             self->poll_set_stale = false;

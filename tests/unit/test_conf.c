@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "conf.h"
+#include "journal.h"
 
 static char s_dir[64];
 static char s_path[128];
@@ -282,6 +283,8 @@ static void test_defaults(void **state)
     assert_false(conf->public_listen);
     assert_int_equal(conf->history, 100000);
     assert_int_equal(conf->history_age, 3600);
+    assert_int_equal(conf->history_bytes, 64 * 1024 * 1024);
+    assert_int_equal(conf->journal_sync, LH_JOURNAL_SYNC_INTERVAL);
     assert_null(conf->journal);
     assert_null(conf->plugin_dir);
     assert_int_equal(conf->max_event_size, 262144);
@@ -509,6 +512,35 @@ static void test_hub_value_types(void **state)
     s_refused("hub\n    public = maybe\n", NULL, 2, "public: 'maybe' is not a boolean");
     s_refused("hub\n    name = a/b\n", NULL, 2, "name: must be letters");
     s_refused("hub\n    journal\n", NULL, 2, "journal: needs a value");
+    s_refused("hub\n    history_bytes = 1023\n", NULL, 2,
+              "history_bytes: 1023 is out of range 1024..1099511627776");
+    s_refused("hub\n    history_bytes = 64M\n", NULL, 2,
+              "history_bytes: '64M' is not a decimal integer");
+    s_refused("hub\n    hwm = 5\n    history_bytes = 100000\n", NULL, 3,
+              "history_bytes: 100000 is less than max_event_size (262144)");
+    s_refused("hub\n    journal_sync = always\n", NULL, 2,
+              "journal_sync: 'always' is not one of: interval batch none");
+}
+
+/* history_bytes below max_event_size is fine when history keeps nothing; the sync policies parse
+ * to lh_journal_sync_t. */
+static void test_history_bytes_and_journal_sync(void **state)
+{
+    (void)state;
+    const char *choices[] = {"interval", "batch", "none"};
+    const lh_journal_sync_t policies[] = {LH_JOURNAL_SYNC_INTERVAL, LH_JOURNAL_SYNC_BATCH,
+                                          LH_JOURNAL_SYNC_NONE};
+    for (int i = 0; i < 3; i++) {
+        char text[200];
+        snprintf(text, sizeof text,
+                 "hub\n    history = 0\n    history_bytes = 1024\n    journal_sync = %s\n",
+                 choices[i]);
+        lh_hub_conf_t *conf = s_load_ok(text, NULL);
+        assert_non_null(conf);
+        assert_int_equal(conf->history_bytes, 1024);
+        assert_int_equal(conf->journal_sync, policies[i]);
+        lh_hub_conf_destroy(&conf);
+    }
 }
 
 static void test_non_loopback_endpoints(void **state)
@@ -988,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_duplicate_hub_key),
         cmocka_unit_test(test_hub_nested_block_refused),
         cmocka_unit_test(test_hub_value_types),
+        cmocka_unit_test(test_history_bytes_and_journal_sync),
         cmocka_unit_test(test_non_loopback_endpoints),
         cmocka_unit_test(test_malformed_endpoints),
         cmocka_unit_test(test_bad_token_secret),
