@@ -57,7 +57,11 @@ typedef struct {
     size_t history;  /* hub history */
     int only;        /* -1: every kind, else the one s_kind_t to run (profiling) */
     bool verbose;
+    const char *journal;      /* hub journal file (emptied before each hub), or NULL */
+    const char *journal_sync; /* its journal_sync policy, or NULL (the default) */
 } s_options_t;
+
+static const char *s_journal_path; /* options.journal, for s_hub_new */
 
 /* One measured run. */
 typedef struct {
@@ -384,6 +388,10 @@ static char *s_write_conf(const s_options_t *options, int hwm)
             "    history = %zu\n"
             "    hwm = %d\n",
             (long)getpid(), options->history, hwm);
+    if (options->journal)
+        fprintf(file, "    journal = %s\n", options->journal);
+    if (options->journal_sync)
+        fprintf(file, "    journal_sync = %s\n", options->journal_sync);
     fclose(file);
     return path;
 }
@@ -448,6 +456,8 @@ static void s_accept_events(lh_hub_t *hub, const s_run_t *run, uint64_t first, u
 static lh_hub_t *s_hub_new(const char *conf_path, lh_plugins_t *plugins)
 {
     lh_error_t err;
+    if (s_journal_path) /* each hub starts a fresh epoch: ids from 1, as the consumer checks */
+        unlink(s_journal_path);
     for (int attempt = 0; attempt < 200; attempt++) {
         lh_hub_conf_t *conf = lh_hub_conf_load(conf_path, NULL, NULL, &err);
         if (!conf)
@@ -647,7 +657,8 @@ static void s_usage(FILE *out)
 {
     fprintf(out,
             "usage: bench_router [--quick] [--events N] [--seconds S] [--runs R] [--warmup W]\n"
-            "                    [--hwm H] [--history H] [--only KIND] [--verbose]\n"
+            "                    [--hwm H] [--history H] [--journal F [--journal-sync P]]\n"
+            "                    [--only KIND] [--verbose]\n"
             "  Measures events/s through ingest -> router -> one subscriber (64 and 256 byte\n"
             "  data) beside raw libzmq inproc PUSH/PULL, and the router thread's CPU per event.\n"
             "  --quick      200000 events, 1 s limit, 1 run (default 2000000, 5 s, 3 runs;\n"
@@ -656,6 +667,8 @@ static void s_usage(FILE *out)
             "  --runs R     runs per case (median)  --hwm H      hub and raw socket hwm\n"
             "  --warmup W   untimed events first (default history + 20000, at least 100000)\n"
             "  --history H  hub history size (default 100000, as livehubd)\n"
+            "  --journal F  the hub journals to file F (emptied before each hub)\n"
+            "  --journal-sync P  with --journal: interval, batch or none (default interval)\n"
             "  --only KIND  raw, relay, hub, drain or accept: run only that measurement\n"
             "               (to profile: perf record -e cpu-clock bench_router --only hub, then\n"
             "               perf report --comm hub-router)\n"
@@ -764,6 +777,12 @@ int main(int argc, char **argv)
         } else if (strcmp(arg, "--history") == 0 && s_number(value, 0, 1e9, &number)) {
             options.history = (size_t)number;
             i++;
+        } else if (strcmp(arg, "--journal") == 0 && value) {
+            options.journal = s_journal_path = value;
+            i++;
+        } else if (strcmp(arg, "--journal-sync") == 0 && value) {
+            options.journal_sync = value;
+            i++;
         } else if (strcmp(arg, "--only") == 0 && value &&
                    (options.only = strcmp(value, "raw") == 0      ? K_RAW
                                    : strcmp(value, "relay") == 0  ? K_RELAY
@@ -841,6 +860,8 @@ int main(int argc, char **argv)
                                          options.target < 1000000 ? options.target : 1000000,
                                          conf_path, plugins);
     unlink(conf_path);
+    if (s_journal_path)
+        unlink(s_journal_path);
     free(conf_path);
 
     printf("\n%-10s %9s %8s %11s %11s %6s %9s %7s  %s\n", "case", "events", "seconds", "events/s",

@@ -166,6 +166,25 @@ class DurabilityTest(HubTestCase):
         self.assertGreater(len(ephemeral_ids), 0)
         hub.stop()
 
+    def test_a_version_1_journal_is_read_and_upgraded(self):
+        hub = self.hub(start=False)
+        journal = os.path.join(hub.dir, "journal")
+        hub.hub_extra = "journal = %s" % journal
+        hub.write_conf("")
+        hub.start()
+        ids = [hub.publish("note:kept", {"n": n}) for n in range(3)]
+        hub.stop()
+        with open(journal, "r+b") as file:
+            header = file.readline()
+            self.assertTrue(header.startswith(b"livehub-journal 2 "), header)
+            file.seek(len(b"livehub-journal "))
+            file.write(b"1")  # what a hub before id marks wrote: the same records
+        hub.start()
+        self.assertEqual([e["id"] for e in hub.replay(0)[2]], ids)
+        self.assertEqual(hub.publish("note:next"), ids[-1] + 1)
+        with open(journal, "rb") as file:
+            self.assertTrue(file.readline().startswith(b"livehub-journal 2 "))
+
 
 def metric(hub, name):
     return hub.status()["metrics"][name]
@@ -238,7 +257,8 @@ class DefaultConfTest(HubTestCase):
             text = text.replace(":%s" % port, ":%d" % free_port())
         text = text.replace("tcp://127.0.0.1:7500", hub.ingress)
         text = text.replace("tcp://127.0.0.1:7501", hub.egress)
-        text = text.replace("ipc://@livehub-control", hub.control_endpoint)
+        text = text.replace("    name = livehub\n",
+                            "    name = livehub\n    control = %s\n" % hub.control_endpoint)
         text = re.sub(r"interval = 5\b", "interval = 1", text)
         with open(hub.conf_path, "w") as conf:
             conf.write(text)
