@@ -143,6 +143,18 @@ int lh_control_bind(void *socket, const char *endpoint, lh_error_t *err)
     return 0;
 }
 
+void lh_control_unlink(void *socket)
+{
+    char endpoint[sizeof((struct sockaddr_un *)0)->sun_path + 16] = "";
+    size_t size = sizeof endpoint;
+    if (!socket || zmq_getsockopt(socket, ZMQ_LAST_ENDPOINT, endpoint, &size) != 0)
+        return;
+    const char *path = s_ipc_path(endpoint);
+    struct stat info;
+    if (path && lstat(path, &info) == 0 && S_ISSOCK(info.st_mode))
+        unlink(path);
+}
+
 /* Reads the decimal number in [from, to): false unless all digits and within 32 bits. */
 static bool s_decimal(const char *from, const char *to, unsigned long *value)
 {

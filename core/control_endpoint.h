@@ -29,6 +29,11 @@ int lh_control_check_free(const char *endpoint, lh_error_t *err);
  * socket file is closed to other users (0600). 0, or -1 with a reason. */
 int lh_control_bind(void *socket, const char *endpoint, lh_error_t *err);
 
+/* Removes the socket file the control socket is bound to (libzmq leaves it behind), before the
+ * socket is closed: a hub starting meanwhile then binds a fresh file rather than losing its own.
+ * Does nothing when the socket never bound (another hub's file stays). */
+void lh_control_unlink(void *socket);
+
 /* The uid in a ZeroMQ ipc Peer-Address ("HOST:UID:GID:PID", SO_PEERCRED). false when the text
  * carries no credentials. */
 bool lh_control_peer_uid(const char *peer_address, uid_t *uid);

@@ -1367,6 +1367,7 @@ void lh_hub_destroy(lh_hub_t **self_p)
     s_close(&self->events_inproc);
     s_close(&self->stage_publish);
     s_close(&self->events_tcp);
+    lh_control_unlink(self->control);
     s_close(&self->control);
     zactor_destroy(&self->auth);
     zcert_destroy(&self->server_cert);

@@ -105,6 +105,10 @@ class ControlAuthTest(HubTestCase):
         self.assertEqual(mine.returncode, 0, mine.stderr)
         self.assertEqual(int(mine.stdout), hub.status()["last_id"])
         self.assertIn("control ipc://%s/livehub/test.control" % run, hub.log())
+        # a clean stop takes the socket file away (libzmq would leave it behind)
+        self.hubs.remove(hub)
+        self.assertEqual(hub.stop(), 0)
+        self.assertFalse(os.path.exists(os.path.join(directory, "test.control")))
 
     def test_another_uid_is_refused_even_when_it_can_reach_the_socket(self):
         # An operator's own path, with permissions that let everyone connect: the peer

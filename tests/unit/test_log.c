@@ -80,18 +80,27 @@ static void s_log(const char *who, const char *format, ...)
     va_end(args);
 }
 
+static time_t s_second(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec;
+}
+
 static void test_a_storm_is_bounded_and_summarised(void **state)
 {
     (void)state;
+    time_t first_second = s_second();
     for (int i = 0; i < S_STORM; i++) {
         s_log("stormy", "bad event %d", i);
         if (i == S_STORM / 2)
             s_log("calm", "still heard");
     }
+    size_t seconds = (size_t)(s_second() - first_second) + 1;
     const char *text = s_captured();
     size_t printed = s_count(text, "[stormy] bad event");
-    /* one second's budget, two when the storm straddles a second */
-    assert_in_range(printed, 1, 2 * S_RATE);
+    /* one second's budget for each second the storm spanned (on a loaded machine, maybe two) */
+    assert_in_range(printed, 1, seconds * S_RATE);
     assert_int_equal(s_count(text, "[calm] still heard"), 1);
 
     /* The summary comes with the source's next line in a later second: tick until it does,
