@@ -17,11 +17,15 @@ static uint64_t s_read_be(const uint8_t *p, int bytes)
     return value;
 }
 
-/* Reads a str header at buf[*pos] (the whole object is known to be in bounds). */
+/* Reads a str at buf[*pos] (*pos < end); -1 when it is no str or does not fit before end. Map
+ * keys are read before anything has scanned them, so the header's own bytes are checked too. */
 static int s_read_str(const uint8_t *buf, size_t end, size_t *pos, lh_span_t *out)
 {
     size_t p = *pos;
     uint8_t tag = buf[p];
+    size_t header = (tag & 0xe0) == 0xa0 ? 1 : tag == 0xd9 ? 2 : tag == 0xda ? 3 : 5;
+    if (header > end - p)
+        return -1;
     size_t len;
     if ((tag & 0xe0) == 0xa0) {
         len = tag & 0x1f;
