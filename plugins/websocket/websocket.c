@@ -502,8 +502,10 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
 {
     ws_server_t *server = lws_context_user(lws_get_context(wsi));
     ws_session_t *session = user;
-    /* Engine.IO transports go to ws_engineio.c */
-    if (session && session->eio_role != WS_EIO_NONE) {
+    /* Engine.IO transports go to ws_engineio.c. (At FILTER_NETWORK_CONNECTION user is lws's
+     * lws_filter_network_conn_args, not a session: reading eio_role there reads past it.) */
+    if (session && reason != LWS_CALLBACK_FILTER_NETWORK_CONNECTION &&
+        session->eio_role != WS_EIO_NONE) {
         switch (reason) {
         case LWS_CALLBACK_RECEIVE:
         case LWS_CALLBACK_SERVER_WRITEABLE:
