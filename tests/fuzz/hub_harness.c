@@ -153,7 +153,7 @@ void fuzz_http_exchange(int port, const uint8_t *data, size_t size)
 {
     size_t text_size;
     char *text = fuzz_hub_substitute(data, size, &text_size);
-    int fd = fuzz_connect(port, 500);
+    int fd = fuzz_connect(port, 300);
     if (fd < 0) {
         fprintf(stderr, "fuzz hub: port %d refused a connection\n", port);
         abort(); /* the hub no longer serves: that is a finding */

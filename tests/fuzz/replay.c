@@ -78,7 +78,8 @@ static int s_run_dir(const char *path)
         count++;
     }
     closedir(dir);
-    qsort(names, count, sizeof *names, s_compare);
+    if (count > 0)
+        qsort(names, count, sizeof *names, s_compare);
     int ran = 0;
     for (size_t i = 0; i < count; i++) {
         struct stat info;
