@@ -17,12 +17,15 @@
 
 #define AT_PAGE_LIMIT 50
 #define AT_MAX_PAGES_PER_DRAIN 200
+/* Quick attempts to create a hook while the base is full (TOO_MANY_WEBHOOKS_IN_BASE), each after
+ * auth_retry; then one attempt per lifecycle_interval. */
+#define AT_CREATE_ATTEMPTS 5
 
 typedef enum { S_OK, S_RETRY, S_GONE, S_STOP } s_result_t;
 
 typedef struct {
     lh_metric_t *pings_accepted, *pings_rejected, *payloads, *events, *skipped, *api_errors,
-        *rate_limited, *cursor, *lag, *last_sync;
+        *rate_limited, *cursor, *lag, *last_sync, *lost, *oversized, *stale_hooks;
 } s_metrics_t;
 
 typedef struct {
@@ -39,7 +42,13 @@ typedef struct {
     char *fixed_secret; /* mac_secret when the hook is not managed */
     int64_t poll_ms, lifecycle_ms, refresh_margin_s, rate_backoff_ms, auth_retry_ms, retry_base_ms;
     /* schedule, monotonic ms */
-    bool ready, drain_pending, hook_invalid;
+    bool ready, drain_pending;
+    /* The hook is to be replaced once its payloads are read (error payload, disabled, expired);
+     * gone: nothing left to read (404). */
+    bool hook_invalid, hook_gone;
+    char retire_why[160];
+    int page_limit;       /* payloads asked per page; lowered while pages outgrow max_page_bytes */
+    int create_refusals;  /* TOO_MANY_WEBHOOKS_IN_BASE answers in a row */
     int64_t backoff_until, next_poll, next_lifecycle;
     int failures;
     char error_kind[32]; /* the error episode in progress, "" when healthy */
@@ -80,7 +89,10 @@ static const lh_option_t s_options[] = {
      "ms between retries after 401/403 or a mapping error"},
     {"retry_base", LH_OPTION_INT, "1000", false, 1, 60000,
      "first back-off in ms after a 5xx or an unreachable API; doubles up to 60 s"},
-    {"requests_per_second", LH_OPTION_INT, "5", false, 1, 50, "request budget per base"},
+    {"requests_per_second", LH_OPTION_INT, "2", false, 1, 50,
+     "requests per second to the base; Airtable allows 5 per base for ALL its clients together"},
+    {"max_page_bytes", LH_OPTION_INT, "16777216", false, 65536, 268435456,
+     "largest payload page read; a larger one is asked again with fewer payloads"},
     {"timeout", LH_OPTION_INT, "20000", false, 100, 300000, "ms for one API request"},
     {"cache_records", LH_OPTION_INT, "10000", false, 0, 1000000,
      "records whose last values are kept (state file) for deletes and sparse creates; LRU"},
@@ -256,15 +268,36 @@ static void s_arm_listener(airtable_t *self)
 static s_result_t s_create_hook(airtable_t *self)
 {
     json_t *watched = at_map_watched_fields(self->map);
-    json_t *spec = json_pack("{s:s, s:{s:{s:{s:[s]}, s:{s:o, s:b}}}}", "notificationUrl",
+    /* tableFields too: a renamed or new field then comes as a payload, and the schema is read
+     * again before the next record change is mapped. */
+    json_t *spec = json_pack("{s:s, s:{s:{s:{s:[s,s]}, s:{s:o, s:b}}}}", "notificationUrl",
                              self->notification_url, "specification", "options", "filters",
-                             "dataTypes", "tableData", "includes", "includeCellValuesInFieldIds",
-                             watched, "includePreviousCellValues", 1);
+                             "dataTypes", "tableData", "tableFields", "includes",
+                             "includeCellValuesInFieldIds", watched, "includePreviousCellValues",
+                             1);
     char path[128];
     snprintf(path, sizeof path, "/v0/bases/%s/webhooks", self->base);
     at_response_t response;
     int rc = at_api_call(self->api, "POST", path, spec, &response);
     json_decref(spec);
+    if (rc == 0 && response.status == 422 && strstr(response.error, "TOO_MANY_WEBHOOKS_IN_BASE")) {
+        /* Someone else's hooks fill the base: a few quick tries (one may be deleted meanwhile),
+         * then one per lifecycle_interval, so the API is not asked every minute forever. */
+        self->create_refusals++;
+        bool giving_up = self->create_refusals >= AT_CREATE_ATTEMPTS;
+        char message[400];
+        snprintf(message, sizeof message,
+                 "cannot create the webhook: the base already has Airtable's maximum (10 per "
+                 "base, 2 per OAuth integration; %.120s). Delete unused webhooks of base %s%s",
+                 response.error, self->base,
+                 giving_up ? "; quick retries given up, next try after lifecycle_interval" : "");
+        if (giving_up && self->create_refusals == AT_CREATE_ATTEMPTS)
+            lh_log(self->io, LH_LOG_ERROR, "%s", message);
+        s_error(self, "webhook_limit", message,
+                giving_up ? self->lifecycle_ms : self->auth_retry_ms);
+        at_response_clear(&response);
+        return S_RETRY;
+    }
     s_result_t result = s_check(self, rc, &response);
     const char *id = json_string_value(json_object_get(response.body, "id"));
     const char *secret = json_string_value(json_object_get(response.body, "macSecretBase64"));
@@ -285,7 +318,10 @@ static s_result_t s_create_hook(airtable_t *self)
         self->state.secret = strdup(secret);
         self->state.expiration = expiry ? strdup(expiry) : NULL;
         self->state.cursor = 1;
-        self->hook_invalid = false;
+        self->hook_invalid = self->hook_gone = false;
+        self->retire_why[0] = '\0';
+        self->next_payload = 0;
+        self->create_refusals = 0;
         if (s_save(self) != 0) {
             result = S_RETRY;
             self->backoff_until = s_now_ms() + self->auth_retry_ms;
@@ -298,7 +334,8 @@ static s_result_t s_create_hook(airtable_t *self)
     return result;
 }
 
-/* Deletes the hook we hold (best effort: it may already be gone) and creates a new one. */
+/* Deletes the hook we hold (best effort: it may already be gone) and creates a new one. Called
+ * once its payloads are read, or when it is gone. */
 static s_result_t s_replace_hook(airtable_t *self, const char *why)
 {
     lh_log(self->io, LH_LOG_WARNING, "replacing webhook %s: %s", self->state.webhook, why);
@@ -331,17 +368,75 @@ static s_result_t s_post_hook(airtable_t *self, const char *action, json_t *body
     return s_check(self, rc, response);
 }
 
-/* Lists the base's hooks: replaces ours when gone or disabled, turns its pings back on, refreshes
- * it before expiry and records how far behind the cursor is. */
+/* Marks the hook for replacement once the drain has read what it still holds: Airtable keeps a
+ * disabled or expired hook's payloads readable for 7 days, and deleting it first loses them. */
+static void s_retire_hook(airtable_t *self, const char *why)
+{
+    if (!self->hook_invalid)
+        lh_log(self->io, LH_LOG_WARNING,
+               "webhook %s %s: reading its remaining payloads, then replacing it",
+               self->state.webhook, why);
+    self->hook_invalid = true;
+    snprintf(self->retire_why, sizeof self->retire_why, "%s", why);
+    self->drain_pending = true;
+}
+
+/* Deletes hooks that this hub made (same notificationUrl) but no longer holds: left behind by a
+ * lost state file or a failed delete. Their MAC secret is gone with the state, so they cannot be
+ * adopted; left alone they would fill the base (10 hooks) and ping for nothing. */
+static void s_delete_stale_hooks(airtable_t *self, const json_t *hooks)
+{
+    size_t i;
+    const json_t *item;
+    json_array_foreach(hooks, i, item)
+    {
+        const char *id = json_string_value(json_object_get(item, "id"));
+        const char *url = json_string_value(json_object_get(item, "notificationUrl"));
+        if (!at_id_valid(id, "ach") || !url || strcmp(url, self->notification_url) != 0 ||
+            strcmp(id, self->state.webhook) == 0)
+            continue;
+        lh_log(self->io, LH_LOG_WARNING,
+               "deleting webhook %s: made by this hub (notificationUrl %s) but not the one in "
+               "the state file (lost or older state)",
+               id, url);
+        char path[160];
+        snprintf(path, sizeof path, "/v0/bases/%s/webhooks/%s", self->base, id);
+        at_response_t response;
+        int rc = at_api_call(self->api, "DELETE", path, NULL, &response);
+        if (rc == 0 && (response.status == 200 || response.status == 404))
+            lh_metric_add(self->metrics.stale_hooks, 1);
+        at_response_clear(&response);
+        if (lh_io_terminated(self->io))
+            return;
+    }
+}
+
+/* Lists the base's hooks: deletes this hub's strays, replaces ours when gone, disabled or
+ * expired (after reading its payloads), turns its pings back on, refreshes it before expiry and
+ * records how far behind the cursor is. */
 static s_result_t s_lifecycle(airtable_t *self)
 {
-    if (self->manage && !self->state.webhook[0])
-        return s_create_hook(self);
     char path[128];
     snprintf(path, sizeof path, "/v0/bases/%s/webhooks", self->base);
     at_response_t response;
     int rc = at_api_call(self->api, "GET", path, NULL, &response);
     s_result_t result = s_check(self, rc, &response);
+    if (result != S_OK) {
+        at_response_clear(&response);
+        if (result == S_GONE)
+            s_error(self, "request", "list webhooks answered 404", self->auth_retry_ms);
+        return result == S_GONE ? S_RETRY : result;
+    }
+    if (self->manage)
+        s_delete_stale_hooks(self, json_object_get(response.body, "webhooks"));
+    if (lh_io_terminated(self->io)) {
+        at_response_clear(&response);
+        return S_STOP;
+    }
+    if (self->manage && !self->state.webhook[0]) {
+        at_response_clear(&response);
+        return s_create_hook(self);
+    }
     const json_t *hook = NULL, *item;
     size_t i;
     json_array_foreach(json_object_get(response.body, "webhooks"), i, item)
@@ -364,18 +459,20 @@ static s_result_t s_lifecycle(airtable_t *self)
                                    : 0));
     }
     at_response_clear(&response);
-    if (result != S_OK && result != S_GONE)
-        return result;
     if (!hook || !enabled || (self->manage && !self->state.secret)) {
         if (!self->manage) {
             s_error(self, "webhook", hook ? "webhook_id is disabled" : "webhook_id not found",
                     self->auth_retry_ms);
             return S_RETRY;
         }
-        return s_replace_hook(self, !hook      ? "gone"
-                                    : !enabled ? "disabled"
-                                               : "its MAC secret is not in the state");
+        if (!hook)
+            return s_replace_hook(self, "gone");
+        s_retire_hook(self, !enabled ? "is disabled or expired (isHookEnabled false)"
+                                     : "has no MAC secret in the state");
+        return S_OK;
     }
+    if (self->hook_invalid)
+        return S_OK; /* being read before its replacement */
     if (self->manage && !notifying) {
         lh_log(self->io, LH_LOG_WARNING, "pings were disabled by Airtable; re-enabling");
         result =
@@ -387,7 +484,20 @@ static s_result_t s_lifecycle(airtable_t *self)
     }
     time_t expires = s_parse_time(expiry); /* copied: the answer is freed above */
     if (self->manage && expires && expires - time(NULL) < self->refresh_margin_s) {
-        result = s_post_hook(self, "refresh", NULL, &response);
+        snprintf(path, sizeof path, "/v0/bases/%s/webhooks/%s/refresh", self->base,
+                 self->state.webhook);
+        rc = at_api_call(self->api, "POST", path, NULL, &response);
+        if (rc == 0 && response.status == 422) {
+            /* Refresh only works on an active hook: this one has expired (whatever the list
+             * says). Retrying would fail the same way every time. */
+            char why[160];
+            snprintf(why, sizeof why, "cannot be refreshed (%.100s): it has expired",
+                     response.error);
+            at_response_clear(&response);
+            s_retire_hook(self, why);
+            return S_OK;
+        }
+        result = s_check(self, rc, &response);
         const char *renewed = json_string_value(json_object_get(response.body, "expirationTime"));
         if (result == S_OK && renewed) {
             free(self->state.expiration);
@@ -436,14 +546,70 @@ static int s_refresh_schema(airtable_t *self)
     if (fresh && at_map_resolve(fresh, response.body, &err) == 0) {
         at_map_destroy(&self->map);
         self->map = fresh;
-        lh_log(self->io, LH_LOG_INFO, "a payload named unknown fields or tables: schema re-read");
+        lh_log(self->io, LH_LOG_INFO,
+               "a payload named unknown or changed fields or tables: schema re-read");
     } else {
+        /* Most often a mapped field was renamed: keep following it by id, under its new name
+         * in events, and say which map entry to update. */
         lh_log(self->io, LH_LOG_WARNING, "schema re-read, but kept the previous mapping: %s",
                err.text);
         at_map_destroy(&fresh);
     }
+    json_t *renames = at_map_follow_renames(self->map, response.body);
+    size_t i;
+    const json_t *rename;
+    json_array_foreach(renames, i, rename)
+    {
+        lh_log(self->io, LH_LOG_WARNING,
+               "field '%s' of table '%s' is now named '%s': events carry the new name; the "
+               "map's rules still know it as '%s' (update the map)",
+               json_string_value(json_object_get(rename, "from")),
+               json_string_value(json_object_get(rename, "table")),
+               json_string_value(json_object_get(rename, "to")),
+               json_string_value(json_object_get(rename, "from")));
+    }
+    json_decref(renames);
     at_response_clear(&response);
     return 0;
+}
+
+/* Payloads first..last will never be read: said in the log, a counter and a sync:gap event, so
+ * an admin knows the records changed then may be stale in whatever the events feed. */
+static void s_lost(airtable_t *self, uint64_t first, uint64_t last, const char *reason,
+                   const char *why)
+{
+    uint64_t missed = last - first + 1;
+    lh_metric_add(self->metrics.lost, (double)missed);
+    lh_log(self->io, LH_LOG_WARNING,
+           "payloads %" PRIu64 "..%" PRIu64 " of webhook %s (%" PRIu64 ") %s: their changes are "
+           "lost (sync:gap)",
+           first, last, self->state.webhook, missed, why);
+    s_sync_event(self, "sync:gap",
+                 json_pack("{s:I, s:I, s:I, s:s}", "from", (json_int_t)first, "to",
+                           (json_int_t)last, "missed", (json_int_t)missed, "reason", reason));
+}
+
+/* A page outgrew max_page_bytes: ask for half as many payloads; when a single payload is too
+ * big, skip it (counted, sync:gap) rather than stall on it forever. 1: go on. */
+static int s_oversized_page(airtable_t *self)
+{
+    if (self->page_limit > 1) {
+        self->page_limit /= 2;
+        lh_log(self->io, LH_LOG_WARNING,
+               "a page of payloads from %" PRIu64 " is larger than max_page_bytes: asking for %d "
+               "at a time",
+               self->state.cursor, self->page_limit);
+        return 1;
+    }
+    lh_metric_add(self->metrics.oversized, 1);
+    s_lost(self, self->state.cursor, self->state.cursor, "oversized",
+           "is larger than max_page_bytes on its own and was skipped");
+    self->state.cursor++;
+    if (s_save(self) != 0) {
+        self->backoff_until = s_now_ms() + self->auth_retry_ms;
+        return -1;
+    }
+    return 1;
 }
 
 /* One page: 1 when more may follow, 0 when drained, -1 on failure (retry scheduled). */
@@ -451,12 +617,18 @@ static int s_drain_page(airtable_t *self, json_t *totals)
 {
     char path[200];
     snprintf(path, sizeof path, "/v0/bases/%s/webhooks/%s/payloads?cursor=%" PRIu64 "&limit=%d",
-             self->base, self->state.webhook, self->state.cursor, AT_PAGE_LIMIT);
+             self->base, self->state.webhook, self->state.cursor, self->page_limit);
     at_response_t response;
     int rc = at_api_call(self->api, "GET", path, NULL, &response);
+    if (rc != 0 && response.too_big) {
+        at_response_clear(&response);
+        return s_oversized_page(self);
+    }
     s_result_t result = s_check(self, rc, &response);
     if (result == S_GONE) {
-        self->hook_invalid = true;
+        if (!self->hook_invalid)
+            snprintf(self->retire_why, sizeof self->retire_why, "list payloads answered 404");
+        self->hook_invalid = self->hook_gone = true;
         at_response_clear(&response);
         return -1;
     }
@@ -484,6 +656,12 @@ static int s_drain_page(airtable_t *self, json_t *totals)
     }
     if (count > 0 && json_integer_value(json_object_get(totals, "payloads")) == 0)
         s_sync_event(self, "sync:started", json_object());
+    /* Payload numbers are consecutive: a page that starts past the cursor means Airtable
+     * deleted the ones in between (7-day retention) before they were read. */
+    uint64_t first = (uint64_t)next - count;
+    if (count > 0 && first > self->state.cursor)
+        s_lost(self, self->state.cursor, first - 1, "retention",
+               "deleted by Airtable (7-day retention) before they were read");
     /* New fields or tables since the last schema read: read it before mapping the page, so
      * their values go out by name; then the ids count as seen, so they never ask twice. */
     bool stale = false;
@@ -509,6 +687,8 @@ static int s_drain_page(airtable_t *self, json_t *totals)
             snprintf(message, sizeof message, "error payload %" PRIu64 ": %s", ref.number,
                      code ? code : "(no code)");
             s_error(self, "webhook", message, 0);
+            if (!self->hook_invalid)
+                snprintf(self->retire_why, sizeof self->retire_why, "%s", message);
             self->hook_invalid = true;
             continue;
         }
@@ -558,6 +738,8 @@ static void s_drain(airtable_t *self)
      * back-off (or at once for a gone hook, replaced below). */
     if (rc != 0)
         self->drain_pending = true;
+    else
+        self->page_limit = AT_PAGE_LIMIT; /* a smaller page was for that backlog only */
     if (rc >= 0 && !self->hook_invalid) {
         s_recovered(self);
         lh_metric_set(self->metrics.last_sync, (double)time(NULL));
@@ -574,9 +756,14 @@ static void s_drain(airtable_t *self)
         s_sync_event(self, "sync:completed", json_incref(totals));
     }
     json_decref(totals);
+    /* Replaced only once everything it holds is read (or it is gone). */
     if (self->hook_invalid && self->manage && !lh_io_terminated(self->io) &&
-        s_replace_hook(self, "error payload or 404 on list payloads") == S_OK)
-        self->drain_pending = true;
+        (rc == 0 || self->hook_gone)) {
+        char why[sizeof self->retire_why];
+        snprintf(why, sizeof why, "%s", self->retire_why[0] ? self->retire_why : "invalid");
+        if (s_replace_hook(self, why) == S_OK)
+            self->drain_pending = true;
+    }
 }
 
 /* Resolves the map and makes sure the hook exists; ready afterwards. */
@@ -619,6 +806,7 @@ static void *airtable_create(lh_io_t *io)
         return NULL;
     self->io = io;
     self->state.cursor = 1;
+    self->page_limit = AT_PAGE_LIMIT;
     if (at_curl_acquire() != 0) {
         lh_log(io, LH_LOG_ERROR, "libcurl cannot be initialised");
         free(self);
@@ -646,6 +834,12 @@ static void *airtable_create(lh_io_t *io)
         lh_io_gauge(io, "livehub_airtable_cursor", "Next payload cursor (persisted)"),
         lh_io_gauge(io, "livehub_airtable_cursor_lag", "Payloads known to be waiting"),
         lh_io_gauge(io, "livehub_airtable_last_sync_seconds", "Unix time of the last good drain"),
+        lh_io_counter(io, "livehub_airtable_payloads_lost_total",
+                      "Payloads never read: deleted by retention first, or too large (sync:gap)"),
+        lh_io_counter(io, "livehub_airtable_payloads_oversized_total",
+                      "Payloads skipped because one alone is larger than max_page_bytes"),
+        lh_io_counter(io, "livehub_airtable_stale_webhooks_deleted_total",
+                      "Webhooks of this hub found in the base but not in the state, deleted"),
     };
     const char *listen = lh_conf_get(conf, "listen");
     const char *colon = strrchr(listen, ':');
@@ -670,6 +864,8 @@ static void *airtable_create(lh_io_t *io)
                    (int)s_conf_int(conf, "requests_per_second"), s_conf_int(conf, "timeout"));
     memset(token, 0, token_size);
     free(token);
+    if (self->api)
+        at_api_set_max_response(self->api, (size_t)s_conf_int(conf, "max_page_bytes"));
     if (!self->manage) {
         size_t size = 0;
         self->fixed_secret = lh_io_secret(io, "mac_secret", &size, &err);

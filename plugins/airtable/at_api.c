@@ -12,8 +12,9 @@
 #include <livehub/codec.h>
 #include "at_internal.h"
 
-/* Answers larger than this are refused: a payload page of 50 is far smaller. */
-#define AT_RESPONSE_MAX (16 << 20)
+/* Answers larger than this are refused by default (a page of 50 payloads is normally far
+ * smaller); the drain asks for fewer payloads when a page outgrows it. */
+#define AT_RESPONSE_MAX ((size_t)16 << 20)
 
 struct at_api {
     lh_io_t *io;
@@ -21,13 +22,14 @@ struct at_api {
     char *base_url;
     char *auth_header;
     long timeout_ms;
+    size_t max_response;
     int64_t spacing_ns; /* between request starts */
     int64_t last_request_ns;
 };
 
 typedef struct {
     char *data;
-    size_t size;
+    size_t size, max;
     bool too_big;
 } s_buffer_t;
 
@@ -83,7 +85,7 @@ static size_t s_collect(char *data, size_t size, size_t count, void *arg)
 {
     s_buffer_t *buffer = arg;
     size_t length = size * count;
-    if (buffer->size + length > AT_RESPONSE_MAX) {
+    if (buffer->size + length > buffer->max) {
         buffer->too_big = true;
         return 0;
     }
@@ -109,6 +111,7 @@ at_api_t *at_api_new(lh_io_t *io, const char *base_url, const char *token, int p
     self->base_url = strdup(base_url);
     self->auth_header = malloc(header_size);
     self->timeout_ms = timeout_ms;
+    self->max_response = AT_RESPONSE_MAX;
     self->spacing_ns = 1000000000 / (per_second > 0 ? per_second : 1);
     if (!self->curl || !self->base_url || !self->auth_header) {
         at_api_destroy(&self);
@@ -119,6 +122,11 @@ at_api_t *at_api_new(lh_io_t *io, const char *base_url, const char *token, int p
         self->base_url[--length] = '\0';
     snprintf(self->auth_header, header_size, "Authorization: Bearer %s", token);
     return self;
+}
+
+void at_api_set_max_response(at_api_t *self, size_t bytes)
+{
+    self->max_response = bytes;
 }
 
 void at_response_clear(at_response_t *response)
@@ -163,7 +171,7 @@ int at_api_call(at_api_t *self, const char *method, const char *path, const json
     headers = curl_slist_append(headers, "Accept: application/json");
     if (payload)
         headers = curl_slist_append(headers, "Content-Type: application/json");
-    s_buffer_t buffer = {NULL, 0, false};
+    s_buffer_t buffer = {NULL, 0, self->max_response, false};
     CURL *curl = self->curl;
     curl_easy_reset(curl);
     curl_easy_setopt(curl, CURLOPT_URL, url);
@@ -186,9 +194,14 @@ int at_api_call(at_api_t *self, const char *method, const char *path, const json
     curl_slist_free_all(headers);
     free(payload);
     int rc = 0;
-    if (code != CURLE_OK) {
+    if (code != CURLE_OK && buffer.too_big) {
+        response->too_big = true;
+        snprintf(response->error, sizeof response->error, "%s %s: answer larger than %zu bytes",
+                 method, path, self->max_response);
+        rc = -1;
+    } else if (code != CURLE_OK) {
         snprintf(response->error, sizeof response->error, "%s %s: %s", method, path,
-                 buffer.too_big ? "answer larger than 16 MiB" : curl_easy_strerror(code));
+                 curl_easy_strerror(code));
         rc = -1;
     } else {
         curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &response->status);

@@ -49,6 +49,7 @@ typedef struct {
     long status;     /* HTTP status; 0 when no answer (connection refused, timeout, abort) */
     json_t *body;    /* parsed JSON body or NULL */
     char error[256]; /* transport error or the API's error type and message */
+    bool too_big;    /* the answer outgrew the bound (at_api_set_max_response); no body */
 } at_response_t;
 
 at_api_t *at_api_new(lh_io_t *io, const char *base_url, const char *token, int per_second,
@@ -58,6 +59,8 @@ at_api_t *at_api_new(lh_io_t *io, const char *base_url, const char *token, int p
 int at_api_call(at_api_t *self, const char *method, const char *path, const json_t *body,
                 at_response_t *response);
 void at_response_clear(at_response_t *response);
+/* Answers larger than bytes are cut off and reported as too_big (default 16 MiB). */
+void at_api_set_max_response(at_api_t *self, size_t bytes);
 void at_api_destroy(at_api_t **self_p);
 /* libcurl's global state, counted so it is set up once per process. */
 int at_curl_acquire(void);
@@ -94,6 +97,10 @@ bool at_map_knows(const at_map_t *self, const json_t *payload);
 /* Takes the payload's unknown ids as known, so one that a new schema does not explain either
  * (deleted since) asks for no further reads. */
 void at_map_mark_seen(at_map_t *self, const json_t *payload);
+/* Follows renames: for each field id of a mapped table that the schema names differently, events
+ * carry the new name from now on while the map's rules keep their old name (bound by id). Returns
+ * the renames as an array of {"table", "from", "to"} (new reference). */
+json_t *at_map_follow_renames(at_map_t *self, const json_t *schema);
 /* The field ids whose values every payload should carry (includeCellValuesInFieldIds). */
 json_t *at_map_watched_fields(const at_map_t *self);
 

@@ -220,8 +220,11 @@ static int s_resolve_table(s_table_t *table, const json_t *schema_table, lh_erro
         const char *type = json_string_value(json_object_get(field, "type"));
         if (!fid || !name)
             continue;
+        /* "name" is what events say, "bound" what the map's rules say: the same until a
+         * rename is followed (at_map_follow_renames). */
         json_object_set_new(table->by_id, fid,
-                            json_pack("{s:s, s:s}", "name", name, "type", type ? type : ""));
+                            json_pack("{s:s, s:s, s:s}", "name", name, "bound", name, "type",
+                                      type ? type : ""));
         json_object_set_new(table->by_name, name, json_string(fid));
     }
     const json_t *item;
@@ -373,6 +376,48 @@ void at_map_mark_seen(at_map_t *self, const json_t *payload)
     }
 }
 
+json_t *at_map_follow_renames(at_map_t *self, const json_t *schema)
+{
+    json_t *renames = json_array();
+    const json_t *tables = json_object_get(schema, "tables"), *entry;
+    size_t e;
+    json_array_foreach(tables, e, entry)
+    {
+        const char *tid = json_string_value(json_object_get(entry, "id"));
+        for (size_t t = 0; tid && t < self->count; t++) {
+            s_table_t *table = &self->tables[t];
+            if (strcmp(table->id, tid) != 0)
+                continue;
+            size_t i;
+            const json_t *field;
+            json_array_foreach(json_object_get(entry, "fields"), i, field)
+            {
+                const char *fid = json_string_value(json_object_get(field, "id"));
+                const char *name = json_string_value(json_object_get(field, "name"));
+                const char *type = json_string_value(json_object_get(field, "type"));
+                if (!fid || !name)
+                    continue;
+                json_t *known = json_object_get(table->by_id, fid);
+                const char *was = json_string_value(json_object_get(known, "name"));
+                if (was && strcmp(was, name) == 0)
+                    continue;
+                if (was)
+                    json_array_append_new(renames, json_pack("{s:s, s:s, s:s}", "table",
+                                                             table->name, "from", was, "to", name));
+                /* A field new to the map (or only seen as a nameless id) is bound by its name,
+                 * unless the map already means another field by that name. */
+                const char *bound = json_string_value(json_object_get(known, "bound"));
+                json_t *entry_new = json_pack("{s:s, s:s, s:s}", "name", name, "bound",
+                                              bound ? bound : name, "type", type ? type : "");
+                if (!bound && !json_object_get(table->by_name, name))
+                    json_object_set_new(table->by_name, name, json_string(fid));
+                json_object_set_new(table->by_id, fid, entry_new);
+            }
+        }
+    }
+    return renames;
+}
+
 json_t *at_map_watched_fields(const at_map_t *self)
 {
     json_t *ids = json_array();
@@ -450,7 +495,9 @@ static bool s_wanted_field(const s_table_t *table, const char *name)
 }
 
 /* cells {fld: V2} -> {name: plain} into out, for the table's known fields; names of the cells in
- * changed_out when given. Fields missing from the schema (added since start) are skipped. */
+ * changed_out when given. Fields missing from the schema (added since start) are skipped.
+ * only_wanted: the event's view (the map's fields, by their current names); otherwise the rules'
+ * view (every field, by the name the map knows it by: audiences, public_when). */
 static void s_name_cells(const s_table_t *table, const json_t *cells, json_t *out,
                          json_t *changed_out, bool only_wanted)
 {
@@ -459,9 +506,14 @@ static void s_name_cells(const s_table_t *table, const json_t *cells, json_t *ou
     json_object_foreach((json_t *)cells, fid, value)
     {
         const json_t *field = json_object_get(table->by_id, fid);
+        const char *bound = json_string_value(json_object_get(field, "bound"));
         const char *name = json_string_value(json_object_get(field, "name"));
-        if (!name || (only_wanted && !s_wanted_field(table, name)))
+        if (!bound)
+            bound = name;
+        if (!name || (only_wanted && !s_wanted_field(table, bound)))
             continue;
+        if (!only_wanted)
+            name = bound;
         json_object_set_new(out, name,
                             s_plain(value, json_string_value(json_object_get(field, "type"))));
         if (changed_out)
@@ -727,7 +779,10 @@ static int s_changed(s_context_t *context, const json_t *records, size_t *skippe
             json_t *old = previous && json_object_get(previous, fid)
                               ? s_plain(json_object_get(previous, fid), type)
                               : json_null();
-            json_t *data = json_pack("{s:s, s:o, s:o, s:O, s:O}", "field", field, "value", value,
+            const char *shown =
+                json_string_value(json_object_get(json_object_get(table->by_id, fid), "name"));
+            json_t *data = json_pack("{s:s, s:o, s:o, s:O, s:O}", "field", shown ? shown : field,
+                                     "value", value,
                                      "previousValue", old, "fields", now, "changed", changed);
             rc = s_emit(context, record, json_string_value(suffix), data, values);
         }

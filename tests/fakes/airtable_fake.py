@@ -20,6 +20,14 @@ Choices where the spec says "unconfirmed" (U):
 - ping retries: `ping_retry_base` * 2**n seconds, `ping_retries` times, then
   areNotificationsEnabled turns false (payloads keep being stored).
 - secret: 32 random bytes, base64.
+- whether isHookEnabled turns false on expiry: yes by default (`expiry_disables`); with
+  expiry_disables=False an expired hook is listed enabled and only refresh (422) tells.
+- a stored cursor that points into payloads deleted by retention: the page starts at the oldest
+  payload still kept (so its implicit numbering skips ahead).
+- `page_cap` (default 50): the most payloads a page holds, whatever the limit; the real API may
+  also return fewer than `limit` (mightHaveMore says whether more wait).
+- hooks whose dataTypes include tableFields get a payload for each field added or renamed
+  (createdFieldsById / changedFieldsById, with previous when includePreviousFieldDefinitions).
 """
 import base64
 import datetime
@@ -94,9 +102,10 @@ class Hook:
     def gone(self, now):
         return now >= self.expiration + 7 * 86400
 
-    def as_json(self, now):
+    def as_json(self, now, expiry_disables=True):
+        enabled = self.active(now) if expiry_disables else self.enabled
         body = {"id": self.id, "areNotificationsEnabled": self.notifications,
-                "cursorForNextPayload": self.next_cursor, "isHookEnabled": self.active(now),
+                "cursorForNextPayload": self.next_cursor, "isHookEnabled": enabled,
                 "lastSuccessfulNotificationTime": self.last_success, "notificationUrl": self.url,
                 "expirationTime": iso(self.expiration), "lastNotificationResult": self.last_result,
                 "specification": self.spec}
@@ -107,13 +116,16 @@ class FakeAirtable:
     """Run with start(); stop() ends the server and every ping thread."""
 
     def __init__(self, rate_limit=5, token_rate_limit=50, penalty=30.0, ping_retry_base=10.0,
-                 ping_retries=13, ping_timeout=25.0, hook_ttl=7 * 86400, ping_delay=0.05):
+                 ping_retries=13, ping_timeout=25.0, hook_ttl=7 * 86400, ping_delay=0.05,
+                 expiry_disables=True, page_cap=50):
         self.lock = threading.RLock()
         self.tokens = {}
         self.bases = {}
         self.rate_limit, self.token_rate_limit, self.penalty = rate_limit, token_rate_limit, penalty
         self.ping_retry_base, self.ping_retries = ping_retry_base, ping_retries
         self.ping_timeout, self.hook_ttl, self.ping_delay = ping_timeout, hook_ttl, ping_delay
+        self.expiry_disables, self.page_cap = expiry_disables, page_cap
+        self.request_times = []  # (time, method, path) of each authorised API request
         self.recent = {}       # base or token -> [request times]
         self.penalty_until = {}
         self.faults = []       # statuses forced on the next requests
@@ -150,11 +162,14 @@ class FakeAirtable:
                 raw = self.rfile.read(length) if length else b""
                 status, body = fake.handle(self.command, self.path, self.headers, raw)
                 data = json.dumps(body, separators=(",", ":")).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json; charset=utf-8")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client stopped reading (e.g. an answer over its bound)
+                    self.close_connection = True
 
             do_GET = do_POST = do_DELETE = do_PATCH = _handle
 
@@ -241,7 +256,57 @@ class FakeAirtable:
             table = self.bases[base]["tables"][self.table_id(base, table_name)]
             field = {"id": make_id("fld"), "name": name, "type": type_}
             table["fields"].append(field)
+            self._field_change(base, table["id"], lambda hook: {
+                "createdFieldsById": {field["id"]: {"name": name, "type": type_}}})
         return field["id"]
+
+    def rename_field(self, base, table_name, old, new):
+        """A field renamed in the UI: its id stays, hooks watching tableFields get a payload."""
+        with self.lock:
+            table_id = self.table_id(base, table_name)
+            field = self.field(base, table_name, old)
+            field["name"] = new
+
+            def change(hook):
+                entry = {"current": {"name": new}}
+                if hook.spec["options"].get("includes", {}).get("includePreviousFieldDefinitions"):
+                    entry["previous"] = {"name": old}
+                return {"changedFieldsById": {field["id"]: entry}}
+            self._field_change(base, table_id, change)
+        return field["id"]
+
+    def _field_change(self, base, table_id, build):
+        self.transaction += 1
+        now = time.time()
+        for hook in self.bases[base]["hooks"].values():
+            if not hook.active(now) or \
+                    "tableFields" not in hook.spec["options"]["filters"]["dataTypes"]:
+                continue
+            self._store(hook, {"timestamp": iso(now), "baseTransactionNumber": self.transaction,
+                               "actionMetadata": self._actor("client"), "payloadFormat": "v0",
+                               "changedTablesById": {table_id: build(hook)}})
+
+    def create_hook(self, base, url=None, data_types=("tableData",)):
+        """A webhook made by another client of the base (as POST /webhooks would)."""
+        with self.lock:
+            hook = Hook(base, url, {"options": {"filters": {"dataTypes": list(data_types)}}},
+                        self.hook_ttl)
+            self.bases[base]["hooks"][hook.id] = hook
+            return hook
+
+    def age_payloads(self, base, hook_id, count):
+        """The oldest `count` payloads of the hook pass Airtable's 7-day retention."""
+        with self.lock:
+            hook = self.bases[base]["hooks"][hook_id]
+            old = time.time() - 8 * 86400
+            hook.payloads = [(n, old if i < count else created, p)
+                             for i, (n, created, p) in enumerate(hook.payloads)]
+
+    def request_rate(self, since=0.0):
+        """(count, seconds between the first and the last) of API requests after `since`."""
+        with self.lock:
+            times = [t for t, _, _ in self.request_times if t >= since]
+        return len(times), (times[-1] - times[0]) if times else 0.0
 
     def hooks(self, base):
         with self.lock:
@@ -468,6 +533,7 @@ class FakeAirtable:
             raise ApiError(401, AUTH_REQUIRED)
         token = auth[7:]
         now = time.time()
+        self.request_times.append((now, "", ""))
         for key, limit in ((base, self.rate_limit), (token, self.token_rate_limit)):
             if self.penalty_until.get(key, 0) > now:
                 raise ApiError(429, RATE_LIMITED)
@@ -513,7 +579,8 @@ class FakeAirtable:
         hooks = self.bases[base]["hooks"]
         now = time.time()
         if len(parts) == 4 and method == "GET":
-            return 200, {"webhooks": [h.as_json(now) for h in hooks.values() if not h.gone(now)]}
+            return 200, {"webhooks": [h.as_json(now, self.expiry_disables)
+                                      for h in hooks.values() if not h.gone(now)]}
         if len(parts) == 4 and method == "POST":
             request = self._json(raw)
             spec = request.get("specification") if isinstance(request, dict) else None
@@ -559,7 +626,7 @@ class FakeAirtable:
             if limit < 1:
                 raise ApiError(422, {"error": {"type": "INVALID_REQUEST_UNKNOWN",
                                                "message": "limit must be a positive number"}})
-            limit = min(limit, 50)
+            limit = min(limit, 50, self.page_cap)
             kept = [(n, p) for n, created, p in hook.payloads if created > now - 7 * 86400]
             after = [(n, p) for n, p in kept if n >= cursor]
             page = after[:limit]

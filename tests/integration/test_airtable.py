@@ -510,3 +510,174 @@ class BrowserDeliveryTest(AirtableCase):
                     await recv_op(mine, "event", timeout=0.5)  # once
 
         asyncio.run(asyncio.wait_for(scenario(), 40))
+
+
+class HardeningTest(AirtableCase):
+    """Issue 21, finding 10: each test failed against the plugin before its fix."""
+
+    def metric(self, hub, name):
+        return hub.status()["metrics"].get('%s{stage="at"}' % name, 0)
+
+    def mute_and_fill(self, hook, titles):
+        """Records whose payloads wait unread: the hook's pings are off (as after a day of failed
+        pings), and the plugin's poll is far away."""
+        with self.fake.lock:
+            hook.notifications = False
+            return [self.fake.create_record(self.base, "Signals", {"Title": t}) for t in titles]
+
+    def test_an_expired_hook_is_read_to_the_end_before_it_is_replaced(self):
+        hub = self.start_hub(lifecycle_interval=1)
+        hook = self.wait_hook()
+        events = hub.subscriber("signal:")
+        with self.fake.lock:
+            records = self.mute_and_fill(hook, ["a", "b", "c"])
+            self.fake.expire_hook(self.base, hook.id)
+        replaced = wait_for(lambda: [h for h in self.fake.hooks(self.base) if h.id != hook.id],
+                            what="a new webhook")[0]
+        got = events.recv_n(3, timeout=10)
+        self.assertEqual([e["data"]["record"] for e in got], records, "none lost")
+        self.assertEqual({e["data"]["webhook"] for e in got}, {hook.id})
+        self.assertNotIn(hook.id, [h.id for h in self.fake.hooks(self.base)], "then deleted")
+        wait_for(lambda: self.state()["webhook"] == replaced.id, what="the state's new hook")
+        hub.wait_log("reading its remaining payloads, then replacing it")
+
+    def test_a_refresh_refused_with_422_replaces_the_hook_after_reading_it(self):
+        # The spec leaves open whether isHookEnabled turns false on expiry: here it does not,
+        # so only the refresh answer (422) says the hook has expired.
+        self.fake.expiry_disables = False
+        hub = self.start_hub(lifecycle_interval=1, auth_retry=300)
+        hook = self.wait_hook()
+        events = hub.subscriber("signal:")
+        with self.fake.lock:
+            records = self.mute_and_fill(hook, ["x", "y"])
+            self.fake.expire_hook(self.base, hook.id)
+        replaced = wait_for(lambda: [h for h in self.fake.hooks(self.base) if h.id != hook.id],
+                            timeout=15, what="a new webhook")[0]
+        self.assertEqual([e["data"]["record"] for e in events.recv_n(2)], records, "none lost")
+        self.assertEqual(self.fake.count("POST", "/%s/refresh" % hook.id), 1,
+                         "a 422 refresh is not retried")
+        hub.wait_log("cannot be refreshed (HTTP 422 CANNOT_REFRESH_EXPIRED_WEBHOOK")
+        record = self.fake.create_record(self.base, "Signals", {"Title": "via the new hook"})
+        event = events.recv(5)
+        self.assertEqual((event["data"]["record"], event["data"]["webhook"]),
+                         (record, replaced.id))
+
+    def test_a_lost_state_file_leaks_no_webhooks(self):
+        foreign = self.fake.create_hook(self.base, "https://other.example.org/hook")
+        made = []
+        for round_ in range(3):
+            hub = self.start_hub()
+            hook = wait_for(lambda: [h for h in self.fake.hooks(self.base)
+                                     if h.url == self.ping_url() and h.id not in made],
+                            what="the webhook of round %d" % round_)[0]
+            made.append(hook.id)
+            wait_for(lambda: os.path.exists(self.state_path) and
+                     self.state().get("webhook") == hook.id, what="the state file")
+            mine = wait_for(lambda: (lambda m: len(m) == 1 and m)(
+                [h for h in self.fake.hooks(self.base) if h.url == self.ping_url()]),
+                what="exactly one webhook of this hub in round %d" % round_)
+            self.assertEqual(mine[0].id, hook.id)
+            hub.stop()
+            os.unlink(self.state_path)
+        self.assertIn(foreign.id, [h.id for h in self.fake.hooks(self.base)],
+                      "another client's hook is left alone")
+        self.assertIn("made by this hub", hub.log())
+
+    def test_a_full_base_gives_a_clear_error_and_bounded_retries(self):
+        for n in range(10):
+            self.fake.create_hook(self.base, "https://other.example.org/%d" % n)
+        hub = self.start_hub(auth_retry=200, lifecycle_interval=3600)
+        sync = hub.subscriber("sync:")
+        hub.wait_log("quick retries given up", timeout=40)
+        attempts = self.fake.count("POST", "/webhooks")
+        self.assertEqual(attempts, 5)
+        time.sleep(2.0)  # the old code went on trying every auth_retry ms
+        self.assertEqual(self.fake.count("POST", "/webhooks"), attempts, "no more quick retries")
+        self.assertIn("TOO_MANY_WEBHOOKS_IN_BASE", hub.log())
+        self.assertIn("Delete unused webhooks of base %s" % self.base, hub.log())
+        error = sync.recv(1)
+        self.assertEqual((error["type"], error["data"]["error"]), ("sync:error", "webhook_limit"))
+        self.assertEqual(hub.stage("at")["restarts"], 0)
+
+    def test_a_page_over_max_page_bytes_is_asked_again_smaller_and_a_huge_payload_skipped(self):
+        hub = self.start_hub(max_page_bytes=65536)
+        hook = self.wait_hook()
+        events = hub.subscriber("signal:")
+        with self.fake.lock:
+            hook.notifications = False
+            small = [self.fake.create_record(self.base, "Signals", {
+                "Title": "s%d" % n, "Notes": "n" * 15000}) for n in range(6)]
+            huge = self.fake.create_record(self.base, "Signals", {"Title": "huge",
+                                                                  "Notes": "h" * 100000})
+            after = self.fake.create_record(self.base, "Signals", {"Title": "after"})
+            hook.notifications = True
+        body = self.fake.ping_body(self.base, hook.id)
+        self.fake.send_ping(self.ping_url(), body, airtable_fake.mac_header(hook.secret, body))
+        got = [e["data"]["record"] for e in events.recv_n(7, timeout=15)]
+        self.assertEqual(got, small + [after], "all but the one too large for any page")
+        self.assertNotIn(huge, got)
+        self.assertEqual(self.metric(hub, "livehub_airtable_payloads_oversized_total"), 1)
+        hub.wait_log("larger than max_page_bytes on its own and was skipped")
+        gap = [e for e in hub.replay(0, prefixes=["sync:gap"])[2]]
+        self.assertEqual([(e["data"]["missed"], e["data"]["reason"]) for e in gap],
+                         [(1, "oversized")])
+        wait_for(lambda: self.state()["cursor"] == hook.next_cursor, what="the cursor past it")
+
+    def test_the_default_request_rate_leaves_most_of_the_base_budget_to_others(self):
+        self.fake.page_cap = 2  # many pages: the plugin asks as fast as it may
+        started = time.time()
+        hub = self.start_hub()
+        hook = self.wait_hook()
+        events = hub.subscriber("signal:")
+        with self.fake.lock:
+            hook.notifications = False
+            for n in range(16):
+                self.fake.create_record(self.base, "Signals", {"Title": "r%d" % n})
+            hook.notifications = True
+        body = self.fake.ping_body(self.base, hook.id)
+        self.fake.send_ping(self.ping_url(), body, airtable_fake.mac_header(hook.secret, body))
+        self.assertEqual(len(events.recv_n(16, timeout=30)), 16)
+        count, span = self.fake.request_rate(started)
+        self.assertGreaterEqual(count, 10)
+        # Spacing is kept by the plugin, so load only makes the rate lower.
+        self.assertLessEqual((count - 1) / span, 2.2, "%d requests in %.2f s" % (count, span))
+        self.assertEqual(sum(1 for _, _, s in self.fake.requests if s == 429), 0)
+
+    def test_a_renamed_mapped_field_goes_out_under_its_new_name(self):
+        hub = self.start_hub()
+        self.wait_hook()
+        events = hub.subscriber("signal:")
+        signal = self.fake.create_record(self.base, "Signals", {
+            "Title": "T", "Visibility": "Public", "Status": "Draft"})
+        self.assertEqual(events.recv()["data"]["fields"]["Status"], "Draft")
+        self.fake.rename_field(self.base, "Signals", "Status", "State")
+        self.fake.update_record(self.base, signal, {"State": "Published"})
+        updated = events.recv()
+        self.assertEqual(updated["type"], "signal:updated")
+        self.assertEqual(updated["data"]["changed"], ["State"])
+        self.assertEqual(updated["data"]["fields"],
+                         {"Title": "T", "Visibility": "Public", "State": "Published"})
+        self.assertEqual(updated["data"]["previous"], {"State": "Draft"})
+        self.assertEqual(updated["to"], ["public"], "the map's rules still apply")
+        hub.wait_log("field 'Status' of table 'Signals' is now named 'State'")
+
+    def test_payloads_lost_to_retention_are_announced_and_counted(self):
+        hub = self.start_hub()
+        hook = self.wait_hook()
+        events = hub.subscriber("signal:")
+        with self.fake.lock:
+            hook.notifications = False
+            records = [self.fake.create_record(self.base, "Signals", {"Title": "r%d" % n})
+                       for n in range(5)]
+            self.fake.age_payloads(self.base, hook.id, 3)
+            hook.notifications = True
+        body = self.fake.ping_body(self.base, hook.id)
+        self.fake.send_ping(self.ping_url(), body, airtable_fake.mac_header(hook.secret, body))
+        got = [e["data"]["record"] for e in events.recv_n(2)]
+        self.assertEqual(got, records[3:])
+        gap = hub.replay(0, prefixes=["sync:gap"])[2]
+        self.assertEqual(len(gap), 1)
+        self.assertEqual((gap[0]["data"]["from"], gap[0]["data"]["to"], gap[0]["data"]["missed"],
+                          gap[0]["data"]["reason"], gap[0]["to"]), (1, 3, 3, "retention", ["admin"]))
+        self.assertEqual(self.metric(hub, "livehub_airtable_payloads_lost_total"), 3)
+        hub.wait_log("payloads 1..3 of webhook %s (3) deleted by Airtable" % hook.id)
