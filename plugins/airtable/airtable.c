@@ -411,6 +411,24 @@ static void s_delete_stale_hooks(airtable_t *self, const json_t *hooks)
     }
 }
 
+/* False only when the listed specification says the hook does not watch tableFields (made by
+ * an older version of this plugin). */
+static bool s_watches_fields(const json_t *hook)
+{
+    const json_t *types = json_object_get(
+        json_object_get(json_object_get(json_object_get(hook, "specification"), "options"),
+                        "filters"),
+        "dataTypes");
+    if (!json_is_array(types))
+        return true;
+    size_t i;
+    const json_t *type;
+    json_array_foreach(types, i, type) if (json_is_string(type) &&
+                                           strcmp(json_string_value(type), "tableFields") == 0)
+        return true;
+    return false;
+}
+
 /* Lists the base's hooks: deletes this hub's strays, replaces ours when gone, disabled or
  * expired (after reading its payloads), turns its pings back on, refreshes it before expiry and
  * records how far behind the cursor is. */
@@ -446,6 +464,7 @@ static s_result_t s_lifecycle(airtable_t *self)
             hook = item;
     }
     bool enabled = json_is_true(json_object_get(hook, "isHookEnabled"));
+    bool watches_fields = s_watches_fields(hook);
     bool notifying = json_is_true(json_object_get(hook, "areNotificationsEnabled"));
     json_t *next = json_object_get(hook, "cursorForNextPayload");
     const char *expiration = json_string_value(json_object_get(hook, "expirationTime"));
@@ -473,6 +492,10 @@ static s_result_t s_lifecycle(airtable_t *self)
     }
     if (self->hook_invalid)
         return S_OK; /* being read before its replacement */
+    if (self->manage && !watches_fields) {
+        s_retire_hook(self, "was made without tableFields (field renames would go unseen)");
+        return S_OK;
+    }
     if (self->manage && !notifying) {
         lh_log(self->io, LH_LOG_WARNING, "pings were disabled by Airtable; re-enabling");
         result =
@@ -581,8 +604,8 @@ static void s_lost(airtable_t *self, uint64_t first, uint64_t last, const char *
     uint64_t missed = last - first + 1;
     lh_metric_add(self->metrics.lost, (double)missed);
     lh_log(self->io, LH_LOG_WARNING,
-           "payloads %" PRIu64 "..%" PRIu64 " of webhook %s (%" PRIu64 ") %s: their changes are "
-           "lost (sync:gap)",
+           "payloads %" PRIu64 "..%" PRIu64 " of webhook %s (%" PRIu64 "): %s; their changes "
+           "are lost (sync:gap)",
            first, last, self->state.webhook, missed, why);
     s_sync_event(self, "sync:gap",
                  json_pack("{s:I, s:I, s:I, s:s}", "from", (json_int_t)first, "to",
@@ -603,7 +626,7 @@ static int s_oversized_page(airtable_t *self)
     }
     lh_metric_add(self->metrics.oversized, 1);
     s_lost(self, self->state.cursor, self->state.cursor, "oversized",
-           "is larger than max_page_bytes on its own and was skipped");
+           "one payload alone is larger than max_page_bytes: skipped");
     self->state.cursor++;
     if (s_save(self) != 0) {
         self->backoff_until = s_now_ms() + self->auth_retry_ms;

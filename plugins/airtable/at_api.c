@@ -29,7 +29,7 @@ struct at_api {
 
 typedef struct {
     char *data;
-    size_t size, max;
+    size_t size, capacity, max;
     bool too_big;
 } s_buffer_t;
 
@@ -89,11 +89,18 @@ static size_t s_collect(char *data, size_t size, size_t count, void *arg)
         buffer->too_big = true;
         return 0;
     }
-    char *grown = realloc(buffer->data, buffer->size + length + 1);
-    if (!grown)
-        return 0;
-    memcpy(grown + buffer->size, data, length);
-    buffer->data = grown;
+    if (buffer->size + length + 1 > buffer->capacity) {
+        /* Doubling: a page of many MiB arrives in 16 KiB pieces. */
+        size_t capacity = buffer->capacity ? buffer->capacity : 16384;
+        while (capacity < buffer->size + length + 1)
+            capacity *= 2;
+        char *grown = realloc(buffer->data, capacity);
+        if (!grown)
+            return 0;
+        buffer->data = grown;
+        buffer->capacity = capacity;
+    }
+    memcpy(buffer->data + buffer->size, data, length);
     buffer->size += length;
     buffer->data[buffer->size] = '\0';
     return length;
@@ -171,7 +178,7 @@ int at_api_call(at_api_t *self, const char *method, const char *path, const json
     headers = curl_slist_append(headers, "Accept: application/json");
     if (payload)
         headers = curl_slist_append(headers, "Content-Type: application/json");
-    s_buffer_t buffer = {NULL, 0, self->max_response, false};
+    s_buffer_t buffer = {NULL, 0, 0, self->max_response, false};
     CURL *curl = self->curl;
     curl_easy_reset(curl);
     curl_easy_setopt(curl, CURLOPT_URL, url);

@@ -39,6 +39,7 @@ import random
 import secrets
 import socket
 import string
+import sys
 import threading
 import time
 import urllib.error
@@ -173,9 +174,15 @@ class FakeAirtable:
 
             do_GET = do_POST = do_DELETE = do_PATCH = _handle
 
-        http.server.ThreadingHTTPServer.allow_reuse_address = True
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port or self.port or 0),
-                                                      Handler)
+        class Server(http.server.ThreadingHTTPServer):
+            allow_reuse_address = True
+
+            def handle_error(self, request, client_address):
+                # A client that cut a too large answer short resets the connection: expected.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)
+
+        self.server = Server(("127.0.0.1", port or self.port or 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.running = True

@@ -518,6 +518,11 @@ class HardeningTest(AirtableCase):
     def metric(self, hub, name):
         return hub.status()["metrics"].get('%s{stage="at"}' % name, 0)
 
+    def wait_first_drain(self):
+        """The plugin's first drain (right after setup) has had its answer, so payloads stored
+        from now on wait for a ping, a poll or a lifecycle check."""
+        wait_for(lambda: self.fake.count("GET", "/payloads") >= 1, what="the first drain")
+
     def mute_and_fill(self, hook, titles):
         """Records whose payloads wait unread: the hook's pings are off (as after a day of failed
         pings), and the plugin's poll is far away."""
@@ -529,6 +534,7 @@ class HardeningTest(AirtableCase):
         hub = self.start_hub(lifecycle_interval=1)
         hook = self.wait_hook()
         events = hub.subscriber("signal:")
+        self.wait_first_drain()
         with self.fake.lock:
             records = self.mute_and_fill(hook, ["a", "b", "c"])
             self.fake.expire_hook(self.base, hook.id)
@@ -548,6 +554,7 @@ class HardeningTest(AirtableCase):
         hub = self.start_hub(lifecycle_interval=1, auth_retry=300)
         hook = self.wait_hook()
         events = hub.subscriber("signal:")
+        self.wait_first_drain()
         with self.fake.lock:
             records = self.mute_and_fill(hook, ["x", "y"])
             self.fake.expire_hook(self.base, hook.id)
@@ -603,6 +610,7 @@ class HardeningTest(AirtableCase):
         hub = self.start_hub(max_page_bytes=65536)
         hook = self.wait_hook()
         events = hub.subscriber("signal:")
+        self.wait_first_drain()
         with self.fake.lock:
             hook.notifications = False
             small = [self.fake.create_record(self.base, "Signals", {
@@ -617,11 +625,29 @@ class HardeningTest(AirtableCase):
         self.assertEqual(got, small + [after], "all but the one too large for any page")
         self.assertNotIn(huge, got)
         self.assertEqual(self.metric(hub, "livehub_airtable_payloads_oversized_total"), 1)
-        hub.wait_log("larger than max_page_bytes on its own and was skipped")
+        hub.wait_log("one payload alone is larger than max_page_bytes: skipped")
         gap = [e for e in hub.replay(0, prefixes=["sync:gap"])[2]]
         self.assertEqual([(e["data"]["missed"], e["data"]["reason"]) for e in gap],
                          [(1, "oversized")])
         wait_for(lambda: self.state()["cursor"] == hook.next_cursor, what="the cursor past it")
+
+    def test_a_payload_over_the_default_16_mib_bound_no_longer_stalls_the_source(self):
+        hub = self.start_hub()
+        hook = self.wait_hook()
+        events = hub.subscriber("signal:")
+        self.wait_first_drain()
+        with self.fake.lock:
+            hook.notifications = False
+            self.fake.create_record(self.base, "Signals", {"Title": "huge",
+                                                           "Notes": "h" * (17 << 20)})
+            after = self.fake.create_record(self.base, "Signals", {"Title": "after"})
+            hook.notifications = True
+        body = self.fake.ping_body(self.base, hook.id)
+        self.fake.send_ping(self.ping_url(), body, airtable_fake.mac_header(hook.secret, body))
+        event = events.recv(60)
+        self.assertIsNotNone(event, "the source stalled on the page:\n" + hub.log()[-4000:])
+        self.assertEqual(event["data"]["record"], after)
+        self.assertEqual(self.metric(hub, "livehub_airtable_payloads_oversized_total"), 1)
 
     def test_the_default_request_rate_leaves_most_of_the_base_budget_to_others(self):
         self.fake.page_cap = 2  # many pages: the plugin asks as fast as it may
@@ -629,6 +655,7 @@ class HardeningTest(AirtableCase):
         hub = self.start_hub()
         hook = self.wait_hook()
         events = hub.subscriber("signal:")
+        self.wait_first_drain()
         with self.fake.lock:
             hook.notifications = False
             for n in range(16):
@@ -661,10 +688,25 @@ class HardeningTest(AirtableCase):
         self.assertEqual(updated["to"], ["public"], "the map's rules still apply")
         hub.wait_log("field 'Status' of table 'Signals' is now named 'State'")
 
+    def test_a_hook_made_without_table_fields_is_read_then_replaced(self):
+        hub = self.start_hub(lifecycle_interval=1)
+        hook = self.wait_hook()
+        events = hub.subscriber("signal:")
+        self.wait_first_drain()
+        with self.fake.lock:  # as an older version of the plugin made it
+            hook.spec["options"]["filters"]["dataTypes"] = ["tableData"]
+            records = self.mute_and_fill(hook, ["old"])
+        replaced = wait_for(lambda: [h for h in self.fake.hooks(self.base) if h.id != hook.id],
+                            what="a new webhook")[0]
+        self.assertIn("tableFields", replaced.spec["options"]["filters"]["dataTypes"])
+        self.assertEqual([e["data"]["record"] for e in events.recv_n(1)], records, "read first")
+        hub.wait_log("was made without tableFields")
+
     def test_payloads_lost_to_retention_are_announced_and_counted(self):
         hub = self.start_hub()
         hook = self.wait_hook()
         events = hub.subscriber("signal:")
+        self.wait_first_drain()
         with self.fake.lock:
             hook.notifications = False
             records = [self.fake.create_record(self.base, "Signals", {"Title": "r%d" % n})
@@ -680,4 +722,4 @@ class HardeningTest(AirtableCase):
         self.assertEqual((gap[0]["data"]["from"], gap[0]["data"]["to"], gap[0]["data"]["missed"],
                           gap[0]["data"]["reason"], gap[0]["to"]), (1, 3, 3, "retention", ["admin"]))
         self.assertEqual(self.metric(hub, "livehub_airtable_payloads_lost_total"), 3)
-        hub.wait_log("payloads 1..3 of webhook %s (3) deleted by Airtable" % hook.id)
+        hub.wait_log("payloads 1..3 of webhook %s (3): deleted by Airtable" % hook.id)
