@@ -14,6 +14,8 @@
 /* Audiences one request can be granted: public, role:<role>, user:<sub>, admin. */
 #define POLL_GRANTS_MAX 4
 #define POLL_GRANT_SIZE (LH_CLAIM_MAX + 8)
+/* The key of a caller (a token's signature, or an address), for rate limits and presence. */
+#define POLL_CALLER_SIZE 136
 /* Type patterns one request may name. */
 #define POLL_PATTERNS_MAX 32
 
@@ -58,7 +60,7 @@ typedef struct {
     bool anonymous, presence;
     int64_t ring, max_limit, default_limit, max_wait_s, max_parked, max_streams;
     int64_t heartbeat_s, keepalive_s, clock_skew_s, rate, burst, stream_backlog;
-    int64_t max_connections, header_timeout_s;
+    int64_t max_connections, header_timeout_s, presence_linger_s;
     const char *tls_cert, *tls_key, *stats_path; /* borrowed from the conf */
     char **origins;                              /* NULL: no cross-origin access */
     size_t origin_count;
@@ -116,6 +118,7 @@ typedef struct poll_server {
     poll_metrics_t metrics;
     struct presence_link *presence; /* announcements to the presence tracker (poll_presence.c) */
     uint64_t presence_conns;
+    json_t *presence_sessions; /* token -> its long polls' presence {conn, waiting, until, ...} */
     int64_t skips_logged_at; /* poll_skipped: when the last line was logged (µs), 0: never */
     uint64_t skips_unlogged;
 } poll_server_t;
@@ -166,6 +169,8 @@ typedef struct poll_request {
     char *out;           /* stream: text waiting to be written (reset, replay, heartbeat) */
     size_t out_size;
     uint64_t presence_conn; /* announced to the presence tracker as this id; 0: not */
+    bool presence_session;  /* a long poll counted in its token's presence_sessions entry */
+    char caller[POLL_CALLER_SIZE]; /* the token's signature (its rate-limit bucket); "" anonymous */
 } poll_request_t;
 
 /* True when path is one of the fixed endpoints (the stats option may not take it). */
@@ -193,6 +198,8 @@ void poll_presence_hello(poll_server_t *server);
 /* An authenticated SSE stream or long poll is a connection until poll_presence_leave. */
 void poll_presence_join(poll_request_t *self);
 void poll_presence_leave(poll_request_t *self);
+/* Leaves the long-poll presences whose linger has passed. */
+void poll_presence_tick(poll_server_t *server, int64_t now_us);
 void poll_presence_observe(poll_server_t *server, const lh_event_t *event);
 /* GET /v1/presence, after authentication. */
 int poll_presence_answer(poll_request_t *self);

@@ -267,6 +267,7 @@ static int s_authenticate(poll_request_t *self)
         /* the signature tells tokens apart; a re-minted token starts a fresh bucket */
         const char *signature = strrchr(token, '.');
         snprintf(key, sizeof key, "tok:%.120s", signature ? signature + 1 : token);
+        snprintf(self->caller, sizeof self->caller, "%.130s", key);
     }
     int wait = poll_limiter_take(server->limiter, key, strlen(key), poll_now_us());
     if (wait > 0) {

@@ -28,6 +28,8 @@ static const lh_option_t s_options[] = {
      "space-separated origins allowed cross-origin (CORS), or * (default: none)"},
     {"presence", LH_OPTION_BOOL, "false", false, 0, 0,
      "announce SSE streams and long polls to a presence tracker; serve GET /v1/presence"},
+    {"presence_linger", LH_OPTION_INT, "10", false, 1, 600,
+     "seconds a long-polling client stays present after its poll was answered, for its next one"},
     {"tls_cert", LH_OPTION_STRING, NULL, false, 0, 0, "PEM certificate chain: serve https"},
     {"tls_key", LH_OPTION_STRING, NULL, false, 0, 0, "PEM private key of tls_cert"},
     {"ring", LH_OPTION_INT, "10000", false, 16, 10000000,
@@ -144,6 +146,7 @@ int poll_options_load(const lh_conf_t *conf, poll_options_t *opt, lh_error_t *er
         {"keepalive", &opt->keepalive_s},
         {"max_connections", &opt->max_connections},
         {"header_timeout", &opt->header_timeout_s},
+        {"presence_linger", &opt->presence_linger_s},
         {"clock_skew", &opt->clock_skew_s},
         {"rate", &opt->rate},
         {"burst", &opt->burst},
@@ -403,6 +406,8 @@ static void s_sweep(lws_sorted_usec_list_t *sul)
             s_check_tail(server);
         }
         poll_requests_tick(server, now, now / 500000 != (now - period_us) / 500000);
+        if (now / 1000000 != (now - period_us) / 1000000)
+            poll_presence_tick(server, now);
         if (now / 10000000 != (now - period_us) / 10000000)
             poll_limiter_sweep(server->limiter, now);
     }

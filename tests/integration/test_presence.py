@@ -7,6 +7,7 @@ import json
 import os
 import socket
 import subprocess
+import threading
 import time
 import unittest
 
@@ -356,6 +357,74 @@ class PresenceTest(HubTestCase):
         self.assertEqual(self.http_presence()[0], 401)
         status, body = self.http_presence(mint("s1", "startup"))
         self.assertEqual((status, body), (200, {"users": []}))
+
+    def test_an_admin_long_polling_beside_its_websocket_tab_is_no_presence_storm(self):
+        """Issue 21, finding 8: one admin with a WebSocket tab and a long-polling tab made 537 ids,
+        146 polls and 9 HTTP 429 in 5 s on an idle hub: each poll joined and left, the tracker
+        announced presence:online to the admins, which woke that admin's own long poll at once,
+        which started the next poll. A long-polling client is now one connection across its
+        consecutive polls (presence_linger): the tab polls as seldom as nothing happens."""
+        hub, port = self.start(grace=2)
+        hub.wait_running("poll")
+        token = mint("boss", "admin")
+        record = {"polls": 0, "codes": []}
+        stop = threading.Event()
+        connection = http.client.HTTPConnection("127.0.0.1", self.poll_port, timeout=30)
+
+        def polling_tab():
+            """The page's long-poll loop (livehub.js): since=next, wait=25, again at once; after
+            an error it waits Retry-After. Bounded: 60 polls or 20 s, or until stopped."""
+            since, deadline = None, time.monotonic() + 20
+            headers = {"Authorization": "Bearer " + token}
+            while not stop.is_set() and record["polls"] < 60 and time.monotonic() < deadline:
+                path = "/v1/events?types=presence:*,mark:*"
+                if since is not None:
+                    path += "&since=%d&wait=25" % since
+                try:
+                    connection.request("GET", path, headers=headers)
+                    response = connection.getresponse()
+                    body = json.loads(response.read())
+                except (OSError, http.client.HTTPException, ValueError):
+                    return  # the test closed the connection
+                record["polls"] += 1
+                record["codes"].append(response.status)
+                if response.status == 200:
+                    since = body["next"]
+                else:
+                    stop.wait(float(response.getheader("Retry-After") or 1))
+
+        tab = threading.Thread(target=polling_tab, daemon=True)
+
+        async def scenario():
+            loop = asyncio.get_running_loop()
+            async with self.connect("boss", "admin") as admin:
+                await self.ready(admin)
+                users = await self.wait_query(admin, lambda users: "boss" in users)
+                self.assertEqual(users["boss"]["connections"], {"websocket": 1})
+                first_id = (await loop.run_in_executor(None, hub.status))["last_id"]
+                tab.start()
+                await self.next_event(admin, self.online("boss", {"websocket": 1,
+                                                                  "longpoll": 1}))
+                await asyncio.sleep(4)  # the window the storm filled: polls, ids, 429s
+                polls, codes = record["polls"], list(record["codes"])
+                ids = (await loop.run_in_executor(None, hub.status))["last_id"] - first_id
+                # the polling tab is online all along, not only while a poll waits
+                users = await self.query(admin)
+                self.assertEqual(users["boss"]["connections"], {"websocket": 1, "longpoll": 1})
+                return polls, codes, ids
+
+        try:
+            polls, codes, ids = run(scenario(), timeout=60)
+        finally:
+            stop.set()
+            if connection.sock:
+                connection.sock.shutdown(socket.SHUT_RDWR)
+            tab.join(10)
+            connection.close()
+        self.assertNotIn(429, codes)
+        # the first poll (where to start), one woken by its own arrival, the one now waiting
+        self.assertLessEqual(polls, 5, codes)
+        self.assertLessEqual(ids, 8, "presence events for one tab's arrival, no more")
 
     def test_typing_indicator_and_who_is_online_in_chromium(self):
         """tests/browser/presence.test.mjs: three dashboards in Debian's chromium."""
