@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import unittest
 
-from hubtest import LIVEHUB_CLI, SANITIZER_MARKS, HubTestCase, pack_event
+from hubtest import LIVEHUB_CLI, SANITIZER_MARKS, HubTestCase, free_port, pack_event
 
 OTHER_UID = 65534  # nobody
 AS_OTHER_USER = ["setpriv", "--reuid=%d" % OTHER_UID, "--regid=%d" % OTHER_UID, "--clear-groups"]
@@ -136,6 +136,15 @@ class ControlAuthTest(HubTestCase):
         # nothing the stranger sent was accepted; the hub's own user is served as before
         self.assertEqual(hub.status()["last_id"], 0)
         self.assertEqual(hub.publish("note:mine", {}), 1)
+
+    def test_a_tcp_control_without_curve_is_served_with_a_warning(self):
+        # as before this change, but the log says who can use it
+        hub = self.hub(start=False)
+        hub.control_endpoint = "tcp://127.0.0.1:%d" % free_port()
+        hub.write_conf("")
+        hub.start()
+        self.assertIn("control %s has no CURVE: every local user can use it"
+                      % hub.control_endpoint, hub.log())
 
     def test_two_hubs_of_one_name_do_not_share_a_socket(self):
         run = self.private_runtime_dir()
