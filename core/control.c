@@ -131,12 +131,13 @@ json_t *lh_hub_status(lh_hub_t *self)
                 (json_int_t)(stage->restarts ? lh_metric_value(stage->restarts) : 0)));
     }
     return json_pack(
-        "{s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I}, s:{s:I, s:I, s:{s:I, s:I, s:I}}, "
+        "{s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:{s:I, s:I, s:I}}, "
         "s:o, s:o}",
         "hub", self->conf->name, "version", LIVEHUB_VERSION, "epoch", self->epoch, "last_id",
         (json_int_t)self->last_id, "uptime_ms", (json_int_t)(zclock_mono() - self->started_at),
         "history", "events", (json_int_t)lh_history_count(self->history), "capacity",
-        (json_int_t)self->conf->history, "counters", "accepted",
+        (json_int_t)self->conf->history, "bytes", (json_int_t)lh_history_bytes(self->history),
+        "bytes_capacity", (json_int_t)self->conf->history_bytes, "counters", "accepted",
         s_total(self, "livehub_events_accepted_total", ""), "duplicates",
         (json_int_t)lh_metric_value(self->duplicates), "rejected", "malformed",
         s_total(self, "livehub_events_rejected_total", "reason=\"malformed\""), "oversized",

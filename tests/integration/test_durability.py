@@ -227,6 +227,9 @@ class HistoryBytesTest(HubTestCase):
         hub.start()
         self.push_big_events(hub, 40, 200000)
         self.assertLessEqual(metric(hub, "livehub_history_bytes"), 1048576)
+        history = hub.status()["history"]
+        self.assertEqual(history["bytes_capacity"], 1048576)
+        self.assertLessEqual(history["bytes"], 1048576)
         kept = self.assert_newest_kept(hub, 40)
         self.assertEqual(kept, 5)
         hub.stop()
