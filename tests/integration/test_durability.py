@@ -2,6 +2,7 @@
 was accepted survives a kill -9 of the hub, no id is ever given to two events (ephemeral ones
 included), history is bounded in bytes as well as count, and the default conf's metrics:update
 events are not kept for resume."""
+import http.client
 import json
 import os
 import re
@@ -40,19 +41,30 @@ def replay_all(hub, epoch):
     raise AssertionError("REPLAY never finished")
 
 
+HTTP_KEY = "durability-key-0123456789"
+HTTP_CHAIN = """
+chain = backend
+    source = api
+        plugin = http_publish
+        listen = 127.0.0.1:%d
+        keys = env:LIVEHUB_DURABILITY_KEYS
+"""
+
+
 class Round:
     """One life of the hub under load: a SUB recording what it receives, a control DEALER
-    publishing with up to 4 requests in flight and recording what was acknowledged, and a PUSH
-    producer mixing journaled and ephemeral events."""
+    publishing with up to 4 requests in flight and an HTTP client POSTing to http_publish (the
+    lh_io_publish path), both recording what was acknowledged, and a PUSH producer mixing
+    journaled and ephemeral events."""
 
-    def __init__(self, hub, number):
-        self.hub, self.number = hub, number
+    def __init__(self, hub, number, http_port):
+        self.hub, self.number, self.http_port = hub, number, http_port
         self.stop = threading.Event()
         self.received = []  # (id, topic, body bytes) in arrival order
         self.acked = {}  # id -> data sent
         self.subscriber = hub.subscriber("durable:", "tick:")
         self.threads = [threading.Thread(target=self.receive), threading.Thread(target=self.publish),
-                        threading.Thread(target=self.push)]
+                        threading.Thread(target=self.push), threading.Thread(target=self.post)]
         self.deadline = time.time() + ROUND_SECONDS_MAX
         for thread in self.threads:
             thread.start()
@@ -107,6 +119,32 @@ class Round:
                 # it has received at the kill reaches the router's newest events
         push.close(linger=0)
 
+    def post(self):
+        headers = {"Authorization": "Bearer " + HTTP_KEY, "Content-Type": "application/json"}
+        connection, sent = None, 0
+        while not self.stop.is_set() and time.time() < self.deadline and sent < ROUND_EVENTS_MAX:
+            events = [{"type": "durable:http", "data": {"round": self.number, "http": sent + i}}
+                      for i in range(4)]
+            try:
+                if connection is None:
+                    connection = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=5)
+                connection.request("POST", "/v1/publish", body=json.dumps(events), headers=headers)
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+            except (OSError, http.client.HTTPException, ValueError):
+                if connection is not None:
+                    connection.close()
+                connection = None  # not up yet, or killed: nothing was acknowledged
+                time.sleep(0.01)
+                continue
+            if response.status == 200:
+                for event_id, event in zip(answer["ids"], events):
+                    self.acked[event_id] = event["data"]
+            sent += len(events)
+            time.sleep(0.002)
+        if connection is not None:
+            connection.close()
+
     def wait_received(self, count):
         while len(self.received) < count:
             if time.time() > self.deadline:
@@ -123,16 +161,18 @@ class Round:
 
 class DurabilityTest(HubTestCase):
     def test_kill_9_mid_burst_loses_no_delivered_or_acked_event_and_reuses_no_id(self):
-        hub = self.hub(start=False)
+        hub = self.hub(start=False, env={"LIVEHUB_DURABILITY_KEYS": HTTP_KEY})
         journal = os.path.join(hub.dir, "journal")
+        http_port = free_port()
         hub.hub_extra = "journal = %s\nhistory = 400000\nephemeral = tick:" % journal
-        hub.write_conf("")
+        hub.write_conf(HTTP_CHAIN % http_port)
         hub.start()
         epoch = hub.status()["epoch"]
         seen = {}  # id -> body: every event any client saw, over every round
         ephemeral_ids = set()
+        acked_data = []
         for number in range(ROUNDS):
-            this_round = Round(hub, number)
+            this_round = Round(hub, number, http_port)
             this_round.wait_received(300 + 400 * number)
             hub.process.send_signal(signal.SIGKILL)  # mid-burst: the producers are still going
             hub.process.wait()
@@ -153,6 +193,7 @@ class DurabilityTest(HubTestCase):
                     self.assertTrue(event_id in kept, "round %d: delivered event %d is not in the "
                                   "journal after kill -9" % (number, event_id))
                     self.assertEqual(kept[event_id][1], body, "identical content")
+            acked_data += this_round.acked.values()
             for event_id, data in this_round.acked.items():
                 self.assertTrue(event_id in kept, "round %d: acknowledged event %d is not in the "
                               "journal after kill -9" % (number, event_id))
@@ -164,6 +205,8 @@ class DurabilityTest(HubTestCase):
                 self.assertFalse(event_id in ephemeral_ids, "id %d of an ephemeral event reused"
                                  % event_id)
         self.assertGreater(len(ephemeral_ids), 0)
+        self.assertTrue(any(data.get("http") is not None for data in acked_data),
+                        "http_publish acknowledged events")
         hub.stop()
 
     def test_a_version_1_journal_is_read_and_upgraded(self):
