@@ -111,10 +111,13 @@ json_t *lh_hub_status(lh_hub_t *self)
         json_t *workers = json_array();
         for (int w = 0; w < stage->worker_count; w++) {
             lh_worker_t *worker = &stage->workers[w];
-            json_array_append_new(workers, json_pack("{s:s, s:i, s:s}", "state",
-                                                     s_state_names[worker->state], "restarts",
-                                                     (json_int_t)worker->restarts, "last_error",
-                                                     worker->last_error));
+            json_t *entry = json_pack("{s:s, s:i, s:s}", "state", s_state_names[worker->state],
+                                      "restarts", (json_int_t)worker->restarts, "last_error",
+                                      worker->last_error);
+            /* An isolated worker's process, so an operator can find it in ps or a core dump. */
+            if (stage->conf->isolate_process && worker->child.pid > 0)
+                json_object_set_new(entry, "pid", json_integer(worker->child.pid));
+            json_array_append_new(workers, entry);
         }
         json_t *subscribe = json_array();
         for (size_t s = 0; s < stage->conf->subscribe_count; s++)
@@ -122,9 +125,11 @@ json_t *lh_hub_status(lh_hub_t *self)
         json_array_append_new(
             stages,
             json_pack(
-                "{s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:I}", "name", stage->conf->name,
-                "chain", stage->conf->chain, "role", s_role_names[stage->conf->role], "plugin",
-                stage->conf->plugin, "delivery", stage->conf->queue ? "queue" : "broadcast",
+                "{s:s, s:s, s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:I, s:I}", "name",
+                stage->conf->name, "chain", stage->conf->chain, "role",
+                s_role_names[stage->conf->role], "plugin", stage->conf->plugin, "isolate",
+                stage->conf->isolate_process ? "process" : "thread", "delivery",
+                stage->conf->queue ? "queue" : "broadcast",
                 "subscribe", subscribe, "workers", workers, "delivered",
                 (json_int_t)(stage->delivered ? lh_metric_value(stage->delivered) : 0), "dropped",
                 (json_int_t)(stage->dropped ? lh_metric_value(stage->dropped) : 0), "restarts",

@@ -162,6 +162,10 @@ class IsolationTest(HubTestCase):
         # the restarted child serves again: it records the events sent after its restart
         second_pid = self.command(hub, "boom", "info")["pid"]
         self.assertNotIn(second_pid, (first_pid, hub.process.pid))
+        # status names the isolation and the child an operator would look for
+        stage = next(s for s in hub.status()["stages"] if s["name"] == "boom")
+        self.assertEqual(stage["isolate"], "process")
+        self.assertEqual(stage["workers"][0]["pid"], second_pid)
         lines = wait_until(lambda: [l for l in read_lines(boom_out) if int(l[2]) == second_pid]
                            if len([l for l in read_lines(boom_out)
                                    if int(l[2]) == second_pid and l[1] == "boom:tick"]) >= later
