@@ -525,6 +525,11 @@ static void *polling_create(lh_io_t *io)
     if (!server->secret && !server->opt.anonymous)
         lh_log(io, LH_LOG_WARNING,
                "the hub has no token_secret and anonymous is off: every poll will get 401");
+    if (server->opt.max_connections < server->opt.max_parked + server->opt.max_streams)
+        lh_log(io, LH_LOG_WARNING,
+               "max_connections (%" PRId64 ") is below max_parked + max_streams (%" PRId64
+               "): waiting clients may be refused before those caps",
+               server->opt.max_connections, server->opt.max_parked + server->opt.max_streams);
     server->prefix_count = lh_conf_subscribe(lh_io_conf(io), &server->prefixes);
     s_register_metrics(server);
     json_t *epoch = json_string(lh_io_epoch(io));
