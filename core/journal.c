@@ -84,7 +84,8 @@ static int s_write_all(int fd, const uint8_t *data, size_t size, off_t offset)
 static void s_fail_batch(lh_journal_t *self)
 {
     int error = errno ? errno : EIO;
-    if (self->written != self->committed && ftruncate(self->fd, self->committed) != 0)
+    /* always: a write that failed may still have put part of its bytes past `written` */
+    if (ftruncate(self->fd, self->committed) != 0)
         lh_core_log(LH_LOG_ERROR, "journal %s: cannot cut a failed batch off: %s", self->path,
                     strerror(errno));
     self->written = self->committed;

@@ -14,6 +14,8 @@ import unittest
 
 import zmq
 
+import hubtest
+
 from hubtest import (CONTEXT, LIVEHUBD, PLUGIN_DIR, Hub, HubTestCase, free_port, pack_event,
                      unpack)
 
@@ -208,6 +210,48 @@ class DurabilityTest(HubTestCase):
         self.assertTrue(any(data.get("http") is not None for data in acked_data),
                         "http_publish acknowledged events")
         hub.stop()
+
+    def test_a_journal_that_cannot_be_written_refuses_the_batch_and_keeps_the_file_whole(self):
+        hub = self.hub(start=False)
+        journal = os.path.join(hub.dir, "journal")
+        hub.hub_extra = "journal = %s" % journal
+        hub.write_conf("")
+        # the hub under a 64 KiB file size limit: a write past it fails with EFBIG, as on a full
+        # disk (SIGXFSZ ignored, so the write returns the error instead of ending the process)
+        wrapper = os.path.join(hub.dir, "livehubd-fsize")
+        with open(wrapper, "w") as script:
+            script.write("#!/usr/bin/python3\nimport os, resource, signal, sys\n"
+                         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                         "resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))\n"
+                         "os.execv(%r, [%r] + sys.argv[1:])\n" % (LIVEHUBD, LIVEHUBD))
+        os.chmod(wrapper, 0o755)
+        hubtest.LIVEHUBD = wrapper
+        try:
+            hub.start()
+        finally:
+            hubtest.LIVEHUBD = LIVEHUBD
+        subscriber = hub.subscriber("note:")
+        acked, refusal = [], None
+        for n in range(200):  # 1 KiB each: the limit is reached within about 64
+            reply = hub.control(b"PUBLISH", b"note:big", pack_event("note:big", {"n": n,
+                                                                               "pad": "x" * 1024}))
+            if reply[0] != b"OK":
+                refusal = reply[1].decode()
+                break
+            acked.append(int(reply[1]))
+        self.assertEqual(refusal, "journal: cannot write: File too large")
+        self.assertGreater(len(acked), 10)
+        delivered = [e["id"] for e in subscriber.recv_n(len(acked) + 1, timeout=3)]
+        self.assertEqual(delivered, acked, "the refused event was not delivered")
+        self.assertEqual(metric(hub, "livehub_journal_refused_events_total"), 1)
+        self.assertIn("journal: cannot write: File too large", hub.log())
+        status, _, kept = hub.replay(0)
+        self.assertEqual([e["id"] for e in kept], acked, "nor kept in history")
+        hub.stop()
+        hub.start()  # without the limit
+        self.assertNotIn("cutting a torn", hub.log(), "the failed batch was cut off the file")
+        self.assertEqual([e["id"] for e in hub.replay(0)[2]], acked)
+        self.assertGreater(hub.publish("note:after"), acked[-1])
 
     def test_a_version_1_journal_is_read_and_upgraded(self):
         hub = self.hub(start=False)
