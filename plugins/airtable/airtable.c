@@ -280,9 +280,11 @@ static s_result_t s_create_hook(airtable_t *self)
     at_response_t response;
     int rc = at_api_call(self->api, "POST", path, spec, &response);
     json_decref(spec);
-    if (rc == 0 && response.status == 422 && strstr(response.error, "TOO_MANY_WEBHOOKS_IN_BASE")) {
+    if (rc == 0 && response.status >= 400 && response.status < 500 &&
+        strstr(response.error, "TOO_MANY_WEBHOOKS_IN_BASE")) {
         /* Someone else's hooks fill the base: a few quick tries (one may be deleted meanwhile),
-         * then one per lifecycle_interval, so the API is not asked every minute forever. */
+         * then one per lifecycle_interval, so the API is not asked every minute forever. The
+         * status is undocumented (the fake answers 422): the error type is what says it. */
         self->create_refusals++;
         bool giving_up = self->create_refusals >= AT_CREATE_ATTEMPTS;
         char message[400];
