@@ -335,16 +335,19 @@ static void hub_start(struct hub *hub)
     hub->poll_port = bench_free_port();
     hub->metrics_port = bench_free_port();
     char chains[1024];
-    /* caps above the largest case (the defaults, 5,000 each, would refuse the 5,001st client);
-     * no rate limit (every client comes from a handful of addresses); no heartbeats mid-run */
+    /* caps above the largest case (the defaults, 5,000 each, would refuse the 5,001st client,
+     * and max_connections must hold both); no rate limit (every client comes from a handful of
+     * addresses); no heartbeats mid-run */
     snprintf(chains, sizeof chains,
              "chain = web\n    sink = poll\n        plugin = polling\n"
              "        listen = 127.0.0.1:%d\n        anonymous = true\n        rate = 0\n"
              "        max_parked = %d\n        max_streams = %d\n        max_wait = 300\n"
+             "        max_connections = %d\n"
              "        heartbeat = 600\n        stats = /v1/stats\n"
              "chain = observe\n    source = metrics\n        plugin = metrics\n"
              "        listen = 127.0.0.1:%d\n        interval = 0\n",
-             hub->poll_port, 2 * MAX_CLIENTS, 2 * MAX_CLIENTS, hub->metrics_port);
+             hub->poll_port, 2 * MAX_CLIENTS, 2 * MAX_CLIENTS, 4 * MAX_CLIENTS + 64,
+             hub->metrics_port);
     bench_hub_start(&hub->process, "bench-poll", chains, hub->poll_port);
     if (!bench_port_open(hub->metrics_port)) {
         usleep(500000);
