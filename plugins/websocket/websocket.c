@@ -12,11 +12,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 #include <zmq.h>
-#include "../common/http_glue.h"
 #include "ws_internal.h"
 
 /* Events taken from the input per wake-up before connections get to write (and the loop comes
@@ -48,6 +48,10 @@ static const lh_option_t s_options[] = {
      "connections wait for a free one"},
     {"header_timeout", LH_OPTION_INT, "5", false, 1, 60,
      "seconds a connection has to send its whole request header before it is dropped"},
+    {"max_sockets", LH_OPTION_INT, "12000", false, 16, 1000000,
+     "TCP connections of the listener at most (WebSockets, requests, connections not yet past "
+     "their headers); at the bound a new one closes the oldest that has sent no request yet, or "
+     "gets 503 when none is waiting; at least max_connections"},
     {"max_queue", LH_OPTION_INT, "1000", false, 1, 1000000,
      "frames waiting per connection before it is closed as too slow (4008)"},
     {"max_queue_bytes", LH_OPTION_INT, "1048576", false, 1024, 1073741824,
@@ -183,6 +187,7 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
         {"max_queue", &opt->max_queue},
         {"header_pool", &opt->header_pool},
         {"header_timeout", &opt->header_timeout_s},
+        {"max_sockets", &opt->max_sockets},
         {"max_queue_bytes", &opt->max_queue_bytes},
         {"max_frame", &opt->max_frame},
         {"max_errors", &opt->max_errors},
@@ -219,6 +224,11 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
     const char *origins = lh_conf_get(conf, "origins");
     if (origins && s_parse_origins(origins, opt, err) != 0)
         goto failed;
+    if (opt->max_sockets < opt->max_connections) {
+        lh_error_set(err, "max_sockets: must be at least max_connections (%" PRId64 ")",
+                     opt->max_connections);
+        goto failed;
+    }
     if (opt->idle_timeout_s <= opt->heartbeat_s) {
         lh_error_set(err, "idle_timeout: must be longer than heartbeat (%" PRId64 " s)",
                      opt->heartbeat_s);
@@ -484,6 +494,7 @@ static void s_sweep(lws_sorted_usec_list_t *sul)
         }
         lws_end_foreach_dll(node);
         ws_eio_tick(server, now);
+        glue_conns_tick(&server->conns, now);
         s_check_tail(server);
     }
     lws_sul_schedule(server->context, 0, &server->sweep_timer, s_sweep,
@@ -497,11 +508,28 @@ static bool s_eio_upgrade(ws_server_t *server, struct lws *wsi)
     return lws_hdr_copy(wsi, path, sizeof path, WSI_TOKEN_GET_URI) > 0 && ws_eio_path(server, path);
 }
 
+/* A connection over max_sockets when every one is busy: a 503 straight on the socket, so the
+ * client is told rather than cut off (lws has read nothing of it yet). */
+static void s_refuse_socket(struct lws *wsi)
+{
+    static const char s_busy[] = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\n"
+                                 "content-length: 20\r\nretry-after: 5\r\nconnection: close\r\n"
+                                 "\r\ntoo many connections";
+    int fd = lws_get_socket_fd(wsi);
+    if (fd >= 0 && send(fd, s_busy, sizeof s_busy - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+        /* nothing more to do: the connection is closed either way */
+    }
+}
+
 static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                       size_t len)
 {
     ws_server_t *server = lws_context_user(lws_get_context(wsi));
     ws_session_t *session = user;
+    if (reason == LWS_CALLBACK_WSI_DESTROY) { /* every wsi; before anything looks at its user */
+        glue_conns_closed(&server->conns, wsi);
+        return 0;
+    }
     /* Engine.IO transports go to ws_engineio.c. (At FILTER_NETWORK_CONNECTION user is lws's
      * lws_filter_network_conn_args, not a session: reading eio_role there reads past it.) */
     if (session && reason != LWS_CALLBACK_FILTER_NETWORK_CONNECTION &&
@@ -524,6 +552,8 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
             break;
         }
     }
+    if (reason == LWS_CALLBACK_HTTP || reason == LWS_CALLBACK_HTTP_CONFIRM_UPGRADE)
+        glue_conns_busy(wsi); /* a request: no longer a connection that only waits */
     if (reason == LWS_CALLBACK_ESTABLISHED && s_eio_upgrade(server, wsi))
         return ws_eio_callback(session, wsi, reason, in, len);
     if (reason == LWS_CALLBACK_HTTP && in && ws_eio_path(server, in))
@@ -531,6 +561,12 @@ static int s_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     switch (reason) {
     case LWS_CALLBACK_FILTER_NETWORK_CONNECTION:
         return server->terminating ? 1 : 0;
+    case LWS_CALLBACK_SERVER_NEW_CLIENT_INSTANTIATED:
+        if (glue_conns_accept(&server->conns, wsi, ws_now_us()) == 0)
+            return 0;
+        s_refuse_socket(wsi); /* max_sockets, every one busy */
+        return -1;
+
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         return ws_auth_admit(server, wsi, in);
     case LWS_CALLBACK_ESTABLISHED:
@@ -607,6 +643,10 @@ static void s_register_metrics(ws_server_t *server)
                              "Frames dropped when a too slow connection was closed");
     m->queued = lh_io_gauge(io, "livehub_ws_queued_frames", "Frames waiting in send queues");
     m->errors = lh_io_counter(io, "livehub_ws_errors_total", "Error frames sent to clients");
+    glue_conns_init(&server->conns, (size_t)server->opt.max_sockets, server->opt.header_timeout_s, 0,
+                    lh_io_gauge(io, "livehub_ws_sockets", "Open TCP connections of the listener"),
+                    lh_io_counter(io, "livehub_ws_sockets_shed_total",
+                                  "Connections closed or refused at max_sockets"));
     server->sio_gauge = lh_io_gauge(io, "livehub_ws_socketio_sessions", "Open Engine.IO sessions");
     server->published = lh_io_counter(io, "livehub_ws_published_total",
                                       "Events published by clients (the publish op)");

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <libwebsockets.h>
 #include <livehub/livehub.h>
+#include "../common/http_glue.h"
 
 /* Audiences one connection can be granted: public, role:<role>, user:<sub>, admin. */
 #define WS_GRANTS_MAX 4
@@ -78,7 +79,7 @@ typedef struct {
     int port;
     bool anonymous;
     bool dev_login; /* GET /dev/token mints tokens for loopback requests (ws_auth.c) */
-    int64_t header_pool, header_timeout_s;
+    int64_t header_pool, header_timeout_s, max_sockets;
     int64_t max_connections, max_queue, max_queue_bytes, max_frame, max_errors, send_buffer;
     int64_t ping_rate; /* client pings per second (ping ops, and ping frames by their bytes) */
     int64_t heartbeat_s, idle_timeout_s, auth_timeout_s, clock_skew_s, close_timeout_s;
@@ -141,6 +142,7 @@ typedef struct ws_server {
     struct lws_vhost *vhost;
     struct lws *input_wsi, *pipe_wsi; /* the adopted dup()s of the ZeroMQ sockets' ZMQ_FD */
     lws_dll2_owner_t sessions;        /* every established WebSocket session */
+    glue_conns_t conns;               /* the listener's TCP connections, bounded (max_sockets) */
     ws_audiences_t *audiences;
     const void *secret; /* the hub's token secret (borrowed) or NULL */
     size_t secret_size;

@@ -715,6 +715,51 @@ class WebSocketTest(HubTestCase):
         print("\n  slowloris: 256 hostile sockets, %d opened, %d closed by the hub"
               % (hostile.opened, hostile.closed_by_server))
 
+    def test_max_sockets_bounds_the_listener_and_sheds_waiting_sockets(self):
+        """Issue 21 #1: beyond the header pool, connections waited in an unbounded line (each one
+        a descriptor). max_sockets bounds the listener: at the bound a new connection closes the
+        oldest one that has sent no request yet, and gets a clear 503 when every one is busy."""
+        hub, port = self.start("anonymous = true\nmax_connections = 16\nmax_sockets = 16\n"
+                               "header_pool = 16", stats=False)
+        fd_dir = "/proc/%d/fd" % hub.process.pid
+        baseline = len(os.listdir(fd_dir))
+        hostile = Slowloris(port, 100)
+        try:
+            self.assertTrue(hostile.connected.wait(30))
+            deadline = time.monotonic() + 30
+            while hostile.closed_by_server < 84:  # shed to make room for the newer ones
+                self.assertLess(time.monotonic(), deadline, hostile.closed_by_server)
+                time.sleep(0.05)
+            # the hub's descriptors: max_sockets, once those it closed are gone
+            while len(os.listdir(fd_dir)) > baseline + 16 + 2:
+                self.assertLess(time.monotonic(), deadline, len(os.listdir(fd_dir)) - baseline)
+                time.sleep(0.05)
+
+            async def honest():
+                async with websockets.connect(self.url(port, types="*"), open_timeout=15,
+                                              close_timeout=2, ping_interval=None) as ws:
+                    self.assertEqual((await recv_json(ws, 15))["op"], "welcome")
+                    event_id = hub.publish("signal:created", {"n": 1})
+                    self.assertEqual((await events_until(ws, 1, 15))[0]["id"], event_id)
+
+            run(honest(), timeout=20)
+            self.assertEqual(http_get(port, "/", timeout=15)[0], 200)
+        finally:
+            hostile.stop()
+
+        async def busy():
+            # 16 WebSockets: every connection busy, so the 17th is refused, and told so
+            kept = [await self.connect(port, types="*") for _ in range(16)]
+            for ws in kept:
+                await recv_json(ws)
+            status, _, body = await asyncio.get_running_loop().run_in_executor(
+                None, http_get, port, "/")
+            self.assertEqual((status, body), (503, b"too many connections"))
+            for ws in kept:
+                await ws.close()
+
+        run(busy())
+
     def test_origin_allow_list(self):
         hub, port = self.start("origins = https://app.example http://localhost:3000\n"
                                "anonymous = true")
