@@ -48,10 +48,10 @@ static const lh_option_t s_options[] = {
      "connections wait for a free one"},
     {"header_timeout", LH_OPTION_INT, "5", false, 1, 60,
      "seconds a connection has to send its whole request header before it is dropped"},
-    {"max_sockets", LH_OPTION_INT, "12000", false, 16, 1000000,
+    {"max_sockets", LH_OPTION_INT, "0", false, 0, 2000000,
      "TCP connections of the listener at most (WebSockets, requests, connections not yet past "
      "their headers); at the bound a new one closes the oldest that has sent no request yet, or "
-     "gets 503 when none is waiting; at least max_connections"},
+     "gets 503 when none is waiting; at least max_connections; 0: max_connections + header_pool"},
     {"max_queue", LH_OPTION_INT, "1000", false, 1, 1000000,
      "frames waiting per connection before it is closed as too slow (4008)"},
     {"max_queue_bytes", LH_OPTION_INT, "1048576", false, 1024, 1073741824,
@@ -224,6 +224,8 @@ static int s_options_load(const lh_conf_t *conf, ws_options_t *opt, lh_error_t *
     const char *origins = lh_conf_get(conf, "origins");
     if (origins && s_parse_origins(origins, opt, err) != 0)
         goto failed;
+    if (opt->max_sockets == 0)
+        opt->max_sockets = opt->max_connections + opt->header_pool;
     if (opt->max_sockets < opt->max_connections) {
         lh_error_set(err, "max_sockets: must be at least max_connections (%" PRId64 ")",
                      opt->max_connections);

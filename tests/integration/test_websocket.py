@@ -273,6 +273,8 @@ class WebSocketTest(HubTestCase):
             ("stats = metrics", "stats: a URL path"),
             ("www = /nonexistent/folder", "www: '/nonexistent/folder' is not a folder"),
             ("max_queue = 0", "max_queue"),
+            ("max_connections = 100\nmax_sockets = 50", "max_sockets: must be at least"),
+            ("header_pool = 2", "header_pool"),
             ("colour = blue", "colour"),
         ]
         hub = self.hub(start=False)
