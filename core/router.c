@@ -645,7 +645,11 @@ static void s_drain_ingest(lh_hub_t *self, void *socket, const char *fixed_src, 
     const lh_source_counters_t *counted = from                        ? &from->from
                                           : socket == self->ingest_tcp ? &self->from_ingress
                                                                        : &self->from_inproc;
-    for (int n = 0; n < S_DRAIN_BATCH; n++) {
+    /* With a sync per batch the disk's sync latency sets the rate: take bigger batches. */
+    int batch = self->journal && self->conf->journal_sync == LH_JOURNAL_SYNC_BATCH
+                    ? LH_BATCH_MAX_EVENTS
+                    : S_DRAIN_BATCH;
+    for (int n = 0; n < batch; n++) {
         zmq_msg_t topic, body;
         zmq_msg_init(&topic);
         zmq_msg_init(&body);

@@ -166,7 +166,8 @@ class DurabilityTest(HubTestCase):
         hub = self.hub(start=False, env={"LIVEHUB_DURABILITY_KEYS": HTTP_KEY})
         journal = os.path.join(hub.dir, "journal")
         http_port = free_port()
-        hub.hub_extra = "journal = %s\nhistory = 400000\nephemeral = tick:" % journal
+        base_extra = "journal = %s\nhistory = 400000\nephemeral = tick:" % journal
+        hub.hub_extra = base_extra
         hub.write_conf(HTTP_CHAIN % http_port)
         hub.start()
         epoch = hub.status()["epoch"]
@@ -180,6 +181,10 @@ class DurabilityTest(HubTestCase):
             hub.process.wait()
             this_round.finish()
             hub.log_file.close()
+            # every other life syncs each batch (journal_sync = batch, which also takes bigger
+            # batches): a process crash must lose nothing under either policy
+            hub.hub_extra = base_extra + ("\njournal_sync = batch" if number % 2 == 0 else "")
+            hub.write_conf(HTTP_CHAIN % http_port)
             hub.start()
             self.assertEqual(hub.status()["epoch"], epoch, "the journal keeps the epoch")
             kept = replay_all(hub, epoch)
