@@ -114,6 +114,16 @@ void glue_conns_busy(struct lws *wsi)
         lws_dll2_remove(&conn->link);
 }
 
+void glue_conns_stranger(glue_conns_t *self, struct lws *wsi, int64_t now_us)
+{
+    glue_conn_t *conn = lws_get_opaque_user_data(wsi);
+    if (!conn || conn->closing)
+        return;
+    lws_dll2_remove(&conn->link);
+    conn->deadline_us = now_us + self->header_timeout_us;
+    lws_dll2_add_tail(&conn->link, &self->fresh);
+}
+
 void glue_conns_idle(glue_conns_t *self, struct lws *wsi, int64_t now_us)
 {
     glue_conn_t *conn = lws_get_opaque_user_data(wsi);

@@ -49,6 +49,9 @@ void glue_conns_init(glue_conns_t *self, size_t max, int64_t header_timeout_s,
 int glue_conns_accept(glue_conns_t *self, struct lws *wsi, int64_t now_us);
 /* A request's headers arrived: the connection is busy until glue_conns_idle. */
 void glue_conns_busy(struct lws *wsi);
+/* A request that is refused but whose body is still to be read and dropped: the connection
+ * waits again like a fresh one (closed at header_timeout from now, or first at the cap). */
+void glue_conns_stranger(glue_conns_t *self, struct lws *wsi, int64_t now_us);
 /* The answer is written and the connection kept alive: it waits idle_timeout for the next request
  * (lws's own keep-alive timer is cleared: one timer per connection, this one). */
 void glue_conns_idle(glue_conns_t *self, struct lws *wsi, int64_t now_us);

@@ -82,13 +82,17 @@ static int s_refuse(hp_request_t *self, unsigned status, const char *error, cons
 }
 
 /* Refuses a request that never showed a key (wrong path or method, no or an unknown key): the
- * answer goes out at once and the connection ends with it, so a stranger holds no descriptor
- * beyond its one answer. */
+ * connection ends with the answer, so a stranger holds no descriptor beyond it. A body on its
+ * way is read and dropped first (closing with it unread would reset the connection and lose the
+ * answer), but meanwhile the connection is as evictable and as short-lived as a fresh one. */
 static int s_refuse_stranger(hp_request_t *self, unsigned status, const char *error,
                              const char *message)
 {
+    int rc = s_refuse(self, status, error, message);
     self->close_after = true;
-    return s_error(self, status, error, message);
+    if (self->state == HP_DISCARDING)
+        glue_conns_stranger(&self->server->conns, self->wsi, hp_now_us());
+    return rc;
 }
 
 static int s_header(struct lws *wsi, enum lws_token_indexes token, char *out, size_t size)

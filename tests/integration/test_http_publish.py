@@ -389,6 +389,27 @@ class HttpPublishTest(HubTestCase):
         self.assertTrue(reply.startswith(b"HTTP/1.1 401"), reply)
         self.assertIn(b"connection: close", reply.lower())
 
+    def test_a_stranger_with_a_large_body_gets_its_401_before_the_close(self):
+        """The connection of a request without a key ends with its answer; a body on its way is
+        read and dropped first, or the close would reset the connection and the client would
+        see an error instead of the 401 (a backend with a rotated key must be told so)."""
+        self.port = free_port()
+        hub = self.hub(chains=stage_conf(self.port).replace("max_body = 4096",
+                                                            "max_body = 1048576"), env=ENV)
+        hub.wait_running("api")
+        body = json.dumps({"type": "big:1", "data": "x" * 900000})
+        for attempt in range(10):
+            with self.subTest(attempt=attempt):
+                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+                connection.request("POST", "/v1/publish", body=body,
+                                   headers={"Authorization": "Bearer not-a-key-0123456789"})
+                response = connection.getresponse()
+                answer = json.loads(response.read())
+                connection.close()
+                self.assertEqual((response.status, answer["error"]), (401, "unauthorized"))
+                self.assertTrue(response.will_close)
+        self.assertEqual(self.last_id(hub), 0)
+
     def test_header_timeout_closes_a_connection_that_sends_no_request(self):
         self.port = free_port()
         hub = self.hub(chains=stage_conf(self.port, extra="        header_timeout = 1\n"),
