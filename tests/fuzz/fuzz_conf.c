@@ -9,17 +9,24 @@
 #include "plugin_host.h"
 
 static lh_plugins_t *s_plugins;
-static char s_path[64];
+static char s_dir[64], s_path[96];
+
+static void s_remove_files(void)
+{
+    unlink(s_path);
+    rmdir(s_dir);
+}
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
     s_plugins = lh_plugins_new(LIVEHUB_BUILD_PLUGIN_DIR);
-    char dir[] = "/tmp/livehub-fuzz-conf-XXXXXX";
-    if (!s_plugins || !mkdtemp(dir))
+    snprintf(s_dir, sizeof s_dir, "/tmp/livehub-fuzz-conf-XXXXXX");
+    if (!s_plugins || !mkdtemp(s_dir))
         abort();
-    snprintf(s_path, sizeof s_path, "%s/livehub.conf", dir);
+    snprintf(s_path, sizeof s_path, "%s/livehub.conf", s_dir);
+    atexit(s_remove_files);
     return 0;
 }
 

@@ -24,6 +24,7 @@ static const char s_key[] = "fuzz-publish-key-0123456789";
 static fuzz_hub_ports_t s_ports;
 static bool s_started;
 static char *s_admin_token, *s_user_token;
+static char s_dir[64];
 
 /* A port nobody listens on now (the kernel's choice for an ephemeral bind). */
 static int s_free_port(void)
@@ -50,6 +51,13 @@ static void s_write_file(const char *path, const char *text)
  * libFuzzer and the replay after a run without a fault (both report faults with _Exit/abort). */
 static void s_exit_at_once(void)
 {
+    static const char *const files[] = {"secret", "keys", "livehub.conf", "control"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", s_dir, files[i]);
+        unlink(path);
+    }
+    rmdir(s_dir);
     fflush(NULL);
     _exit(0);
 }
@@ -167,7 +175,9 @@ void fuzz_http_exchange(int port, const uint8_t *data, size_t size)
 
 bool fuzz_ws_upgrade(int fd, const char *path)
 {
-    char request[512];
+    char request[2048];
+    if (strlen(path) > 1024)
+        return false;
     int size = snprintf(request, sizeof request,
                         "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -313,9 +323,10 @@ const fuzz_hub_ports_t *fuzz_hub_start(void)
     if (!getenv("LIVEHUB_LOG"))
         setenv("LIVEHUB_LOG", "error", 1);
 
-    char dir[] = "/tmp/livehub-fuzz-hub-XXXXXX";
-    if (!mkdtemp(dir))
+    snprintf(s_dir, sizeof s_dir, "/tmp/livehub-fuzz-hub-XXXXXX");
+    if (!mkdtemp(s_dir))
         abort();
+    const char *dir = s_dir;
     char secret_path[128], key_path[128], conf_path[128], conf[4096];
     snprintf(secret_path, sizeof secret_path, "%s/secret", dir);
     snprintf(key_path, sizeof key_path, "%s/keys", dir);
