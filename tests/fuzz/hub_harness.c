@@ -157,6 +157,23 @@ size_t fuzz_read_answer(int fd, char *buffer, size_t capacity)
     return kept;
 }
 
+/* True when text (NUL-terminated) ends exactly where its first request ends: headers, then the
+ * body its Content-Length or chunked encoding announces. */
+static bool s_request_complete(char *text, size_t size)
+{
+    char *end = strstr(text, "\r\n\r\n");
+    if (!end)
+        return false;
+    size_t body = size - (size_t)(end + 4 - text);
+    *end = '\0'; /* search the headers only */
+    const char *length = strcasestr(text, "\ncontent-length:");
+    bool chunked = strcasestr(text, "\ntransfer-encoding: chunked") != NULL;
+    *end = '\r';
+    if (chunked)
+        return size >= 5 && memcmp(text + size - 5, "0\r\n\r\n", 5) == 0;
+    return length ? body == strtoull(length + 16, NULL, 10) : body == 0;
+}
+
 void fuzz_http_exchange(int port, const uint8_t *data, size_t size)
 {
     size_t text_size;
@@ -167,6 +184,11 @@ void fuzz_http_exchange(int port, const uint8_t *data, size_t size)
         abort(); /* the hub no longer serves: that is a finding */
     }
     fuzz_send(fd, text, text_size);
+    /* A request cut short would keep the server waiting for the rest until the time-out: it sees
+     * the end at once. A whole one leaves the connection open, so long polls and streams answer
+     * (a server may drop an answer once the peer has hung up). */
+    if (!s_request_complete(text, text_size))
+        shutdown(fd, SHUT_WR);
     char answer[65536];
     fuzz_read_answer(fd, answer, sizeof answer);
     close(fd);
@@ -195,6 +217,47 @@ bool fuzz_ws_upgrade(int fd, const char *path)
             break;
     }
     return got > 12 && memcmp(answer, "HTTP/1.1 101", 12) == 0;
+}
+
+/* Reads exactly size bytes; false on EOF or time-out. */
+static bool s_read_exactly(int fd, uint8_t *out, size_t size)
+{
+    while (size > 0) {
+        ssize_t got = recv(fd, out, size, 0);
+        if (got <= 0)
+            return false;
+        out += got;
+        size -= (size_t)got;
+    }
+    return true;
+}
+
+void fuzz_ws_read_until_close_frame(int fd)
+{
+    for (;;) {
+        uint8_t header[2], extended[8];
+        if (!s_read_exactly(fd, header, 2))
+            return;
+        uint64_t size = header[1] & 0x7f;
+        size_t extra = size == 126 ? 2 : size == 127 ? 8 : 0;
+        if (extra) {
+            if (!s_read_exactly(fd, extended, extra))
+                return;
+            size = 0;
+            for (size_t i = 0; i < extra; i++)
+                size = size << 8 | extended[i];
+        }
+        uint8_t payload[4096];
+        while (size > 0) {
+            size_t take = size < sizeof payload ? (size_t)size : sizeof payload;
+            if (!s_read_exactly(fd, payload, take))
+                return;
+            s_trace((const char *)payload, take);
+            size -= take;
+        }
+        if ((header[0] & 0x0f) == 8)
+            return;
+    }
 }
 
 void fuzz_ws_send(int fd, int opcode, const void *data, size_t size)

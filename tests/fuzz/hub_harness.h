@@ -39,6 +39,9 @@ size_t fuzz_read_answer(int fd, char *buffer, size_t capacity);
 void fuzz_http_exchange(int port, const uint8_t *data, size_t size);
 /* Upgrades the connection at path to a WebSocket; true when the server answered 101. */
 bool fuzz_ws_upgrade(int fd, const char *path);
+/* Reads the server's frames until its close frame (or EOF, or the time-out): a server may wait
+ * for the client to hang up after answering a close, so reading until EOF would wait for that. */
+void fuzz_ws_read_until_close_frame(int fd);
 /* Sends one masked WebSocket frame (opcode 1 text, 8 close, 9 ping) holding data. */
 void fuzz_ws_send(int fd, int opcode, const void *data, size_t size);
 
