@@ -23,8 +23,8 @@ const fuzz_hub_ports_t *fuzz_hub_start(void);
  * name them. New buffer (free()), NUL-terminated, its length in *size. */
 char *fuzz_hub_substitute(const uint8_t *data, size_t size, size_t *out_size);
 
-/* A TCP connection to 127.0.0.1:port whose reads and writes give up after timeout_ms; -1 on
- * failure. */
+/* A TCP connection to 127.0.0.1:port whose reads and writes give up after timeout_ms; -1 (said on
+ * stderr) when the port refuses connections for 10 s. */
 int fuzz_connect(int port, int timeout_ms);
 /* Writes everything it can (a peer that closed early is not an error). */
 void fuzz_send(int fd, const void *data, size_t size);
