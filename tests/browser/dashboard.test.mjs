@@ -58,7 +58,7 @@ before(async () => {
 after(async () => { if (browser) await browser.close(); });
 
 test("live, then polling while the WebSocket is gone, then live: every event once, in order",
-  {timeout: 60000}, async () => {
+  {timeout: 120000}, async () => {
     const context = await browser.newContext({viewport: {width: 1280, height: 800}});
     const page = await context.newPage();
     const errors = [];
@@ -97,7 +97,7 @@ test("live, then polling while the WebSocket is gone, then live: every event onc
     await context.close();
   });
 
-test("offline when neither sink answers", {timeout: 30000}, async () => {
+test("offline when neither sink answers", {timeout: 120000}, async () => {
   const context = await browser.newContext({viewport: {width: 1280, height: 800}});
   const page = await context.newPage();
   await page.goto(`${HTTP}/?ns=client&poll=${encodeURIComponent("http://127.0.0.1:9")}`);
@@ -109,7 +109,7 @@ test("offline when neither sink answers", {timeout: 30000}, async () => {
   await context.close();
 });
 
-test("two tabs of one context share one WebSocket; both show events", {timeout: 30000}, async () => {
+test("two tabs of one context share one WebSocket; both show events", {timeout: 120000}, async () => {
   const context = await browser.newContext({viewport: {width: 1000, height: 700}});
   const opened = [];
   const tabA = await context.newPage();
@@ -130,7 +130,7 @@ test("two tabs of one context share one WebSocket; both show events", {timeout: 
   await context.close();
 });
 
-test("a client never sees another user's events; an admin sees admin events", {timeout: 30000},
+test("a client never sees another user's events; an admin sees admin events", {timeout: 120000},
   async () => {
     const client = await browser.newContext({viewport: {width: 1280, height: 800}});
     const admin = await browser.newContext({viewport: {width: 1280, height: 800}});
@@ -158,7 +158,7 @@ test("a client never sees another user's events; an admin sees admin events", {t
     await client.close(); await admin.close(); await phone.close();
   });
 
-test("toasts use the event's template, or a readable fallback for unknown types", {timeout: 30000},
+test("toasts use the event's template, or a readable fallback for unknown types", {timeout: 120000},
   async () => {
     const context = await browser.newContext({viewport: {width: 1280, height: 800}});
     const page = await context.newPage();
@@ -192,7 +192,7 @@ test("toasts use the event's template, or a readable fallback for unknown types"
   });
 
 test("sound plays only after a user gesture: an Enable sound button, no autoplay errors",
-  {timeout: 40000}, async () => {
+  {timeout: 120000}, async () => {
     const context = await browser.newContext({viewport: {width: 1280, height: 800}});
     // count what the page asks of Web Audio: contexts made, and tones started
     await context.addInitScript(() => {
@@ -249,7 +249,7 @@ test("sound plays only after a user gesture: an Enable sound button, no autoplay
   });
 
 test("dev login: Admin gets the admin view with live hub metrics; Client user gets theirs",
-  {timeout: 60000}, async () => {
+  {timeout: 120000}, async () => {
     const context = await browser.newContext({viewport: {width: 1280, height: 800}});
     const page = await context.newPage();
     await page.goto(dashboard("client", ""));
@@ -262,16 +262,16 @@ test("dev login: Admin gets the admin view with live hub metrics; Client user ge
     assert.equal(await page.textContent("#who-name"), "Admin · dev login");
     // metrics:update from the metrics stage (interval 1 s) fills the Hub card ...
     await page.waitForFunction(() => /^\d+$/.test(document.getElementById("m-last").textContent),
-      null, {timeout: 20000});
+      null, {timeout: 60000});
     // the first snapshot may predate this page's connection: the next one counts it
     await page.waitForFunction(() => Number(document.getElementById("m-conn").textContent) >= 1,
-      null, {timeout: 20000});
+      null, {timeout: 60000});
     // ... and its numbers follow traffic: 40 events make the rate and the newest id move
     const ids = [];
     for (let i = 0; i < 40; i++) ids.push(pub("admin:audit", {action: "export", n: i}, "admin"));
     await waitSeen(page, ids);
     await page.waitForFunction((last) => Number(document.getElementById("m-last").textContent) >= last &&
-      Number(document.getElementById("m-eps").textContent) > 0, ids.at(-1), {timeout: 20000});
+      Number(document.getElementById("m-eps").textContent) > 0, ids.at(-1), {timeout: 120000});
     await page.waitForSelector(`#stream li[data-id="${ids.at(-1)}"]`);
     // a burst of one type is one toast with the newest text, not a wall of toasts
     assert.equal((await page.$$('.toast[data-type="admin:audit"]')).length, 1);
@@ -299,7 +299,7 @@ test("dev login: Admin gets the admin view with live hub metrics; Client user ge
     await context.close();
   });
 
-test("a pasted token signs in; a stage without dev_login refuses the dev login", {timeout: 40000},
+test("a pasted token signs in; a stage without dev_login refuses the dev login", {timeout: 120000},
   async () => {
     const context = await browser.newContext({viewport: {width: 1280, height: 800}});
     const page = await context.newPage();
@@ -391,7 +391,7 @@ async function wsConnections() {
 }
 
 test("useLivehub in React: subscribes in an effect, exposes state, cleans up on unmount",
-  {timeout: 40000}, async () => {
+  {timeout: 120000}, async () => {
     const server = await serveReactPage();
     const context = await browser.newContext({viewport: {width: 800, height: 600}});
     // connections other tests may still hold (a failed test can leave its page open)
@@ -406,7 +406,7 @@ test("useLivehub in React: subscribes in an effect, exposes state, cleans up on 
       await page.goto(`http://127.0.0.1:${server.address().port}/?ws=${encodeURIComponent(wsUrl)}` +
         `&token=${E.LH_TOKEN_CLIENT7}`);
       await page.waitForFunction(() => document.getElementById("state")?.textContent === "live",
-        null, {timeout: 20000});
+        null, {timeout: 60000});
       const signal = pub("signal:created", {title: "From React"});
       const other = pub("connection:updated", {status: "x"}, "user:7");
       const signal2 = pub("signal:updated", {title: "Again"});
@@ -419,7 +419,7 @@ test("useLivehub in React: subscribes in an effect, exposes state, cleans up on 
       await page.waitForFunction(() => document.getElementById("tick").textContent === "3");
       assert.equal(sockets.length, 1);
       assert.equal(await page.evaluate(() => window.clients.length), 1);
-      const closed = sockets[0].waitForEvent("close", {timeout: 20000});
+      const closed = sockets[0].waitForEvent("close", {timeout: 120000});
       await page.evaluate(() => window.unmountFeed());
       await page.waitForSelector("#gone");
       await closed;  // the WebSocket is gone ...
@@ -440,7 +440,7 @@ test("useLivehub in React: subscribes in an effect, exposes state, cleans up on 
   });
 
 test("an EventSource on the polling sink: events in order, resumed with Last-Event-ID across an outage",
-  {timeout: 90000}, async () => {
+  {timeout: 120000}, async () => {
     const context = await browser.newContext();
     const page = await context.newPage();
     const errors = [];
@@ -461,23 +461,23 @@ test("an EventSource on the polling sink: events in order, resumed with Last-Eve
         });
         window.sseSource = source;
       }, {poll: POLL, token: E.LH_TOKEN_CLIENT7});
-      await page.waitForFunction(() => window.sse.opens === 1, null, {timeout: 20000});
+      await page.waitForFunction(() => window.sse.opens === 1, null, {timeout: 60000});
       const sent = [];
       for (let n = 0; n < 5; n++) sent.push(pub("sse:tick", {n}));
       sent.push(pub("sse:tick", {n: 5}, "user:7"));   // the token's own audience
       pub("sse:tick", {n: -1}, "user:8");               // someone else's: never shown
       const count = (n) => page.waitForFunction((k) => window.sse.events.length >= k, n,
-        {timeout: 20000});
+        {timeout: 120000});
       await count(sent.length);
 
       // The polling stage goes away (a reload without its chain) and events go on being published;
       // when it is back the browser reconnects by itself (retry: 2000) sending Last-Event-ID.
       const start = conf.indexOf("chain = polling"), end = conf.indexOf("chain = browsers");
       reload(conf.slice(0, start) + conf.slice(end));
-      await page.waitForFunction(() => window.sse.errors >= 1, null, {timeout: 20000});
+      await page.waitForFunction(() => window.sse.errors >= 1, null, {timeout: 60000});
       for (let n = 6; n < 12; n++) sent.push(pub("sse:tick", {n}));
       reload(conf);
-      await page.waitForFunction(() => window.sse.opens >= 2, null, {timeout: 30000});
+      await page.waitForFunction(() => window.sse.opens >= 2, null, {timeout: 60000});
       for (let n = 12; n < 15; n++) sent.push(pub("sse:tick", {n}));
       await count(sent.length);
       await new Promise((r) => setTimeout(r, 500));  // room for a duplicate to show itself

@@ -171,11 +171,11 @@ chain = browsers
                                        cwd=BROWSER_DIR, env=env, stdout=output_file,
                                        stderr=subprocess.STDOUT)
             try:
-                returncode = process.wait(timeout=240)
+                returncode = process.wait(timeout=540)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-                returncode = "killed after 240 s"
+                returncode = "killed after 540 s"
             output_file.seek(0)
             output = output_file.read().decode(errors="replace")
         print(output)
