@@ -12,9 +12,10 @@
  *   naming both numbers. Minor versions only append fields to the end of lh_plugin_t; the hub reads
  *   struct_size to know which fields a plugin built against an older minor has, so a plugin built
  *   for 1.0 keeps loading into every 1.x hub. A plugin built for a newer minor than the hub is
- *   refused. A minor version may also add host functions (1.1: lh_io_publish); a plugin that
- *   calls one declares that minor through LH_PLUGIN_ABI_MINOR, so an older hub refuses it with a
- *   message instead of failing to resolve the symbol.
+ *   refused. A minor version may also add host functions (1.1: lh_io_publish; 1.2: the
+ *   asynchronous lh_io_publish_send); a plugin that calls one declares that minor through
+ *   LH_PLUGIN_ABI_MINOR, so an older hub refuses it with a message instead of failing to resolve
+ *   the symbol.
  *
  * ROLES
  *   A source emits events into the hub. A sink receives the events whose type starts with one of
@@ -87,7 +88,7 @@ extern "C" {
 #endif
 
 #define LH_PLUGIN_ABI_MAJOR 1
-#define LH_PLUGIN_ABI_MINOR 1 /* 1.1: the command callback, lh_io_publish */
+#define LH_PLUGIN_ABI_MINOR 2 /* 1.1: the command callback, lh_io_publish; 1.2: lh_io_publish_send */
 #define LH_PLUGIN_SYMBOL "lh_plugin_v1"
 
 #if defined(__GNUC__)
