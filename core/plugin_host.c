@@ -36,6 +36,10 @@ struct lh_io {
     lh_metric_t *emitted, *emit_failed, *latency;
     void *publisher; /* DEALER to LH_PUBLISH_ENDPOINT, made by the first lh_io_publish */
     uint64_t publish_seq;
+    /* lh_io_publish_send's own DEALER (answers come back by tag, never mixed with the waiting
+     * call's) and the ids of the last answer taken */
+    void *async_publisher;
+    uint64_t *taken_ids;
     int drain_grace_ms; /* see lh_io_set_drain_grace */
 };
 
@@ -537,30 +541,33 @@ int lh_io_emit(lh_io_t *io, lh_event_t **event_p)
     return rc;
 }
 
-/* The instance's DEALER to the router's publish endpoint; it lives as long as the thread. */
-static void *s_publisher(lh_io_t *io)
+/* A DEALER to the router's publish endpoint, made once in *slot; it lives as long as the
+ * thread. send_timeout_ms: how long a send may wait for room in its queue (0: never). */
+static void *s_publisher(lh_io_t *io, void **slot, int send_timeout_ms, int queue)
 {
-    if (!io->publisher) {
+    if (!*slot) {
         void *socket = zmq_socket(io->services->zmq_context, ZMQ_DEALER);
-        int linger = 0, timeout = LH_IO_PUBLISH_TIMEOUT_MS;
+        int linger = 0;
         if (!socket)
             return NULL;
         zmq_setsockopt(socket, ZMQ_LINGER, &linger, sizeof linger);
-        zmq_setsockopt(socket, ZMQ_SNDTIMEO, &timeout, sizeof timeout);
+        zmq_setsockopt(socket, ZMQ_SNDTIMEO, &send_timeout_ms, sizeof send_timeout_ms);
+        if (queue > 0)
+            zmq_setsockopt(socket, ZMQ_SNDHWM, &queue, sizeof queue);
         const char *endpoint = io->services->publish_endpoint ? io->services->publish_endpoint
                                                               : LH_PUBLISH_ENDPOINT;
         if (zmq_connect(socket, endpoint) != 0) {
             zmq_close(socket);
             return NULL;
         }
-        io->publisher = socket;
+        *slot = socket;
     }
-    return io->publisher;
+    return *slot;
 }
 
 /* Sends one request; every event is encoded first so a bad one fails before anything leaves. */
-static int s_publish_send(lh_io_t *io, void *socket, lh_event_t *const *events, size_t count,
-                          lh_error_t *err)
+static int s_publish_send(lh_io_t *io, void *socket, uint64_t seq, lh_event_t *const *events,
+                          size_t count, lh_error_t *err)
 {
     for (size_t i = 0; i < count; i++) {
         lh_error_t inner;
@@ -570,9 +577,10 @@ static int s_publish_send(lh_io_t *io, void *socket, lh_event_t *const *events, 
         }
     }
     const char *stage = io->conf->name;
-    if (zmq_send(socket, &io->publish_seq, sizeof io->publish_seq, ZMQ_SNDMORE) < 0) {
+    if (zmq_send(socket, &seq, sizeof seq, ZMQ_SNDMORE) < 0) {
         lh_error_set(err, "the hub takes no request: %s", zmq_strerror(zmq_errno()));
-        return LH_PUBLISH_NO_ANSWER;
+        return zmq_errno() == EAGAIN && socket == io->async_publisher ? LH_PUBLISH_BUSY
+                                                                       : LH_PUBLISH_NO_ANSWER;
     }
     /* the parts after the first of a message always follow it */
     zmq_send(socket, stage, strlen(stage), ZMQ_SNDMORE);
@@ -649,15 +657,100 @@ int lh_io_publish(lh_io_t *io, lh_event_t *const *events, size_t count, uint64_t
         lh_error_set(err, "this stage is a sink: it cannot publish");
     else if (!events || !ids_out || count == 0 || count > LH_IO_PUBLISH_MAX)
         lh_error_set(err, "publish takes 1 to %d events", LH_IO_PUBLISH_MAX);
-    else if (!(socket = s_publisher(io)))
+    else if (!(socket = s_publisher(io, &io->publisher, LH_IO_PUBLISH_TIMEOUT_MS, 0)))
         lh_error_set(err, "cannot reach the hub's publish endpoint: %s", zmq_strerror(zmq_errno()));
     else {
         io->publish_seq++;
-        rc = s_publish_send(io, socket, events, count, err);
+        rc = s_publish_send(io, socket, io->publish_seq, events, count, err);
         if (rc == LH_PUBLISH_OK)
             rc = s_publish_wait(io, socket, count, ids_out, err);
     }
     lh_metric_add(rc == LH_PUBLISH_OK ? io->emitted : io->emit_failed, count);
+    return rc;
+}
+
+void *lh_io_publish_socket(lh_io_t *io)
+{
+    if (!io->output)
+        return NULL;
+    return s_publisher(io, &io->async_publisher, 0, LH_IO_PUBLISH_IN_FLIGHT_MAX);
+}
+
+int lh_io_publish_send(lh_io_t *io, lh_event_t *const *events, size_t count, uint64_t tag,
+                       lh_error_t *err)
+{
+    void *socket = NULL;
+    int rc = LH_PUBLISH_REFUSED;
+    if (!io->output)
+        lh_error_set(err, "this stage is a sink: it cannot publish");
+    else if (!events || count == 0 || count > LH_IO_PUBLISH_MAX)
+        lh_error_set(err, "publish takes 1 to %d events", LH_IO_PUBLISH_MAX);
+    else if (!(socket = lh_io_publish_socket(io)))
+        lh_error_set(err, "cannot reach the hub's publish endpoint: %s", zmq_strerror(zmq_errno()));
+    else
+        rc = s_publish_send(io, socket, tag, events, count, err);
+    if (rc != LH_PUBLISH_OK)
+        lh_metric_add(io->emit_failed, count);
+    return rc;
+}
+
+int lh_io_publish_take(lh_io_t *io, uint64_t *tag, const uint64_t **ids, size_t *count,
+                       lh_error_t *err)
+{
+    *ids = NULL;
+    *count = 0;
+    if (!io->async_publisher)
+        return LH_PUBLISH_NONE;
+    zmq_msg_t frames[3];
+    int n = 0;
+    zmq_msg_init(&frames[0]);
+    if (zmq_msg_recv(&frames[0], io->async_publisher, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&frames[0]);
+        return LH_PUBLISH_NONE;
+    }
+    n = 1;
+    bool more = zmq_msg_more(&frames[0]);
+    while (more) { /* the parts after the first of a message are there with it */
+        zmq_msg_t frame;
+        zmq_msg_init(&frame);
+        zmq_msg_recv(&frame, io->async_publisher, 0);
+        more = zmq_msg_more(&frame);
+        if (n < 3)
+            frames[n++] = frame;
+        else
+            zmq_msg_close(&frame);
+    }
+    int rc = LH_PUBLISH_REFUSED;
+    *tag = 0;
+    if (n == 3 && zmq_msg_size(&frames[0]) == sizeof *tag) {
+        memcpy(tag, zmq_msg_data(&frames[0]), sizeof *tag);
+        bool ok = zmq_msg_size(&frames[1]) == 2 && memcmp(zmq_msg_data(&frames[1]), "OK", 2) == 0;
+        size_t size = zmq_msg_size(&frames[2]);
+        if (!ok) {
+            lh_error_set(err, "%.*s", (int)size, (const char *)zmq_msg_data(&frames[2]));
+        } else if (size == 0 || size % sizeof(uint64_t) ||
+                   size > LH_IO_PUBLISH_MAX * sizeof(uint64_t)) {
+            lh_error_set(err, "malformed answer from the hub");
+        } else {
+            /* copied: a short message's data need not be aligned for uint64_t */
+            if (!io->taken_ids)
+                io->taken_ids = malloc(LH_IO_PUBLISH_MAX * sizeof *io->taken_ids);
+            if (!io->taken_ids) {
+                lh_error_set(err, "out of memory");
+            } else {
+                memcpy(io->taken_ids, zmq_msg_data(&frames[2]), size);
+                *ids = io->taken_ids;
+                *count = size / sizeof(uint64_t);
+                rc = LH_PUBLISH_OK;
+            }
+        }
+    } else {
+        lh_error_set(err, "malformed answer from the hub");
+    }
+    for (int i = 0; i < n; i++)
+        zmq_msg_close(&frames[i]);
+    if (rc == LH_PUBLISH_OK)
+        lh_metric_add(io->emitted, *count);
     return rc;
 }
 
@@ -794,6 +887,12 @@ lh_instance_outcome_t lh_instance_run(lh_io_t *io)
         zmq_close(io->publisher);
         io->publisher = NULL;
     }
+    if (io->async_publisher) {
+        zmq_close(io->async_publisher);
+        io->async_publisher = NULL;
+    }
+    free(io->taken_ids);
+    io->taken_ids = NULL;
     return outcome;
 }
 

@@ -237,6 +237,43 @@ typedef enum {
 int lh_io_publish(lh_io_t *io, lh_event_t *const *events, size_t count, uint64_t *ids_out,
                   lh_error_t *err);
 
+/* ---- asynchronous publish (ABI 1.2) --------------------------------------------------------
+ * lh_io_publish without the wait, for a plugin that serves many clients from one event loop
+ * (http_publish): send many requests, then take their answers as they come. The requests travel
+ * on the same endpoint and take the same accept path as lh_io_publish, with the same answer: the
+ * ids once the router has ACCEPTED the events (and, with a journal, committed them), all or
+ * nothing per request. The router takes the requests waiting from every stage together (up to 64
+ * per commit), so many requests in flight share one journal write.
+ *
+ * lh_io_publish_send: sends one request of count events (1..LH_IO_PUBLISH_MAX, borrowed, as for
+ * lh_io_publish) under the caller's tag, and returns at once: LH_PUBLISH_OK (sent; its answer
+ * comes through lh_io_publish_take), LH_PUBLISH_REFUSED (a bad argument or event: nothing sent,
+ * err says why), or LH_PUBLISH_BUSY (the hub's publish queue holds LH_IO_PUBLISH_IN_FLIGHT_MAX
+ * requests not yet taken by the router: nothing sent, try again after taking answers). Requests
+ * of one instance are accepted in the order sent. Only from the instance's thread.
+ *
+ * lh_io_publish_socket: the libzmq socket the answers arrive on (borrowed; NULL for a sink or
+ * when the endpoint cannot be reached), for the plugin's own loop: poll it with zmq_poll, or watch
+ * its ZMQ_FD, which is edge-triggered: after it fires, and after every lh_io_publish_send (a send
+ * may consume the edge), call lh_io_publish_take until it returns LH_PUBLISH_NONE.
+ *
+ * lh_io_publish_take: takes one answer without waiting. Returns LH_PUBLISH_NONE (1) when none
+ * is waiting; otherwise *tag names the request and the result is LH_PUBLISH_OK, with *ids
+ * pointing at *count ids (as lh_io_publish's ids_out: 0 for a duplicate; valid until the next
+ * take), or LH_PUBLISH_REFUSED with err saying why (nothing was published). The hub answers every
+ * request it takes; one it never answers (it stopped) is the caller's to time out, after
+ * LH_IO_PUBLISH_TIMEOUT_MS, with the meaning of LH_PUBLISH_NO_ANSWER; a late answer to a tag the
+ * caller has given up is still returned, and may be ignored. */
+#define LH_PUBLISH_NONE 1
+#define LH_PUBLISH_BUSY (-3)
+#define LH_IO_PUBLISH_IN_FLIGHT_MAX 1000
+int lh_io_publish_send(lh_io_t *io, lh_event_t *const *events, size_t count, uint64_t tag,
+                       lh_error_t *err);
+void *lh_io_publish_socket(lh_io_t *io);
+int lh_io_publish_take(lh_io_t *io, uint64_t *tag, const uint64_t **ids, size_t *count,
+                       lh_error_t *err);
+/* ---- end of asynchronous publish ---- */
+
 /* Raw sockets for plugins that run their own loop (libzmq void * sockets, borrowed):
  * - pipe: receives "$TERM" (a one-frame message) when the hub stops the instance;
  * - input: PULL socket delivering [topic][body] events (NULL for sources);

@@ -57,6 +57,7 @@ typedef struct hp_options {
     char host[64]; /* "" means every interface */
     int port;
     int64_t max_body, max_events, idle_timeout, max_connections, header_timeout;
+    int64_t max_in_flight, max_in_flight_bytes;
 } hp_options_t;
 
 typedef struct hp_server {
@@ -66,6 +67,12 @@ typedef struct hp_server {
     struct lws_context *context;
     struct lws_vhost *vhost;
     struct lws *pipe_wsi;
+    struct lws *answers_wsi; /* the ZMQ_FD of lh_io_publish_socket, where the router answers */
+    /* requests sent to the router and not yet answered, oldest first, and their bodies' bytes;
+     * requests whose body is read, waiting for room under max_in_flight(_bytes), oldest first */
+    lws_dll2_owner_t in_flight, waiting;
+    size_t in_flight_bytes;
+    uint64_t next_tag;
     lws_sorted_usec_list_t tick_timer;
     bool terminating, failed;
     int64_t stop_deadline_us;
@@ -75,7 +82,14 @@ typedef struct hp_server {
     lh_metric_t *published, *duplicates;
 } hp_server_t;
 
-typedef enum { HP_IDLE, HP_READING, HP_DISCARDING, HP_ANSWERING } hp_state_t;
+typedef enum {
+    HP_IDLE,
+    HP_READING,
+    HP_DISCARDING,
+    HP_WAITING,    /* body read; waits for room in flight (in server->waiting) */
+    HP_PUBLISHING, /* sent to the router; waits for its answer (in server->in_flight) */
+    HP_ANSWERING,
+} hp_state_t;
 
 /* One HTTP transaction; lws keeps it per connection and reuses it across keep-alive requests. */
 typedef struct hp_request {
@@ -92,6 +106,11 @@ typedef struct hp_request {
     bool headers_sent;
     unsigned char *answer; /* LWS_PRE bytes of headroom, then the JSON */
     size_t answer_size;
+    lws_dll2_t link;   /* in server->waiting or server->in_flight */
+    uint64_t tag;      /* the router's answer names the request by it */
+    int64_t sent_us;   /* when it went to the router, for LH_IO_PUBLISH_TIMEOUT_MS */
+    size_t sent_bytes; /* its share of in_flight_bytes */
+    bool array;        /* the body was an array: the answer lists ids */
 } hp_request_t;
 
 int hp_request_http(hp_server_t *server, hp_request_t *self, struct lws *wsi, const char *uri);
@@ -99,6 +118,10 @@ int hp_request_body(hp_request_t *self, const void *data, size_t size);
 int hp_request_body_done(hp_request_t *self);
 int hp_request_writable(hp_request_t *self);
 void hp_request_closed(hp_request_t *self);
+/* Takes every answer the router has sent, answers their requests, then sends waiting ones. */
+void hp_publish_answers(hp_server_t *server);
+/* Answers 503 to requests the router has not answered within LH_IO_PUBLISH_TIMEOUT_MS. */
+void hp_publish_expire(hp_server_t *server, int64_t now_us);
 
 /* Counts an answer in livehub_http_publish_requests_total{status=...}. */
 void hp_count_status(hp_server_t *server, unsigned status);

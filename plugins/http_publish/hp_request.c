@@ -1,6 +1,9 @@
 /* One HTTP transaction on POST /v1/publish: check path, method, key and size from the headers,
- * read the body, publish it through lh_io_publish (which returns once the router has accepted
- * the events) and answer with their ids; every refusal is a status with a JSON error. */
+ * read the body, send it to the router with lh_io_publish_send and, when the router's answer
+ * comes (once it has accepted the events), answer with their ids; every refusal is a status with
+ * a JSON error. Many requests, on many connections, are in flight together, at most
+ * max_in_flight requests and max_in_flight_bytes of bodies: beyond, a request whose body is read
+ * waits (its connection reads nothing more meanwhile) until answers make room. */
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -16,6 +19,12 @@
 
 static void s_reset(hp_request_t *self)
 {
+    if (self->state == HP_WAITING || self->state == HP_PUBLISHING) {
+        /* a connection gone while its request waited: a late answer finds no tag and is dropped */
+        lws_dll2_remove(&self->link);
+        if (self->state == HP_PUBLISHING)
+            self->server->in_flight_bytes -= self->sent_bytes;
+    }
     if (self->state != HP_IDLE && self->server && self->server->active)
         self->server->active--;
     free(self->body);
@@ -213,25 +222,95 @@ int hp_request_body(hp_request_t *self, const void *data, size_t size)
 
 /* The answer to a published batch: {"epoch", "id", "duplicate"} for one event, {"epoch", "ids",
  * "duplicates"} for an array; a duplicate's id is null. */
-static json_t *s_receipt(hp_server_t *server, const hp_batch_t *batch, const uint64_t *ids)
+static json_t *s_receipt(hp_server_t *server, bool array, size_t count, const uint64_t *ids)
 {
     json_t *list = json_array();
     size_t duplicates = 0;
-    for (size_t i = 0; list && i < batch->count; i++) {
+    for (size_t i = 0; list && i < count; i++) {
         duplicates += ids[i] == 0;
         json_array_append_new(list, ids[i] ? json_integer((json_int_t)ids[i]) : json_null());
     }
-    lh_metric_add(server->published, batch->count - duplicates);
+    lh_metric_add(server->published, count - duplicates);
     lh_metric_add(server->duplicates, duplicates);
     const char *epoch = lh_io_epoch(server->io);
     if (!list)
         return NULL;
-    if (batch->array)
+    if (array)
         return json_pack("{s:s, s:o, s:I}", "epoch", epoch, "ids", list, "duplicates",
                          (json_int_t)duplicates);
     json_t *id = json_incref(json_array_get(list, 0));
     json_decref(list);
     return json_pack("{s:s, s:o, s:b}", "epoch", epoch, "id", id, "duplicate", duplicates > 0);
+}
+
+/* Parses the body and sends its events to the router; the answer comes to hp_publish_answers.
+ * LH_PUBLISH_BUSY: the hub's queue is full; the request stays waiting. Otherwise 0, or the
+ * callback's result for a refusal answered at once. */
+static int s_send(hp_request_t *self, bool *busy)
+{
+    hp_server_t *server = self->server;
+    hp_batch_t batch;
+    hp_failure_t failure;
+    *busy = false;
+    if (hp_batch_parse(self->body ? self->body : "", self->body_size,
+                       (size_t)server->opt.max_events, &batch, &failure) != 0) {
+        json_t *document = json_pack("{s:s, s:s}", "error", failure.error, "message",
+                                     failure.message);
+        if (document && failure.index >= 0)
+            json_object_set_new(document, "index", json_integer(failure.index));
+        return s_answer_json(self, failure.status, document);
+    }
+    lh_error_t err = {""};
+    uint64_t tag = ++server->next_tag;
+    int rc = lh_io_publish_send(server->io, batch.events, batch.count, tag, &err);
+    self->array = batch.array;
+    hp_batch_free(&batch);
+    if (rc == LH_PUBLISH_BUSY) {
+        *busy = true;
+        return 0;
+    }
+    if (rc != LH_PUBLISH_OK)
+        return rc == LH_PUBLISH_REFUSED ? s_error(self, 400, "event_refused", err.text)
+                                        : s_error(self, 503, "hub_unavailable", err.text);
+    self->tag = tag;
+    self->sent_us = hp_now_us();
+    self->sent_bytes = self->body_size;
+    free(self->body); /* the events are in the router's queue now */
+    self->body = NULL;
+    self->state = HP_PUBLISHING;
+    server->in_flight_bytes += self->sent_bytes;
+    lws_dll2_add_tail(&self->link, &server->in_flight);
+    return 0;
+}
+
+static bool s_room(const hp_server_t *server, size_t bytes)
+{
+    if (server->in_flight.count == 0)
+        return true; /* one request alone may carry more than max_in_flight_bytes */
+    return server->in_flight.count < (uint32_t)server->opt.max_in_flight &&
+           server->in_flight_bytes + bytes <= (uint64_t)server->opt.max_in_flight_bytes;
+}
+
+/* Sends waiting requests, oldest first, while there is room. */
+static void s_send_waiting(hp_server_t *server)
+{
+    while (server->waiting.head) {
+        hp_request_t *request = lws_container_of(server->waiting.head, hp_request_t, link);
+        if (!s_room(server, request->body_size))
+            return;
+        lws_dll2_remove(&request->link);
+        request->state = HP_READING; /* as s_send expects it: not in a list */
+        bool busy;
+        if (s_send(request, &busy) != 0) {
+            lws_set_timeout(request->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+            continue;
+        }
+        if (busy) { /* the router's queue is full: wait for its answers */
+            request->state = HP_WAITING;
+            lws_dll2_add_head(&request->link, &server->waiting);
+            return;
+        }
+    }
 }
 
 int hp_request_body_done(hp_request_t *self)
@@ -242,30 +321,87 @@ int hp_request_body_done(hp_request_t *self)
         return s_error(self, self->status, self->error, self->message);
     if (self->state != HP_READING)
         return 0;
-    hp_batch_t batch;
-    hp_failure_t failure;
-    if (hp_batch_parse(self->body ? self->body : "", self->body_size,
-                       (size_t)self->server->opt.max_events, &batch, &failure) != 0) {
-        json_t *document = json_pack("{s:s, s:s}", "error", failure.error, "message",
-                                     failure.message);
-        if (document && failure.index >= 0)
-            json_object_set_new(document, "index", json_integer(failure.index));
-        return s_answer_json(self, failure.status, document);
-    }
-    uint64_t *ids = calloc(batch.count, sizeof *ids);
-    lh_error_t err = {"out of memory"};
-    int rc = ids ? lh_io_publish(self->server->io, batch.events, batch.count, ids, &err)
-                 : LH_PUBLISH_REFUSED;
-    int answered;
-    if (rc == LH_PUBLISH_OK)
-        answered = s_answer_json(self, 200, s_receipt(self->server, &batch, ids));
-    else if (rc == LH_PUBLISH_NO_ANSWER)
-        answered = s_error(self, 503, "hub_unavailable", err.text);
+    hp_server_t *server = self->server;
+    self->state = HP_WAITING;
+    lws_dll2_add_tail(&self->link, &server->waiting);
+    s_send_waiting(server);
+    if (self->state == HP_WAITING)
+        lws_rx_flow_control(self->wsi, 0); /* read nothing more from it until it is sent */
     else
-        answered = s_error(self, ids ? 400 : 500, ids ? "event_refused" : "internal", err.text);
-    free(ids);
-    hp_batch_free(&batch);
-    return answered;
+        hp_publish_answers(server); /* a send may have consumed the answers' edge */
+    return 0;
+}
+
+static hp_request_t *s_in_flight(hp_server_t *server, uint64_t tag)
+{
+    lws_start_foreach_dll(struct lws_dll2 *, node, server->in_flight.head) {
+        hp_request_t *request = lws_container_of(node, hp_request_t, link);
+        if (request->tag == tag)
+            return request;
+    }
+    lws_end_foreach_dll(node);
+    return NULL;
+}
+
+/* The request leaves in_flight with its answer. */
+static void s_landed(hp_request_t *request)
+{
+    lws_dll2_remove(&request->link);
+    request->server->in_flight_bytes -= request->sent_bytes;
+    request->sent_bytes = 0;
+    lws_rx_flow_control(request->wsi, 1);
+}
+
+static void s_answered(hp_request_t *request, int rc)
+{
+    if (rc != 0)
+        lws_set_timeout(request->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+}
+
+void hp_publish_answers(hp_server_t *server)
+{
+    bool taken = true;
+    while (taken) {
+        taken = false;
+        uint64_t tag;
+        const uint64_t *ids;
+        size_t count;
+        lh_error_t err = {""};
+        int rc;
+        while ((rc = lh_io_publish_take(server->io, &tag, &ids, &count, &err)) !=
+               LH_PUBLISH_NONE) {
+            taken = true;
+            hp_request_t *request = s_in_flight(server, tag);
+            if (!request)
+                continue; /* its connection is gone, or it timed out */
+            s_landed(request);
+            if (rc == LH_PUBLISH_OK)
+                s_answered(request, s_answer_json(request, 200,
+                                                  s_receipt(server, request->array, count, ids)));
+            else
+                s_answered(request, s_error(request, 400, "event_refused", err.text));
+        }
+        /* room was made: send what waits (and take again, a send may consume the edge) */
+        if (taken && server->waiting.head)
+            s_send_waiting(server);
+        else
+            taken = false;
+    }
+}
+
+void hp_publish_expire(hp_server_t *server, int64_t now_us)
+{
+    while (server->in_flight.head) {
+        hp_request_t *request = lws_container_of(server->in_flight.head, hp_request_t, link);
+        if (now_us - request->sent_us < (int64_t)LH_IO_PUBLISH_TIMEOUT_MS * 1000)
+            break;
+        s_landed(request);
+        char text[96];
+        snprintf(text, sizeof text, "the hub did not answer within %d ms",
+                 LH_IO_PUBLISH_TIMEOUT_MS);
+        s_answered(request, s_error(request, 503, "hub_unavailable", text));
+    }
+    s_send_waiting(server);
 }
 
 static int s_add_header(struct lws *wsi, const char *name, const char *value, unsigned char **p,

@@ -1,7 +1,9 @@
 /* http_publish: a source for backends that would rather POST than speak ZeroMQ
  * (docs/HTTP_PUBLISH.md). POST /v1/publish takes one JSON event or an array of them, with an API
- * key, and answers with the ids the router assigned: lh_io_publish returns only once the router
- * has accepted (validated, stamped, stored and routed) the events.
+ * key, and answers with the ids the router assigned, once the router has accepted (validated,
+ * stamped, stored, journaled and routed) the events: requests go out with lh_io_publish_send and
+ * the router's answers come back on a socket the loop watches, so the thread never waits and the
+ * requests in flight on every connection reach the router together (hp_request.c).
  *
  * The instance's thread runs the libwebsockets loop. The hub's pipe joins it as a raw file, a
  * dup() of its ZMQ_FD (lws closes what it adopted; libzmq must keep its own descriptor). ZMQ_FD is
@@ -31,6 +33,10 @@ static const lh_option_t s_options[] = {
      "open connections at most; a new one closes the oldest waiting one, or is refused"},
     {"header_timeout", LH_OPTION_INT, "10", false, 1, 300,
      "seconds a new connection has to send its request's headers"},
+    {"max_in_flight", LH_OPTION_INT, "256", false, 1, LH_IO_PUBLISH_IN_FLIGHT_MAX,
+     "requests sent to the router and not yet answered, at most; beyond, a read request waits"},
+    {"max_in_flight_bytes", LH_OPTION_INT, "16777216", false, 65536, 1073741824,
+     "bytes of request bodies sent to the router and not yet answered, at most"},
     {NULL, 0, NULL, false, 0, 0, NULL},
 };
 
@@ -59,7 +65,9 @@ static int s_options_load(const lh_conf_t *conf, hp_options_t *opt, lh_error_t *
         lh_conf_get_int(conf, "max_events", &opt->max_events, err) != 0 ||
         lh_conf_get_int(conf, "idle_timeout", &opt->idle_timeout, err) != 0 ||
         lh_conf_get_int(conf, "max_connections", &opt->max_connections, err) != 0 ||
-        lh_conf_get_int(conf, "header_timeout", &opt->header_timeout, err) != 0)
+        lh_conf_get_int(conf, "header_timeout", &opt->header_timeout, err) != 0 ||
+        lh_conf_get_int(conf, "max_in_flight", &opt->max_in_flight, err) != 0 ||
+        lh_conf_get_int(conf, "max_in_flight_bytes", &opt->max_in_flight_bytes, err) != 0)
         return -1;
     return glue_parse_listen(lh_conf_get(conf, "listen"), opt->host, sizeof opt->host, &opt->port,
                              err);
@@ -88,6 +96,8 @@ static void s_tick(lws_sorted_usec_list_t *sul)
 {
     hp_server_t *server = lws_container_of(sul, hp_server_t, tick_timer);
     s_drain_pipe(server);
+    hp_publish_answers(server); /* in case an edge of the answers' descriptor was missed */
+    hp_publish_expire(server, hp_now_us());
     glue_conns_tick(&server->conns, hp_now_us());
     lws_sul_schedule(server->context, 0, &server->tick_timer, s_tick, 200000);
 }
@@ -101,8 +111,14 @@ static int s_pipe_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
     hp_server_t *server = lws_context_user(lws_get_context(wsi));
     if (reason == LWS_CALLBACK_RAW_RX_FILE && wsi == server->pipe_wsi)
         s_drain_pipe(server);
+    else if (reason == LWS_CALLBACK_RAW_RX_FILE && wsi == server->answers_wsi)
+        hp_publish_answers(server);
     else if (reason == LWS_CALLBACK_RAW_CLOSE_FILE && wsi == server->pipe_wsi) {
         server->pipe_wsi = NULL;
+        if (!server->terminating)
+            server->failed = true;
+    } else if (reason == LWS_CALLBACK_RAW_CLOSE_FILE && wsi == server->answers_wsi) {
+        server->answers_wsi = NULL;
         if (!server->terminating)
             server->failed = true;
     }
@@ -233,6 +249,12 @@ static void *http_publish_create(lh_io_t *io)
     if (!server->vhost || !(server->pipe_wsi = glue_adopt_zmq_socket(
                                 server->vhost, lh_io_pipe_socket(io), "livehub-pipe"))) {
         lh_log(io, LH_LOG_ERROR, "cannot watch the hub's pipe from the lws loop");
+        goto failed;
+    }
+    void *answers = lh_io_publish_socket(io);
+    if (!answers ||
+        !(server->answers_wsi = glue_adopt_zmq_socket(server->vhost, answers, "livehub-pipe"))) {
+        lh_log(io, LH_LOG_ERROR, "cannot watch the hub's publish answers from the lws loop");
         goto failed;
     }
     lws_sul_schedule(server->context, 0, &server->tick_timer, s_tick, 200000);

@@ -7,9 +7,11 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -317,6 +319,157 @@ class HttpPublishTest(HubTestCase):
         self.assertIn("max_event_size", answer["message"])
         self.assertEqual(hub.status()["counters"]["rejected"]["oversized"], before + 1)
         self.assertEqual(self.post(connection, batch[:1])[2]["ids"], [1])
+
+    # ---- many requests in flight (issue 17, item 2) ---------------------------------------
+
+    def raw_post(self, sock, body, key=KEY_ONE):
+        payload = json.dumps(body).encode()
+        sock.sendall(b"POST /v1/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+                     + key.encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(payload) + payload)
+
+    def raw_answer(self, sock, buffered=b""):
+        """One answer from a keep-alive connection: (status, JSON, what follows it)."""
+        data = buffered
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            self.assertTrue(chunk, "the connection closed before the answer")
+            data += chunk
+        head, rest = data.split(b"\r\n\r\n", 1)
+        length = int([line.split(b":", 1)[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")][0])
+        while len(rest) < length:
+            chunk = sock.recv(65536)
+            self.assertTrue(chunk, "the connection closed in the answer")
+            rest += chunk
+        return int(head.split(b" ")[1]), json.loads(rest[:length]), rest[length:]
+
+    def test_many_connections_with_requests_in_flight_get_distinct_ids_in_order(self):
+        """Requests on many keep-alive connections at once: every event gets a distinct id, the
+        ids of one connection increase in the order it sent them, each answer names exactly the
+        events it carried (as subscribers and history see them), and no id is lost or doubled."""
+        hub = self.start()
+        subscriber = hub.subscriber("many:")
+        connections, rounds = 16, 12
+        answers = {}  # connection -> [(round, ids)]
+        failures = []
+
+        def client(number):
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+                with sock:
+                    rest = b""
+                    for n in range(rounds):
+                        size = 1 + (number + n) % 3
+                        batch = [{"type": "many:e", "data": [number, n, i]} for i in range(size)]
+                        self.raw_post(sock, batch if size > 1 or n % 2 else batch[0])
+                        status, answer, rest = self.raw_answer(sock, rest)
+                        if status != 200:
+                            failures.append((number, n, status, answer))
+                            return
+                        ids = answer["ids"] if "ids" in answer else [answer["id"]]
+                        answers.setdefault(number, []).append((n, ids))
+            except Exception as error:  # reported below, with the thread's number
+                failures.append((number, repr(error)))
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(connections)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+            self.assertFalse(thread.is_alive(), "a client hung")
+        self.assertEqual(failures, [])
+        total = sum(1 + (c + n) % 3 for c in range(connections) for n in range(rounds))
+        every_id = [i for per in answers.values() for _, ids in per for i in ids]
+        self.assertEqual(sorted(every_id), list(range(1, total + 1)), "distinct, none lost")
+        for number, per in answers.items():
+            flat = [i for _, ids in sorted(per) for i in ids]
+            self.assertEqual(flat, sorted(flat), "connection %d: in the order sent" % number)
+        events = {e["id"]: e["data"] for e in subscriber.recv_n(total, timeout=60)}
+        state, _, replayed = hub.replay(0)
+        self.assertEqual(state, "OK")
+        stored = {e["id"]: e["data"] for e in replayed}
+        for number, per in answers.items():
+            for n, ids in per:
+                for i, event_id in enumerate(ids):
+                    self.assertEqual(events[event_id], [number, n, i])
+                    self.assertEqual(stored[event_id], [number, n, i])
+        self.assertEqual(self.metric(hub, "livehub_http_publish_events_total", ""), total)
+
+    def server_receive_queues(self, port):
+        """Bytes waiting unread in the server side of each established connection to port."""
+        queues = []
+        with open("/proc/net/tcp") as table:
+            for line in list(table)[1:]:
+                fields = line.split()
+                local, state, queue = fields[1], fields[3], fields[4]
+                if state == "01" and int(local.split(":")[1], 16) == port:
+                    queues.append(int(queue.split(":")[1], 16))
+        return queues
+
+    def test_requests_are_read_and_sent_while_the_router_has_not_answered(self):
+        """The plugin's thread never waits for the router: with the router stopped (the stage
+        runs in its own process, the hub is SIGSTOPped), requests on every connection are still
+        read and sent; they are answered, with distinct ids, once the router runs again. A
+        synchronous round trip per request left all but the first unread in the kernel."""
+        self.port = free_port()
+        hub = self.hub(chains=stage_conf(self.port, extra="        isolate = process\n"),
+                       env=ENV)
+        hub.wait_running("api")
+        socks = [socket.create_connection(("127.0.0.1", self.port), timeout=30)
+                 for _ in range(6)]
+        for sock in socks:
+            self.addCleanup(sock.close)
+        self.raw_post(socks[0], {"type": "warm:up"})
+        self.assertEqual(self.raw_answer(socks[0])[0], 200)
+        hub.signal(signal.SIGSTOP)
+        try:
+            for number, sock in enumerate(socks):
+                self.raw_post(sock, [{"type": "stalled:e", "data": number}] * 2)
+            deadline = time.time() + 20
+            while True:
+                queues = self.server_receive_queues(self.port)
+                if len(queues) == len(socks) and not any(queues):
+                    break
+                self.assertLess(time.time(), deadline,
+                                "requests left unread while the router was stopped: %s" % queues)
+                time.sleep(0.05)
+        finally:
+            hub.signal(signal.SIGCONT)
+        ids = []
+        for sock in socks:
+            status, answer, _ = self.raw_answer(sock)
+            self.assertEqual(status, 200, answer)
+            self.assertEqual(len(answer["ids"]), 2)
+            self.assertEqual(answer["ids"][1], answer["ids"][0] + 1, "a request's ids: consecutive")
+            ids += answer["ids"]
+        self.assertEqual(sorted(ids), list(range(2, 14)))
+
+    def test_a_refused_batch_among_many_in_flight_publishes_nothing_of_its_own(self):
+        """All or nothing per request while others are in flight: the bad batch gets 400 and none
+        of its events an id; the good ones around it get theirs."""
+        hub = self.start(hub_extra="max_event_size = 1024")
+        socks = [socket.create_connection(("127.0.0.1", self.port), timeout=30)
+                 for _ in range(5)]
+        for sock in socks:
+            self.addCleanup(sock.close)
+        for number, sock in enumerate(socks):
+            batch = [{"type": "mix:ok", "data": number}, {"type": "mix:ok", "data": number}]
+            if number == 2:
+                batch.append({"type": "mix:big", "data": "y" * 2000})
+            self.raw_post(sock, batch)
+        ids = []
+        for number, sock in enumerate(socks):
+            status, answer, _ = self.raw_answer(sock)
+            if number == 2:
+                self.assertEqual((status, answer["error"]), (400, "event_refused"), answer)
+                self.assertIn("event 2", answer["message"])
+            else:
+                self.assertEqual(status, 200, answer)
+                ids += answer["ids"]
+        self.assertEqual(sorted(ids), list(range(1, 9)))
+        state, _, replayed = hub.replay(0)
+        self.assertEqual(sorted(e["data"] for e in replayed), [0, 0, 1, 1, 3, 3, 4, 4])
 
     # ---- strangers holding connections ----------------------------------------------------
 
