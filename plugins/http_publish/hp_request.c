@@ -310,6 +310,7 @@ static void s_send_waiting(hp_server_t *server)
             lws_dll2_add_head(&request->link, &server->waiting);
             return;
         }
+        lws_rx_flow_control(request->wsi, 1); /* sent or refused: its connection reads again */
     }
 }
 
@@ -349,7 +350,6 @@ static void s_landed(hp_request_t *request)
     lws_dll2_remove(&request->link);
     request->server->in_flight_bytes -= request->sent_bytes;
     request->sent_bytes = 0;
-    lws_rx_flow_control(request->wsi, 1);
 }
 
 static void s_answered(hp_request_t *request, int rc)

@@ -348,9 +348,19 @@ class HttpPublishTest(HubTestCase):
         """Requests on many keep-alive connections at once: every event gets a distinct id, the
         ids of one connection increase in the order it sent them, each answer names exactly the
         events it carried (as subscribers and history see them), and no id is lost or doubled."""
-        hub = self.start()
+        self.many_connections(16, 12)
+
+    def test_at_max_in_flight_requests_wait_for_room_and_every_one_is_answered(self):
+        """max_in_flight = 1: requests read on other connections wait for room (their connections
+        unread meanwhile) and are all sent and answered in the end; a bad body among them is
+        refused and its connection goes on serving."""
+        self.many_connections(8, 8, extra="        max_in_flight = 1\n", bad_every=5)
+
+    def many_connections(self, connections, rounds, extra="", bad_every=0):
+        self.port = free_port()
+        hub = self.hub(chains=stage_conf(self.port, extra=extra), env=ENV)
+        hub.wait_running("api")
         subscriber = hub.subscriber("many:")
-        connections, rounds = 16, 12
         answers = {}  # connection -> [(round, ids)]
         failures = []
 
@@ -360,6 +370,15 @@ class HttpPublishTest(HubTestCase):
                 with sock:
                     rest = b""
                     for n in range(rounds):
+                        if bad_every and (number + n) % bad_every == 0:
+                            sock.sendall(b"POST /v1/publish HTTP/1.1\r\nHost: t\r\n"
+                                         b"Authorization: Bearer " + KEY_ONE.encode() +
+                                         b"\r\nContent-Length: 5\r\n\r\n[{,}]")
+                            status, answer, rest = self.raw_answer(sock, rest)
+                            if (status, answer.get("error")) != (400, "bad_json"):
+                                failures.append((number, n, status, answer))
+                                return
+                            continue
                         size = 1 + (number + n) % 3
                         batch = [{"type": "many:e", "data": [number, n, i]} for i in range(size)]
                         self.raw_post(sock, batch if size > 1 or n % 2 else batch[0])
@@ -379,7 +398,8 @@ class HttpPublishTest(HubTestCase):
             thread.join(120)
             self.assertFalse(thread.is_alive(), "a client hung")
         self.assertEqual(failures, [])
-        total = sum(1 + (c + n) % 3 for c in range(connections) for n in range(rounds))
+        total = sum(1 + (c + n) % 3 for c in range(connections) for n in range(rounds)
+                    if not (bad_every and (c + n) % bad_every == 0))
         every_id = [i for per in answers.values() for _, ids in per for i in ids]
         self.assertEqual(sorted(every_id), list(range(1, total + 1)), "distinct, none lost")
         for number, per in answers.items():
