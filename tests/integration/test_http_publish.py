@@ -416,6 +416,58 @@ class HttpPublishTest(HubTestCase):
                     self.assertEqual(stored[event_id], [number, n, i])
         self.assertEqual(self.metric(hub, "livehub_http_publish_events_total", ""), total)
 
+    def test_ids_answered_on_many_connections_are_in_the_journal_after_kill_9(self):
+        """Answered only once journaled: POSTs on 8 connections keep many requests in flight; the
+        hub is killed with SIGKILL mid-stream; after a restart on the same journal every id that
+        was answered is in history with the event it was given for."""
+        self.port = free_port()
+        journal_dir = tempfile.mkdtemp(prefix="livehub-hp-journal-")
+        self.addCleanup(shutil.rmtree, journal_dir, True)
+        hub = self.hub(chains=stage_conf(self.port), env=ENV,
+                       hub_extra="journal = %s" % os.path.join(journal_dir, "journal"))
+        hub.wait_running("api")
+        answered = {}  # id -> data
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def client(number):
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+                with sock:
+                    rest = b""
+                    for n in range(100000):
+                        if stop.is_set():
+                            return
+                        batch = [{"type": "kept:e", "data": [number, n, i]} for i in range(2)]
+                        self.raw_post(sock, batch)
+                        status, answer, rest = self.raw_answer(sock, rest)
+                        if status == 200:
+                            with lock:
+                                for i, event_id in enumerate(answer["ids"]):
+                                    answered[event_id] = [number, n, i]
+            except (OSError, AssertionError, ValueError):
+                return  # the kill cut the connection
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+        for thread in threads:
+            thread.start()
+        deadline = time.time() + 60
+        while len(answered) < 400 and time.time() < deadline:
+            time.sleep(0.02)
+        hub.signal(signal.SIGKILL)
+        hub.process.wait()
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+        self.assertGreaterEqual(len(answered), 400, "the clients were answered before the kill")
+        hub.log_file.close()
+        hub.start()
+        state, _, replayed = hub.replay(0, batch=100000)
+        self.assertEqual(state, "OK")
+        stored = {e["id"]: e["data"] for e in replayed}
+        lost = [i for i in answered if stored.get(i) != answered[i]]
+        self.assertEqual(lost, [], "answered ids missing from the journal or holding other events")
+
     def server_receive_queues(self, port):
         """Bytes waiting unread in the server side of each established connection to port."""
         queues = []
