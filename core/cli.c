@@ -487,13 +487,37 @@ static int s_check(int argc, char **argv)
         fprintf(stderr, "%s\n", err.text);
         return 1;
     }
-    printf("%s: OK (%zu stages)\n", argv[1], conf->stage_count);
+    for (size_t i = 0; i < conf->stage_count; i++)
+        if (conf->stages[i]->deprecated_filter)
+            fprintf(stderr,
+                    "%s:%d: warning: `filter = %s` names a processor; since ABI 1.2 a filter is "
+                    "in-line (docs/CHAINS.md): write `processor = %s`\n",
+                    argv[1], conf->stages[i]->line, conf->stages[i]->name, conf->stages[i]->name);
+    printf("%s: OK (%zu stages, %zu filters)\n", argv[1], conf->stage_count, conf->filter_count);
     lh_hub_conf_destroy(&conf);
     lh_plugins_destroy(&plugins);
     return 0;
 }
 
 static const char *const s_option_types[] = {"string", "int", "bool", "secret", "endpoint"};
+
+/* Prints a plugin's roles, description and options (the options table is its documentation). */
+static void s_print_plugin(const lh_plugin_t *plugin, const char *where)
+{
+    printf("%s %s: %s\n    roles:%s%s%s%s\n    in %s\n", plugin->name, plugin->version,
+           plugin->description, plugin->roles & LH_ROLE_SOURCE ? " source" : "",
+           plugin->roles & LH_ROLE_PROCESSOR ? " processor" : "",
+           plugin->roles & LH_ROLE_SINK ? " sink" : "",
+           lh_plugin_filters(plugin) ? " filter" : "", where);
+    for (const lh_option_t *option = plugin->options; option && option->name; option++) {
+        printf("    %-14s %-8s %s", option->name, s_option_types[option->type], option->help);
+        if (option->required)
+            printf(" (required)");
+        if (option->default_value && *option->default_value)
+            printf(" [default: %s]", option->default_value);
+        printf("\n");
+    }
+}
 
 /* Prints each plugin found in one directory; returns how many. */
 static int s_list_plugins(lh_plugins_t *plugins, const char *dir_path)
@@ -514,16 +538,7 @@ static int s_list_plugins(lh_plugins_t *plugins, const char *dir_path)
             printf("%s/%s: %s\n\n", dir_path, name, err.text);
             continue;
         }
-        printf("%s %s: %s\n    in %s\n", plugin->name, plugin->version, plugin->description,
-               dir_path);
-        for (const lh_option_t *option = plugin->options; option && option->name; option++) {
-            printf("    %-14s %-8s %s", option->name, s_option_types[option->type], option->help);
-            if (option->required)
-                printf(" (required)");
-            if (option->default_value && *option->default_value)
-                printf(" [default: %s]", option->default_value);
-            printf("\n");
-        }
+        s_print_plugin(plugin, dir_path);
         printf("\n");
         shown++;
     }
@@ -531,7 +546,6 @@ static int s_list_plugins(lh_plugins_t *plugins, const char *dir_path)
     zdir_destroy(&dir);
     return shown;
 }
-
 /* Lists the plugins of LIVEHUB_PLUGIN_DIR (':'-separated), else of the installed plugin dir. */
 static int s_plugins(void)
 {
@@ -539,6 +553,12 @@ static int s_plugins(void)
     char *path = strdup(env && *env ? env : LIVEHUB_DEFAULT_PLUGIN_DIR);
     lh_plugins_t *plugins = lh_plugins_new(path);
     int shown = 0;
+    static const char *const builtins[] = {"keep", "drop", "redact", "route", "rename"};
+    for (size_t i = 0; i < sizeof builtins / sizeof builtins[0]; i++) {
+        lh_error_t err;
+        s_print_plugin(lh_plugins_load(plugins, builtins[i], &err), "the hub (built in)");
+        printf("\n");
+    }
     for (char *save = NULL, *dir = strtok_r(path, ":", &save); dir;
          dir = strtok_r(NULL, ":", &save))
         shown += s_list_plugins(plugins, dir);

@@ -34,7 +34,8 @@ typedef struct {
     lh_hub_conf_t *conf;
 } s_ctx_t;
 
-static const char *s_role_names[] = {"source", "filter", "sink"};
+static const char *s_role_names[] = {"source", "processor", "sink", "filter"};
+#define S_ROLE_COUNT 4
 
 /* Sets "file:line: key: reason" (parts omitted when 0 / NULL) and returns -1, so that callers can
  * `return s_fail(...)`. */
@@ -879,7 +880,15 @@ static int s_check_plugin(s_ctx_t *ctx, lh_stage_conf_t *stage, int plugin_line)
         return s_fail(ctx, plugin_line, "plugin", "cannot use plugin '%s': %s", stage->plugin,
                       why.text[0] ? why.text : "not found");
 
-    static const unsigned role_bits[] = {LH_ROLE_SOURCE, LH_ROLE_FILTER, LH_ROLE_SINK};
+    static const unsigned role_bits[] = {LH_ROLE_SOURCE, LH_ROLE_PROCESSOR, LH_ROLE_SINK,
+                                         LH_ROLE_EVENT_FILTER};
+    /* `filter =` was the name of processors before ABI 1.2: a plugin that is only a processor
+     * still loads that way, with a deprecation warning (livehubd and livehub check print it) */
+    if (stage->role == LH_STAGE_FILTER && !(plugin->roles & LH_ROLE_EVENT_FILTER) &&
+        (plugin->roles & LH_ROLE_PROCESSOR)) {
+        stage->role = LH_STAGE_PROCESSOR;
+        stage->deprecated_filter = true;
+    }
     if (!(plugin->roles & role_bits[stage->role])) {
         char roles[S_LIST_MAX] = "";
         for (size_t i = 0; i < sizeof role_bits / sizeof role_bits[0]; i++)
@@ -1003,9 +1012,44 @@ static int s_load_stage(s_ctx_t *ctx, const char *chain, zconfig_t *block, const
                       stage->workers);
     if (ctx->lookup && s_check_plugin(ctx, stage, generic_lines[S_PLUGIN]))
         return -1;
+    /* an in-line filter takes no delivery keys; they go with a thread of its own */
+    for (int which = S_SUBSCRIBE; ctx->lookup && stage->role == LH_STAGE_FILTER && which < S_GENERIC_COUNT;
+         which++)
+        if (generic_lines[which] && which != S_PUBLIC && which != S_READY_TIMEOUT)
+            return s_fail(ctx, generic_lines[which], s_generic_names[which],
+                          "a filter runs in-line on the router's thread, on the events of its "
+                          "chain's sources: it has no %s (use a processor for that)",
+                          s_generic_names[which]);
     if (!(stage->fingerprint = s_fingerprint(stage)))
         return s_fail_oom(ctx);
     return 0;
+}
+
+/* Reads a chain's `entries`: the external entries whose events pass through its filters. */
+static int s_load_entries(s_ctx_t *ctx, const char *chain, const char *value, int line)
+{
+    char *copy = strdup(value);
+    if (!copy)
+        return s_fail_oom(ctx);
+    int rc = 0;
+    char *save = NULL;
+    for (char *word = strtok_r(copy, " \t", &save); word && rc == 0;
+         word = strtok_r(NULL, " \t", &save)) {
+        char **claim = strcmp(word, "ingress") == 0   ? &ctx->conf->ingress_chain
+                       : strcmp(word, "control") == 0 ? &ctx->conf->control_chain
+                                                      : NULL;
+        if (!claim)
+            rc = s_fail(ctx, line, "entries",
+                        "'%s' is not an external entry (ingress: the tcp ingress; control: the "
+                        "control endpoint's PUBLISH, livehub pub)",
+                        word);
+        else if (*claim)
+            rc = s_fail(ctx, line, "entries", "%s already goes through chain '%s'", word, *claim);
+        else if (!(*claim = strdup(chain)))
+            rc = s_fail_oom(ctx);
+    }
+    free(copy);
+    return rc;
 }
 
 /* Reads one `chain = NAME` block. */
@@ -1025,12 +1069,18 @@ static int s_load_chain(s_ctx_t *ctx, zconfig_t *block, const char *block_path, 
     for (zconfig_t *item = zconfig_child(block); item; item = zconfig_next(item)) {
         int item_line = s_locate(ctx, block_path, block, item, path);
         const char *key = zconfig_name(item);
+        if (strcmp(key, "entries") == 0) {
+            if (s_load_entries(ctx, name, zconfig_value(item), item_line))
+                return -1;
+            continue;
+        }
         size_t role = 0;
-        while (role < 3 && strcmp(s_role_names[role], key) != 0)
+        while (role < S_ROLE_COUNT && strcmp(s_role_names[role], key) != 0)
             role++;
-        if (role == 3)
+        if (role == S_ROLE_COUNT)
             return s_fail(ctx, item_line, key,
-                          "unknown key in chain '%s' (expected source, filter or sink = NAME)",
+                          "unknown key in chain '%s' (expected source, processor, filter or sink "
+                          "= NAME, or entries = ingress control)",
                           name);
         if (s_load_stage(ctx, name, item, path, item_line, (lh_stage_role_t)role))
             return -1;
@@ -1039,6 +1089,23 @@ static int s_load_chain(s_ctx_t *ctx, zconfig_t *block, const char *block_path, 
     if (stage_count == 0)
         return s_fail(ctx, line, "chain", "'%s' has no stages (add source, filter or sink = NAME)",
                       name);
+    return 0;
+}
+
+/* Moves the in-line filters out of the stages (the router starts no thread for them). */
+static int s_split_filters(s_ctx_t *ctx)
+{
+    lh_hub_conf_t *conf = ctx->conf;
+    if (!(conf->filters = calloc(conf->stage_count + 1, sizeof *conf->filters)))
+        return s_fail_oom(ctx);
+    size_t kept = 0;
+    for (size_t i = 0; i < conf->stage_count; i++) {
+        if (conf->stages[i]->role == LH_STAGE_FILTER)
+            conf->filters[conf->filter_count++] = conf->stages[i];
+        else
+            conf->stages[kept++] = conf->stages[i];
+    }
+    conf->stage_count = kept;
     return 0;
 }
 
@@ -1067,7 +1134,7 @@ static int s_load_tree(s_ctx_t *ctx, zconfig_t *root)
         if (strcmp(zconfig_name(item), "chain") == 0 && s_load_chain(ctx, item, path, line))
             return -1;
     }
-    return 0;
+    return s_split_filters(ctx);
 }
 
 /* ---- loading -------------------------------------------------------------------------------- */
@@ -1206,6 +1273,11 @@ void lh_hub_conf_destroy(lh_hub_conf_t **self_p)
     for (size_t i = 0; i < self->stage_count; i++)
         s_stage_destroy(&self->stages[i]);
     free(self->stages);
+    for (size_t i = 0; i < self->filter_count; i++)
+        s_stage_destroy(&self->filters[i]);
+    free(self->filters);
+    free(self->ingress_chain);
+    free(self->control_chain);
     free(self->path);
     free(self);
     *self_p = NULL;
@@ -1216,6 +1288,9 @@ lh_stage_conf_t *lh_hub_conf_stage(lh_hub_conf_t *self, const char *name)
     for (size_t i = 0; self && name && i < self->stage_count; i++)
         if (self->stages[i]->name && strcmp(self->stages[i]->name, name) == 0)
             return self->stages[i];
+    for (size_t i = 0; self && name && i < self->filter_count; i++)
+        if (self->filters[i]->name && strcmp(self->filters[i]->name, name) == 0)
+            return self->filters[i];
     return NULL;
 }
 

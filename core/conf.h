@@ -8,9 +8,16 @@
 #include <stdint.h>
 #include "livehub/plugin.h"
 
-typedef enum { LH_STAGE_SOURCE, LH_STAGE_FILTER, LH_STAGE_SINK } lh_stage_role_t;
+/* A processor subscribes and emits on its own thread (before ABI 1.2 it was called a filter); a
+ * filter is an in-line function the router calls per event (docs/CHAINS.md). */
+typedef enum {
+    LH_STAGE_SOURCE,
+    LH_STAGE_PROCESSOR,
+    LH_STAGE_SINK,
+    LH_STAGE_FILTER,
+} lh_stage_role_t;
 
-/* One stage (`source = x`, `filter = x` or `sink = x` inside a chain). The lh_conf_t of the public
+/* One stage (`source =`, `processor =`, `sink =` or `filter = x` inside a chain). The lh_conf_t of the public
  * API is this struct: lh_conf_get() reads `options`. */
 struct lh_conf {
     char *chain; /* chain name */
@@ -31,6 +38,7 @@ struct lh_conf {
     char *fingerprint; /* canonical text of the whole stage; equal text = unchanged stage */
     char *file;        /* for messages */
     int line;
+    bool deprecated_filter; /* written `filter =` for a processor (the name before ABI 1.2) */
 };
 typedef struct lh_conf lh_stage_conf_t;
 
@@ -53,8 +61,12 @@ typedef struct lh_hub_conf {
     char *ephemeral;          /* space-separated type prefixes not kept in history, or NULL */
     char *curve_server_cert;  /* path of a zcert secret file, or NULL */
     char *curve_clients;      /* directory of client public certs, or NULL */
-    lh_stage_conf_t **stages; /* in file order */
+    lh_stage_conf_t **stages; /* sources, processors and sinks, in file order */
     size_t stage_count;
+    lh_stage_conf_t **filters; /* in-line filters (role LH_STAGE_FILTER), in file order */
+    size_t filter_count;
+    char *ingress_chain; /* the chain whose filters the tcp ingress's events pass, or NULL */
+    char *control_chain; /* the same for the control endpoint's PUBLISH (CLI pub) */
 } lh_hub_conf_t;
 
 /* Looks a plugin up for validation (the caller loads it); returns NULL with a reason. */
@@ -76,7 +88,7 @@ lh_hub_conf_t *lh_hub_conf_load(const char *path, lh_plugin_lookup_fn *lookup, v
                                 lh_error_t *err);
 void lh_hub_conf_destroy(lh_hub_conf_t **self_p);
 
-/* The stage named name, or NULL. */
+/* The stage (or filter) named name, or NULL. */
 lh_stage_conf_t *lh_hub_conf_stage(lh_hub_conf_t *self, const char *name);
 
 #endif

@@ -23,7 +23,7 @@ typedef struct {
 
 static const char *const s_state_names[] = {"starting", "running",    "backoff",
                                             "stopping", "restarting", "stopped"};
-static const char *const s_role_names[] = {"source", "filter", "sink"};
+static const char *const s_role_names[] = {"source", "processor", "sink", "filter"};
 
 static bool s_frame_is(zmq_msg_t *frame, const char *text)
 {
@@ -101,8 +101,21 @@ static json_int_t s_total(lh_hub_t *self, const char *name, const char *labels_w
     return (json_int_t)family.sum;
 }
 
+static void s_add_filter(const lh_filter_stage_t *filter, void *arg)
+{
+    json_array_append_new(
+        arg, json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I}", "name", filter->conf->name, "chain",
+                       filter->conf->chain, "plugin", filter->conf->plugin, "passed",
+                       (json_int_t)lh_metric_value(filter->passed), "dropped",
+                       (json_int_t)lh_metric_value(filter->dropped), "changed",
+                       (json_int_t)lh_metric_value(filter->changed), "errors",
+                       (json_int_t)lh_metric_value(filter->errors)));
+}
+
 json_t *lh_hub_status(lh_hub_t *self)
 {
+    json_t *filters = json_array();
+    lh_filters_each(self->filters, s_add_filter, filters);
     json_t *metrics = json_object();
     lh_registry_each(self->registry, s_add_metric, metrics);
     json_t *stages = json_array();
@@ -137,7 +150,7 @@ json_t *lh_hub_status(lh_hub_t *self)
     }
     return json_pack(
         "{s:s, s:s, s:s, s:I, s:I, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I, s:{s:I, s:I, s:I}}, "
-        "s:o, s:o}",
+        "s:o, s:o, s:o}",
         "hub", self->conf->name, "version", LIVEHUB_VERSION, "epoch", self->epoch, "last_id",
         (json_int_t)self->last_id, "uptime_ms", (json_int_t)(zclock_mono() - self->started_at),
         "history", "events", (json_int_t)lh_history_count(self->history), "capacity",
@@ -148,7 +161,7 @@ json_t *lh_hub_status(lh_hub_t *self)
         s_total(self, "livehub_events_rejected_total", "reason=\"malformed\""), "oversized",
         s_total(self, "livehub_events_rejected_total", "reason=\"oversized\""), "frames",
         s_total(self, "livehub_events_rejected_total", "reason=\"frames\""), "stages", stages,
-        "metrics", metrics);
+        "filters", filters, "metrics", metrics);
 }
 
 static void s_status(lh_hub_t *self, s_request_t *request)

@@ -5,6 +5,7 @@
 
 #include <czmq.h>
 #include "conf.h"
+#include "filter.h"
 #include "history.h"
 #include "journal.h"
 #include "plugin_host.h"
@@ -82,6 +83,7 @@ struct lh_hub {
     lh_pending_event_t *pending; /* the batch being accepted (group commit) */
     size_t pending_count, pending_capacity, pending_bytes;
     zhashx_t *pending_keys; /* idempotency keys of the pending batch */
+    lh_filters_t *filters; /* the conf's in-line filters, remade on reload */
     lh_services_t services;
     char epoch[40];
     void *ctx;

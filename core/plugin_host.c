@@ -8,6 +8,7 @@
 #include "livehub/token.h"
 #include "log.h"
 #include "plugin_host.h"
+#include "filter.h"
 #include "stage_link.h"
 
 /* The descriptor fields that every ABI 1.x plugin has (1.0's struct). */
@@ -131,11 +132,17 @@ static int s_check_descriptor(const lh_plugin_t *plugin, const char *name, lh_er
                      plugin->name ? plugin->name : "(null)");
         return -1;
     }
-    if (!plugin->create || !plugin->run || !plugin->destroy) {
+    bool threaded = plugin->roles & (LH_ROLE_SOURCE | LH_ROLE_SINK | LH_ROLE_PROCESSOR);
+    if (threaded && (!plugin->create || !plugin->run || !plugin->destroy)) {
         lh_error_set(err, "plugin '%s' lacks create, run or destroy", name);
         return -1;
     }
-    if (!(plugin->roles & (LH_ROLE_SOURCE | LH_ROLE_SINK | LH_ROLE_FILTER))) {
+    if ((plugin->roles & LH_ROLE_EVENT_FILTER) && !lh_plugin_filters(plugin)) {
+        lh_error_set(err, "plugin '%s' declares the filter role without a filter callback (ABI 1.2)",
+                     name);
+        return -1;
+    }
+    if (!threaded && !(plugin->roles & LH_ROLE_EVENT_FILTER)) {
         lh_error_set(err, "plugin '%s' declares no role", name);
         return -1;
     }
@@ -176,6 +183,9 @@ const lh_plugin_t *lh_plugins_load(lh_plugins_t *self, const char *name, lh_erro
         lh_error_set(err, "'%s' is not a plugin name (letters, digits, _ and -)", name);
         return NULL;
     }
+    const lh_plugin_t *builtin = lh_builtin_filter(name); /* keep, drop, redact, route, rename */
+    if (builtin)
+        return builtin;
     for (s_library_t *library = self->libraries; library; library = library->next)
         if (strcmp(library->name, name) == 0)
             return library->plugin;
@@ -375,6 +385,13 @@ void lh_log(lh_io_t *io, lh_log_level_t level, const char *format, ...)
 bool lh_io_terminated(lh_io_t *io)
 {
     return io->terminated;
+}
+
+bool lh_plugin_filters(const lh_plugin_t *plugin)
+{
+    return plugin->abi_minor >= 2 &&
+           plugin->struct_size >= offsetof(lh_plugin_t, filter_destroy) + sizeof plugin->filter_destroy &&
+           (plugin->roles & LH_ROLE_EVENT_FILTER) && plugin->filter;
 }
 
 bool lh_plugin_takes_commands(const lh_plugin_t *plugin)

@@ -82,6 +82,8 @@ struct lh_io *lh_io_new(const lh_services_t *services, const lh_plugin_t *plugin
                         const lh_conf_t *conf, int worker, void *pipe, void *input, void *output);
 void lh_io_destroy(struct lh_io **self_p);
 
+/* True when the plugin is an in-line filter (ABI 1.2, LH_ROLE_EVENT_FILTER, filter set). */
+bool lh_plugin_filters(const lh_plugin_t *plugin);
 /* True when the plugin's descriptor has a command callback (ABI 1.1 and set). */
 bool lh_plugin_takes_commands(const lh_plugin_t *plugin);
 

@@ -563,9 +563,9 @@ int lh_hub_commit(lh_hub_t *self, lh_error_t *err)
 /* lh_hub_accept with the accept time given: a drained batch shares one clock reading. trust_src:
  * the producer is in-process code (inproc ingest), whose own `src` is kept (a sink stamps
  * client-originated events with the token's user, docs/PRESENCE.md). */
-static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
-                    bool trust_src, lh_stage_t *from, const lh_source_counters_t *counted,
-                    uint64_t now, uint64_t *id, lh_error_t *err)
+static int s_accept_one(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
+                        bool trust_src, lh_stage_t *from, const lh_source_counters_t *counted,
+                        uint64_t now, uint64_t *id, lh_error_t *err)
 {
     size_t topic_size = zmq_msg_size(topic), body_size = zmq_msg_size(body);
     lh_envelope_t env;
@@ -629,6 +629,84 @@ rejected:
     if (err)
         *err = reason;
     return -1;
+}
+
+/* The filters an event from this producer passes: its stage's chain's, or those of the chain
+ * that claims its external entry. NULL: none. */
+static const lh_chain_filters_t *s_filters_for(lh_hub_t *self, lh_stage_t *from,
+                                               const lh_source_counters_t *counted)
+{
+    if (from)
+        return lh_filters_of_chain(self->filters, from->conf->chain);
+    if (counted == &self->from_ingress)
+        return lh_filters_of_entry(self->filters, "ingress");
+    if (counted == &self->from_control)
+        return lh_filters_of_entry(self->filters, "control");
+    return NULL;
+}
+
+/* One event's accept, shared by the events that come out of its chain's filters. */
+typedef struct {
+    lh_hub_t *hub;
+    zmq_msg_t *topic, *body; /* the producer's */
+    const char *src;
+    bool trust_src;
+    lh_stage_t *from;
+    const lh_source_counters_t *counted;
+    uint64_t now, first_id;
+    lh_error_t *err;
+    bool refused;
+} s_filtered_t;
+
+static int s_accept_filtered(const void *topic, size_t topic_size, const void *body,
+                             size_t body_size, bool changed, void *arg)
+{
+    s_filtered_t *event = arg;
+    uint64_t id = 0;
+    int rc;
+    if (!changed) /* the producer's own frames: no copy */
+        rc = s_accept_one(event->hub, event->topic, event->body, event->src, event->trust_src,
+                          event->from, event->counted, event->now, &id, event->err);
+    else {
+        zmq_msg_t new_topic, new_body;
+        zmq_msg_init_size(&new_topic, topic_size);
+        memcpy(zmq_msg_data(&new_topic), topic, topic_size);
+        zmq_msg_init_size(&new_body, body_size);
+        memcpy(zmq_msg_data(&new_body), body, body_size);
+        rc = s_accept_one(event->hub, &new_topic, &new_body, event->src, event->trust_src,
+                          event->from, event->counted, event->now, &id, event->err);
+        zmq_msg_close(&new_topic);
+        zmq_msg_close(&new_body);
+    }
+    if (rc != 0)
+        event->refused = true;
+    else if (!event->first_id)
+        event->first_id = id;
+    return rc;
+}
+
+/* Accepts an event: through its chain's filters (docs/CHAINS.md) when it has any, then each
+ * event that comes out of them as s_accept_one. *id: the first id given (0 when the filters
+ * dropped it, or for a duplicate). */
+static int s_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
+                    bool trust_src, lh_stage_t *from, const lh_source_counters_t *counted,
+                    uint64_t now, uint64_t *id, lh_error_t *err)
+{
+    const lh_chain_filters_t *chain = s_filters_for(self, from, counted);
+    size_t topic_size = zmq_msg_size(topic), body_size = zmq_msg_size(body);
+    lh_envelope_t env;
+    /* filters see valid events only: a bad one is refused by s_accept_one as it would be */
+    if (!chain || topic_size + body_size > self->conf->max_event_size ||
+        lh_envelope_parse(zmq_msg_data(topic), topic_size, zmq_msg_data(body), body_size, 0, &env,
+                          NULL) != 0)
+        return s_accept_one(self, topic, body, src, trust_src, from, counted, now, id, err);
+    s_filtered_t event = {.hub = self, .topic = topic, .body = body, .src = src,
+                          .trust_src = trust_src, .from = from, .counted = counted, .now = now,
+                          .err = err};
+    lh_filters_run(chain, zmq_msg_data(topic), topic_size, zmq_msg_data(body), body_size,
+                   s_accept_filtered, &event);
+    *id = event.first_id;
+    return event.refused && !event.first_id ? -1 : 0;
 }
 
 int lh_hub_accept(lh_hub_t *self, zmq_msg_t *topic, zmq_msg_t *body, const char *src,
@@ -736,7 +814,7 @@ static void s_handle_subscriptions(lh_hub_t *self, void *xpub)
 
 static const char *s_role_name(lh_stage_role_t role)
 {
-    return role == LH_STAGE_SOURCE ? "source" : role == LH_STAGE_SINK ? "sink" : "filter";
+    return role == LH_STAGE_SOURCE ? "source" : role == LH_STAGE_SINK ? "sink" : "processor";
 }
 
 static void s_update_up_gauge(lh_stage_t *stage)
@@ -1054,12 +1132,19 @@ int lh_hub_reload(lh_hub_t *self, lh_error_t *err)
         lh_core_log(LH_LOG_ERROR, "reload refused, the running conf stays: %s", err->text);
         return -1;
     }
+    lh_filters_t *filters = lh_filters_new(fresh, self->plugins, self->registry, err);
+    if (!filters) {
+        lh_hub_conf_destroy(&fresh);
+        lh_core_log(LH_LOG_ERROR, "reload refused, the running conf stays: %s", err->text);
+        return -1;
+    }
     lh_stage_t **next = calloc(fresh->stage_count + 1, sizeof *next);
     lh_stage_t **retired = calloc(self->stage_count + 1, sizeof *retired);
     size_t retired_count = 0, started = 0, kept = 0;
     if (!next || !retired) {
         free(next);
         free(retired);
+        lh_filters_destroy(&filters);
         lh_hub_conf_destroy(&fresh);
         lh_error_set(err, "out of memory");
         return -1;
@@ -1083,6 +1168,7 @@ int lh_hub_reload(lh_hub_t *self, lh_error_t *err)
                 }
             free(next);
             free(retired);
+            lh_filters_destroy(&filters);
             lh_hub_conf_destroy(&fresh);
             lh_core_log(LH_LOG_ERROR, "reload failed, the running conf stays: %s", err->text);
             return -1;
@@ -1099,6 +1185,8 @@ int lh_hub_reload(lh_hub_t *self, lh_error_t *err)
     for (size_t i = 0; i < retired_count; i++)
         s_stage_destroy(&retired[i]);
     free(retired);
+    lh_filters_destroy(&self->filters);
+    self->filters = filters;
     zlist_append(self->old_confs, self->conf);
     self->conf = fresh;
     lh_core_log(LH_LOG_INFO, "reloaded %s: %zu stages kept, %zu started, %zu stopped", fresh->path,
@@ -1328,6 +1416,15 @@ lh_hub_t *lh_hub_new(lh_hub_conf_t *conf, lh_plugins_t *plugins, lh_error_t *err
             goto failed;
         zmq_setsockopt(self->events_tcp, ZMQ_XPUB_VERBOSE, &on, sizeof on);
     }
+    if (!(self->filters = lh_filters_new(conf, plugins, self->registry, err)))
+        goto failed;
+    for (size_t i = 0; i < conf->stage_count; i++)
+        if (conf->stages[i]->deprecated_filter)
+            lh_core_log(LH_LOG_WARNING,
+                        "%s:%d: stage '%s': `filter =` naming a processor is deprecated (since "
+                        "ABI 1.2 a filter is in-line, docs/CHAINS.md); write `processor = %s`",
+                        conf->stages[i]->file, conf->stages[i]->line, conf->stages[i]->name,
+                        conf->stages[i]->name);
     self->stages = calloc(conf->stage_count + 1, sizeof *self->stages);
     if (!self->stages)
         goto failed;
@@ -1358,6 +1455,7 @@ void lh_hub_destroy(lh_hub_t **self_p)
             s_stage_destroy(&self->stages[i]);
         free(self->stages);
     }
+    lh_filters_destroy(&self->filters);
     lh_stage_services_destroy(&self->stage_services);
     s_close(&self->ingest_tcp);
     /* Unbinding first frees the inproc names at once, for a next hub in the same process. */
@@ -1475,7 +1573,7 @@ static void s_shutdown(lh_hub_t *self)
     }
     s_drain_ingest(self, self->ingest_inproc, "inproc", NULL);
     s_stop_role(self, LH_STAGE_SOURCE);
-    s_stop_role(self, LH_STAGE_FILTER);
+    s_stop_role(self, LH_STAGE_PROCESSOR);
     s_stop_role(self, LH_STAGE_SINK);
     lh_hub_commit(self, NULL);
     int linger = 2000;

@@ -17,11 +17,17 @@
  *   LH_PLUGIN_ABI_MINOR, so an older hub refuses it with a message instead of failing to resolve
  *   the symbol.
  *
- * ROLES
+ * ROLES (docs/CHAINS.md)
  *   A source emits events into the hub. A sink receives the events whose type starts with one of
- *   its `subscribe` prefixes (all events when none is given). A filter does both; it never receives
- *   the events it emitted itself. The stage's section in the conf (`source =`, `sink =`,
- *   `filter =`) must name a role the descriptor declares.
+ *   its `subscribe` prefixes (all events when none is given). A processor does both (it subscribes
+ *   and emits new events, on its own thread); it never receives the events it emitted itself.
+ *   A filter (ABI 1.2) is no thread at all: a function the router calls in-line for every event
+ *   that a stage of its chain (or an external entry the chain claims) produces, before the event
+ *   is stamped; it passes, changes, drops or multiplies it (FILTERS below). The stage's section
+ *   in the conf (`source =`, `processor =`, `sink =`, `filter =`) must name a role the descriptor
+ *   declares. Before 1.2 processors were called filters: `filter =` naming a plugin that is only
+ *   a processor still works, with a deprecation warning, and LH_ROLE_FILTER is kept as the old
+ *   name of LH_ROLE_PROCESSOR.
  *
  * LIFECYCLE (all calls for one instance happen on the threads named here)
  *   1. validate(conf, err)   main thread, before anything starts, also on reload. Check your own
@@ -72,6 +78,22 @@
  *   answer quickly (the hub gives up after a few seconds and tells the operator). Every running
  *   worker of the stage receives the command. A plugin without the callback (NULL, or built
  *   against ABI 1.0) is never called: the operator gets "does not take commands".
+ *
+ * FILTERS (ABI 1.2)
+ *   A plugin with the role LH_ROLE_EVENT_FILTER sets filter (and optionally filter_create and
+ *   filter_destroy); create/run/destroy may then be NULL unless it has other roles too. The hub
+ *   makes one filter state per `filter =` stage with filter_create (main thread, at start and
+ *   on every reload) and calls filter(state, event) on the router's thread for each event, in
+ *   conf order with the chain's other filters: no thread hop, no copy. The event is read through
+ *   lh_filter_event_type (no decoding) and lh_filter_event_json (decoded once per event, on
+ *   first use, then shared by the filters after it). A filter returns LH_FILTER_PASS (unchanged),
+ *   LH_FILTER_CHANGED (it edited the JSON: the hub re-encodes it once after the chain),
+ *   LH_FILTER_DROP, or LH_FILTER_ERROR (counted, the event dropped: a filter that cannot decide
+ *   fails closed). lh_filter_event_emit adds further events after the current one (1 -> N); they
+ *   go through the filters after this one. A filter must not block: the router, and so every
+ *   event of the hub, waits for it. One that needs slow I/O (a lookup in a database) is a
+ *   processor instead: it subscribes to the raw type and emits the enriched event under another
+ *   type, and the chain's sinks subscribe to that. Filters cannot be `isolate = process`.
  */
 #ifndef LIVEHUB_PLUGIN_H
 #define LIVEHUB_PLUGIN_H
@@ -88,7 +110,8 @@ extern "C" {
 #endif
 
 #define LH_PLUGIN_ABI_MAJOR 1
-#define LH_PLUGIN_ABI_MINOR 2 /* 1.1: the command callback, lh_io_publish; 1.2: lh_io_publish_send */
+#define LH_PLUGIN_ABI_MINOR 2 /* 1.1: the command callback, lh_io_publish; 1.2: lh_io_publish_send,
+                                 in-line filters */
 #define LH_PLUGIN_SYMBOL "lh_plugin_v1"
 
 #if defined(__GNUC__)
@@ -109,8 +132,33 @@ extern "C" {
 typedef enum {
     LH_ROLE_SOURCE = 1 << 0,
     LH_ROLE_SINK = 1 << 1,
-    LH_ROLE_FILTER = 1 << 2,
+    LH_ROLE_PROCESSOR = 1 << 2,    /* subscribes and emits, on its own thread */
+    LH_ROLE_FILTER = 1 << 2,       /* deprecated (1.0/1.1 name of LH_ROLE_PROCESSOR) */
+    LH_ROLE_EVENT_FILTER = 1 << 3, /* 1.2: in-line filter, see FILTERS */
 } lh_role_t;
+
+/* ---- in-line filters (ABI 1.2, see FILTERS above) ------------------------------------------ */
+typedef enum {
+    LH_FILTER_PASS = 0,    /* unchanged */
+    LH_FILTER_CHANGED = 1, /* the JSON of lh_filter_event_json was edited */
+    LH_FILTER_DROP = 2,    /* the event goes no further: not stamped, not kept, not sent */
+    LH_FILTER_ERROR = -1,  /* counted as an error; the event is dropped */
+} lh_filter_verdict_t;
+
+/* One event on its way through a chain's filters; valid only during the filter call. */
+typedef struct lh_filter_event lh_filter_event_t;
+/* Its type (the topic; NUL-terminated, borrowed). Costs nothing. After a filter changed the JSON
+ * "type", the new type. */
+const char *lh_filter_event_type(lh_filter_event_t *event);
+/* The event as a JSON object {"type", "data", "to"?, "key"?} (data by the rules of codec.h),
+ * decoded on first use; borrowed and editable: edit it in place and return LH_FILTER_CHANGED.
+ * NULL with a reason when the event cannot be shown as JSON (then return LH_FILTER_ERROR). */
+json_t *lh_filter_event_json(lh_filter_event_t *event, lh_error_t *err);
+/* Emits one more event after this one: envelope is an object as above (reference stolen). It
+ * goes through the filters after the current one. At most LH_FILTER_EMIT_MAX per event;
+ * returns 0, or -1 with a reason (the envelope is released). */
+#define LH_FILTER_EMIT_MAX 64
+int lh_filter_event_emit(lh_filter_event_t *event, json_t *envelope, lh_error_t *err);
 
 typedef enum {
     LH_OPTION_STRING,   /* any text */
@@ -168,6 +216,13 @@ typedef struct lh_plugin {
      * the instance's thread; see COMMANDS above. */
     int (*command)(void *self, lh_io_t *io, const char *name, const char *args_json, char *reply,
                    size_t reply_size);
+    /* ---- ABI 1.2 ---- */
+    /* In-line filters (role LH_ROLE_EVENT_FILTER; see FILTERS). filter_create makes the state of
+     * one `filter =` stage from its conf (may be NULL: the state is NULL); NULL with a reason
+     * refuses the conf. filter runs on the router's thread, never concurrently for one state. */
+    void *(*filter_create)(const lh_conf_t *conf, lh_error_t *err);
+    lh_filter_verdict_t (*filter)(void *state, lh_filter_event_t *event);
+    void (*filter_destroy)(void **state_p);
 } lh_plugin_t;
 
 /* ---- host services ---------------------------------------------------------------------- */

@@ -191,7 +191,7 @@ class SdkInstallTest(hubtest.HubTestCase):
         for options, message in cases:
             conf = os.path.join(self.sdk.tmp, "bad.conf")
             with open(conf, "w") as out:
-                out.write("hub\n    plugin_dir = %s\nchain = c\n    filter = counts\n"
+                out.write("hub\n    plugin_dir = %s\nchain = c\n    processor = counts\n"
                           "        plugin = counter\n        %s\n" % (self.sdk.plugin_dir, options))
             result = self.sdk.cli_run("check", conf, check=False)
             self.assertEqual(result.returncode, 1, result.stdout)
@@ -202,7 +202,7 @@ class SdkInstallTest(hubtest.HubTestCase):
     def test_counts_and_reports_every_n_events(self):
         hub = self.hub("""
 chain = stats
-    filter = counts
+    processor = counts
         plugin = counter
         subscribe = order: payment:
         every = 5

@@ -272,7 +272,7 @@ static void test_defaults(void **state)
     /* the default control socket is in this user's runtime directory, named after the hub */
     setenv("XDG_RUNTIME_DIR", "/run/user/4242", 1);
     lh_hub_conf_t *conf = s_load_ok("chain = only\n"
-                                    "    filter = f\n"
+                                    "    processor = f\n"
                                     "        plugin = p\n",
                                     NULL);
     unsetenv("XDG_RUNTIME_DIR");
@@ -295,7 +295,7 @@ static void test_defaults(void **state)
 
     assert_int_equal(conf->stage_count, 1);
     lh_stage_conf_t *stage = conf->stages[0];
-    assert_int_equal(stage->role, LH_STAGE_FILTER);
+    assert_int_equal(stage->role, LH_STAGE_PROCESSOR);
     assert_non_null(stage->subscribe);
     assert_null(stage->subscribe[0]);
     assert_int_equal(stage->subscribe_count, 0);
@@ -809,7 +809,7 @@ static void test_role_not_allowed(void **state)
 {
     (void)state;
     s_refused("chain = c\n    source = in\n        base = /x\n        plugin = echo\n", s_lookup, 4,
-              "plugin: 'echo' cannot be a source (it can be: filter, sink)");
+              "plugin: 'echo' cannot be a source (it can be: processor, sink)");
     s_refused("chain = c\n    sink = out\n        plugin = feed\n", s_lookup, 3,
               "plugin: 'feed' cannot be a sink (it can be: source)");
 }
