@@ -812,8 +812,13 @@ static void s_handle_subscriptions(lh_hub_t *self, void *xpub)
 
 /* ---- supervision ------------------------------------------------------------------------- */
 
-static const char *s_role_name(lh_stage_role_t role)
+/* The stage's role as its conf names it (a deprecated `filter =` processor keeps that word, so
+ * its log lines match the conf the operator reads). */
+static const char *s_role_name(const lh_stage_conf_t *conf)
 {
+    lh_stage_role_t role = conf->deprecated_filter ? LH_STAGE_FILTER : conf->role;
+    if (role == LH_STAGE_FILTER)
+        return "filter";
     return role == LH_STAGE_SOURCE ? "source" : role == LH_STAGE_SINK ? "sink" : "processor";
 }
 
@@ -835,7 +840,7 @@ static void s_worker_ended(lh_hub_t *self, lh_worker_t *worker, const char *reas
         worker->state = S_WORKER_STOPPED;
         if (strcmp(reason, "stopped") != 0)
             lh_core_log(LH_LOG_ERROR, "%s %s (plugin %s) worker %d ended while stopping: %s",
-                        s_role_name(stage->conf->role), stage->conf->name, stage->conf->plugin,
+                        s_role_name(stage->conf), stage->conf->name, stage->conf->plugin,
                         worker->index, reason);
     } else {
         if (worker->state != S_WORKER_RESTARTING)
@@ -848,7 +853,7 @@ static void s_worker_ended(lh_hub_t *self, lh_worker_t *worker, const char *reas
         lh_core_log(LH_LOG_ERROR,
                     "%s %s (plugin %s) worker %d stopped unexpectedly: %s; "
                     "restarting in %d ms",
-                    s_role_name(stage->conf->role), stage->conf->name, stage->conf->plugin,
+                    s_role_name(stage->conf), stage->conf->name, stage->conf->plugin,
                     worker->index, worker->last_error, worker->backoff_ms);
         worker->state = S_WORKER_BACKOFF;
         worker->deadline = zclock_mono() + worker->backoff_ms;
@@ -922,7 +927,7 @@ static void s_handle_pipe(lh_hub_t *self, lh_worker_t *worker)
         if (worker->state == S_WORKER_STARTING) {
             worker->state = S_WORKER_RUNNING;
             lh_core_log(LH_LOG_INFO, "%s %s (plugin %s) worker %d ready",
-                        s_role_name(stage->conf->role), stage->conf->name, stage->conf->plugin,
+                        s_role_name(stage->conf), stage->conf->name, stage->conf->plugin,
                         worker->index);
         }
     } else if (strcmp(command, LH_PIPE_EXIT) == 0 && !stage->isolated) {
@@ -949,7 +954,7 @@ static void s_supervise(lh_hub_t *self, int64_t now)
                 snprintf(worker->last_error, sizeof worker->last_error,
                          "did not signal ready within %d ms", stage->conf->ready_timeout_ms);
                 lh_core_log(LH_LOG_ERROR, "%s %s worker %d %s; stopping it",
-                            s_role_name(stage->conf->role), stage->conf->name, w,
+                            s_role_name(stage->conf), stage->conf->name, w,
                             worker->last_error);
                 worker->state = S_WORKER_RESTARTING;
                 worker->deadline = now + S_STOP_TIMEOUT_MS;
@@ -961,7 +966,7 @@ static void s_supervise(lh_hub_t *self, int64_t now)
                        worker->child.pid && now >= worker->deadline) {
                 /* a child deaf to the stop request is killed; its end is reaped as usual */
                 lh_core_log(LH_LOG_ERROR, "%s %s worker %d did not stop within %d ms; killing it",
-                            s_role_name(stage->conf->role), stage->conf->name, w,
+                            s_role_name(stage->conf), stage->conf->name, w,
                             S_STOP_TIMEOUT_MS);
                 lh_child_kill(&worker->child);
                 worker->deadline = INT64_MAX;

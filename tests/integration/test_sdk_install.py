@@ -249,7 +249,7 @@ chain = stats
             time.sleep(0.05)
         stage = hub.stage("counts")
         self.assertEqual((stage["role"], stage["plugin"], stage["delivered"]),
-                         ("filter", "counter", 12))
+                         ("processor", "counter", 12))
         self.assertEqual(stage["workers"][0]["state"], "running")
         self.assertEqual(stage["restarts"], 0)
 
