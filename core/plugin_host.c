@@ -706,7 +706,7 @@ int lh_io_publish_send(lh_io_t *io, lh_event_t *const *events, size_t count, uin
         lh_error_set(err, "cannot reach the hub's publish endpoint: %s", zmq_strerror(zmq_errno()));
     else
         rc = s_publish_send(io, socket, tag, events, count, err);
-    if (rc != LH_PUBLISH_OK)
+    if (rc != LH_PUBLISH_OK && rc != LH_PUBLISH_BUSY) /* a busy send is tried again */
         lh_metric_add(io->emit_failed, count);
     return rc;
 }

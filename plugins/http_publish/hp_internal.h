@@ -80,6 +80,7 @@ typedef struct hp_server {
     glue_conns_t conns;
     lh_metric_t *statuses[HP_STATUS_COUNT];
     lh_metric_t *published, *duplicates;
+    lh_metric_t *in_flight_gauge, *waiting_gauge;
 } hp_server_t;
 
 typedef enum {

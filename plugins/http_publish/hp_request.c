@@ -17,6 +17,12 @@
  * many times max_body; beyond, the answer goes out at once and the connection is closed. */
 #define HP_DISCARD_FACTOR 4
 
+static void s_count_queues(hp_server_t *server)
+{
+    lh_metric_set(server->in_flight_gauge, (double)server->in_flight.count);
+    lh_metric_set(server->waiting_gauge, (double)server->waiting.count);
+}
+
 static void s_reset(hp_request_t *self)
 {
     if (self->state == HP_WAITING || self->state == HP_PUBLISHING) {
@@ -24,6 +30,7 @@ static void s_reset(hp_request_t *self)
         lws_dll2_remove(&self->link);
         if (self->state == HP_PUBLISHING)
             self->server->in_flight_bytes -= self->sent_bytes;
+        s_count_queues(self->server);
     }
     if (self->state != HP_IDLE && self->server && self->server->active)
         self->server->active--;
@@ -280,6 +287,7 @@ static int s_send(hp_request_t *self, bool *busy)
     self->state = HP_PUBLISHING;
     server->in_flight_bytes += self->sent_bytes;
     lws_dll2_add_tail(&self->link, &server->in_flight);
+    s_count_queues(server);
     return 0;
 }
 
@@ -297,7 +305,7 @@ static void s_send_waiting(hp_server_t *server)
     while (server->waiting.head) {
         hp_request_t *request = lws_container_of(server->waiting.head, hp_request_t, link);
         if (!s_room(server, request->body_size))
-            return;
+            break;
         lws_dll2_remove(&request->link);
         request->state = HP_READING; /* as s_send expects it: not in a list */
         bool busy;
@@ -308,10 +316,11 @@ static void s_send_waiting(hp_server_t *server)
         if (busy) { /* the router's queue is full: wait for its answers */
             request->state = HP_WAITING;
             lws_dll2_add_head(&request->link, &server->waiting);
-            return;
+            break;
         }
         lws_rx_flow_control(request->wsi, 1); /* sent or refused: its connection reads again */
     }
+    s_count_queues(server);
 }
 
 int hp_request_body_done(hp_request_t *self)
@@ -326,6 +335,7 @@ int hp_request_body_done(hp_request_t *self)
     self->state = HP_WAITING;
     lws_dll2_add_tail(&self->link, &server->waiting);
     s_send_waiting(server);
+    s_count_queues(server);
     if (self->state == HP_WAITING)
         lws_rx_flow_control(self->wsi, 0); /* read nothing more from it until it is sent */
     else
@@ -350,6 +360,7 @@ static void s_landed(hp_request_t *request)
     lws_dll2_remove(&request->link);
     request->server->in_flight_bytes -= request->sent_bytes;
     request->sent_bytes = 0;
+    s_count_queues(request->server);
 }
 
 static void s_answered(hp_request_t *request, int rc)

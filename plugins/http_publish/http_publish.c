@@ -183,6 +183,12 @@ static void s_register_metrics(hp_server_t *server)
     server->duplicates =
         lh_io_counter(server->io, "livehub_http_publish_duplicates_total",
                       "Events not published again: the hub already had their idempotency key");
+    server->in_flight_gauge =
+        lh_io_gauge(server->io, "livehub_http_publish_in_flight",
+                    "Requests sent to the router and not yet answered (at most max_in_flight)");
+    server->waiting_gauge =
+        lh_io_gauge(server->io, "livehub_http_publish_waiting",
+                    "Requests read and waiting for room under max_in_flight(_bytes)");
     glue_conns_init(&server->conns, (size_t)server->opt.max_connections,
                     server->opt.header_timeout, server->opt.idle_timeout,
                     lh_io_gauge(server->io, "livehub_http_publish_connections",

@@ -415,6 +415,9 @@ class HttpPublishTest(HubTestCase):
                     self.assertEqual(events[event_id], [number, n, i])
                     self.assertEqual(stored[event_id], [number, n, i])
         self.assertEqual(self.metric(hub, "livehub_http_publish_events_total", ""), total)
+        metrics = hub.status()["metrics"]
+        for gauge in ("livehub_http_publish_in_flight", "livehub_http_publish_waiting"):
+            self.assertEqual(metrics['%s{stage="api"}' % gauge], 0, "nothing left queued")
 
     def test_ids_answered_on_many_connections_are_in_the_journal_after_kill_9(self):
         """Answered only once journaled: POSTs on 8 connections keep many requests in flight; the
