@@ -59,6 +59,9 @@ typedef struct {
     bool verbose;
     const char *journal;      /* hub journal file (emptied before each hub), or NULL */
     const char *journal_sync; /* its journal_sync policy, or NULL (the default) */
+    const char *filters;      /* --filters pass|change: a chain of three built-in filters
+                                 (docs/CHAINS.md) in front of the control entry, which the
+                                 lh_hub_accept measurement goes through; NULL: none */
 } s_options_t;
 
 static const char *s_journal_path; /* options.journal, for s_hub_new */
@@ -392,6 +395,24 @@ static char *s_write_conf(const s_options_t *options, int hwm)
         fprintf(file, "    journal = %s\n", options->journal);
     if (options->journal_sync)
         fprintf(file, "    journal_sync = %s\n", options->journal_sync);
+    /* pass: three filters that look at the type only and let the event through untouched;
+     * change: the middle one adds an audience to every event (decoded, re-encoded) */
+    if (options->filters)
+        fprintf(file,
+                "chain = filtered\n"
+                "    entries = control\n"
+                "    filter = no-debug\n"
+                "        plugin = drop\n"
+                "        types = debug:*\n"
+                "    filter = middle\n"
+                "%s"
+                "    filter = names\n"
+                "        plugin = rename\n"
+                "        map = airtable:Assignments:created=assignment:created\n",
+                strcmp(options->filters, "change") == 0
+                    ? "        plugin = route\n        to = admin\n"
+                    : "        plugin = redact\n        types = user:*\n        fields = "
+                      "data.password\n");
     fclose(file);
     return path;
 }
@@ -658,6 +679,7 @@ static void s_usage(FILE *out)
     fprintf(out,
             "usage: bench_router [--quick] [--events N] [--seconds S] [--runs R] [--warmup W]\n"
             "                    [--hwm H] [--history H] [--journal F [--journal-sync P]]\n"
+            "                    [--filters pass|change]\n"
             "                    [--only KIND] [--verbose]\n"
             "  Measures events/s through ingest -> router -> one subscriber (64 and 256 byte\n"
             "  data) beside raw libzmq inproc PUSH/PULL, and the router thread's CPU per event.\n"
@@ -779,6 +801,10 @@ int main(int argc, char **argv)
             i++;
         } else if (strcmp(arg, "--journal") == 0 && value) {
             options.journal = s_journal_path = value;
+            i++;
+        } else if (strcmp(arg, "--filters") == 0 && value &&
+                   (strcmp(value, "pass") == 0 || strcmp(value, "change") == 0)) {
+            options.filters = value;
             i++;
         } else if (strcmp(arg, "--journal-sync") == 0 && value) {
             options.journal_sync = value;
