@@ -253,6 +253,36 @@ chain = stats
         self.assertEqual(stage["workers"][0]["state"], "running")
         self.assertEqual(stage["restarts"], 0)
 
+    def test_the_example_filter_masks_addresses_in_line(self):
+        """examples/plugin/email_mask.c, an ABI 1.2 in-line filter built from the SDK only, in
+        front of the control entry: the address never reaches a subscriber nor history."""
+        for module in (os.path.join(self.sdk.plugin_dir, "email_mask.so"),
+                       os.path.join(self.sdk.make_build, "email_mask.so")):
+            symbols = run(["nm", "-D", "--defined-only", module]).stdout.split()
+            self.assertEqual({n for n in symbols[2::3] if n not in ("_init", "_fini")},
+                             {"lh_plugin_v1"}, module)
+        out = self.sdk.cli_run("plugins", env={"LIVEHUB_PLUGIN_DIR": self.sdk.plugin_dir}).stdout
+        self.assertIn("email_mask 1.0: in-line filter", out)
+        self.assertIn("roles: filter", out)
+        hub = self.hub("""
+chain = backend
+    entries = control
+    filter = no-emails
+        plugin = email_mask
+        mask = [email]
+""")
+        sub = hub.subscriber("contact:")
+        self.assertGreater(hub.publish("contact:added", {"who": {"email": "ann@example.org",
+                                                                   "name": "Ann"},
+                                                           "cc": ["bob@example.org", "x"]}), 0)
+        event = sub.recv()
+        self.assertEqual(event["data"], {"who": {"email": "[email]", "name": "Ann"},
+                                         "cc": ["[email]", "x"]})
+        status, meta, replayed = hub.replay(0)
+        self.assertNotIn("example.org", repr(replayed))
+        (entry,) = hub.status()["filters"]
+        self.assertEqual((entry["name"], entry["changed"]), ("no-emails", 1))
+
     def test_interval_reports_with_reset_and_audience(self):
         hub = self.hub("""
 chain = stats
