@@ -46,6 +46,8 @@ typedef struct {
     /* rename */
     char *from[S_PATHS_MAX], *to[S_PATHS_MAX];
     size_t map_count;
+    s_path_t move_from[S_PATHS_MAX], move_to[S_PATHS_MAX]; /* field moves, in data */
+    size_t move_count;
 } s_state_t;
 
 static void s_path_free(s_path_t *path)
@@ -116,6 +118,10 @@ static void s_state_free(s_state_t *self)
     for (size_t i = 0; i < self->map_count; i++) {
         free(self->from[i]);
         free(self->to[i]);
+    }
+    for (size_t i = 0; i < self->move_count; i++) {
+        s_path_free(&self->move_from[i]);
+        s_path_free(&self->move_to[i]);
     }
     free(self);
 }
@@ -583,8 +589,29 @@ static void *s_rename_create(const lh_conf_t *conf, lh_error_t *err)
         }
         free(words[i]);
     }
-    if (rc == 0 && self->map_count == 0) {
-        lh_error_set(err, "map: name at least one FROM=TO");
+    count = 0;
+    if (rc == 0)
+        rc = s_words(lh_conf_get(conf, "move"), words, &count, "move", err);
+    for (size_t i = 0; i < count; i++) {
+        char *equals = strchr(words[i], '=');
+        if (rc == 0) {
+            if (!equals || strncmp(words[i], "data.", 5) != 0 || strncmp(equals + 1, "data.", 5) != 0 ||
+                strchr(words[i], '*')) {
+                lh_error_set(err, "move: '%s' must be data.FROM=data.TO (no wildcards)", words[i]);
+                rc = -1;
+            } else {
+                *equals = '\0';
+                if ((rc = s_path_parse(&self->move_from[self->move_count], words[i], err)) == 0 &&
+                    (rc = s_path_parse(&self->move_to[self->move_count], equals + 1, err)) != 0)
+                    s_path_free(&self->move_from[self->move_count]);
+                if (rc == 0)
+                    self->move_count++;
+            }
+        }
+        free(words[i]);
+    }
+    if (rc == 0 && self->map_count == 0 && self->move_count == 0) {
+        lh_error_set(err, "name at least one map FROM=TO or move data.FROM=data.TO");
         rc = -1;
     }
     if (rc != 0) {
@@ -594,9 +621,44 @@ static void *s_rename_create(const lh_conf_t *conf, lh_error_t *err)
     return self;
 }
 
+/* Moves the value at from to to (objects on the way made as needed); true when it moved. */
+static bool s_move(json_t *json, const s_path_t *from, const s_path_t *to)
+{
+    s_path_t parent = *from;
+    parent.count--;
+    json_t *holder = s_path_get(json, &parent);
+    json_t *value = json_is_object(holder) ? json_object_get(holder, from->parts[from->count - 1])
+                                           : NULL;
+    if (!value)
+        return false;
+    json_incref(value);
+    json_object_del(holder, from->parts[from->count - 1]);
+    json_t *at = json;
+    for (size_t i = 0; i + 1 < to->count; i++) {
+        json_t *next = json_object_get(at, to->parts[i]);
+        if (!json_is_object(next)) {
+            next = json_object();
+            json_object_set_new(at, to->parts[i], next);
+        }
+        at = next;
+    }
+    json_object_set_new(at, to->parts[to->count - 1], value);
+    return true;
+}
+
 static lh_filter_verdict_t s_rename_filter(void *state, lh_filter_event_t *event)
 {
     s_state_t *self = state;
+    bool moved = false;
+    if (self->move_count) {
+        json_t *json = lh_filter_event_json(event, NULL);
+        if (!json)
+            return LH_FILTER_ERROR;
+        if (!json_is_object(json_object_get(json, "data")))
+            json = NULL; /* nothing to move in a scalar data */
+        for (size_t i = 0; json && i < self->move_count; i++)
+            moved |= s_move(json, &self->move_from[i], &self->move_to[i]);
+    }
     const char *type = lh_filter_event_type(event);
     for (size_t i = 0; i < self->map_count; i++) {
         size_t from = strlen(self->from[i]);
@@ -619,7 +681,7 @@ static lh_filter_verdict_t s_rename_filter(void *state, lh_filter_event_t *event
         json_object_set_new(json, "type", json_string(renamed));
         return LH_FILTER_CHANGED;
     }
-    return LH_FILTER_PASS;
+    return moved ? LH_FILTER_CHANGED : LH_FILTER_PASS;
 }
 
 /* ---- descriptors --------------------------------------------------------------------------- */
@@ -679,8 +741,10 @@ static const lh_option_t s_route_options[] = {
     {NULL, 0, NULL, false, 0, 0, NULL},
 };
 static const lh_option_t s_rename_options[] = {
-    {"map", LH_OPTION_STRING, NULL, true, 0, 0,
+    {"map", LH_OPTION_STRING, NULL, false, 0, 0,
      "FROM=TO type renames, space-separated; PREFIX*=NEW* renames a family"},
+    {"move", LH_OPTION_STRING, NULL, false, 0, 0,
+     "data.FROM=data.TO field moves and renames, space-separated"},
     {NULL, 0, NULL, false, 0, 0, NULL},
 };
 
@@ -708,7 +772,7 @@ S_DESCRIPTOR(s_redact, "built-in: removes or masks fields (nested paths, * wildc
              s_redact_options, s_redact_validate, s_redact_create, s_redact_filter);
 S_DESCRIPTOR(s_route, "built-in: adds or sets audiences from the event's fields", s_route_options,
              s_route_validate, s_route_create, s_route_filter);
-S_DESCRIPTOR(s_rename, "built-in: renames types (topic frame and type field)", s_rename_options,
+S_DESCRIPTOR(s_rename, "built-in: renames types (topic frame and type field) and moves fields", s_rename_options,
              s_rename_validate, s_rename_create, s_rename_filter);
 
 static const lh_plugin_t *const s_builtins[] = {&s_keep, &s_drop, &s_redact, &s_route,

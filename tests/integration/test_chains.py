@@ -137,6 +137,38 @@ chain = other
         self.assertEqual({e["type"] for e in replayed}, {"debug:other"})
         sub.close()
 
+    def test_rename_moves_fields(self):
+        hub = self.hub("""
+chain = c
+    entries = control
+    filter = fields
+        plugin = rename
+        move = data.assignee=data.assigneeId data.meta.at=data.when data.gone=data.nowhere
+""")
+        sub = hub.subscriber("a:")
+        hub.publish("a:b", {"assignee": 42, "meta": {"at": 5, "by": "x"}, "keep": 1})
+        event = sub.recv()
+        self.assertEqual(event["data"], {"assigneeId": 42, "meta": {"by": "x"}, "when": 5,
+                                         "keep": 1})
+        hub.publish("a:c", {"keep": 2})  # nothing to move: passed untouched
+        self.assertEqual(sub.recv()["data"], {"keep": 2})
+        (entry,) = hub.status()["filters"]
+        self.assertEqual((entry["changed"], entry["passed"]), (1, 1))
+
+    def test_reload_remakes_the_filters_and_a_bad_one_keeps_the_running_chain(self):
+        hub = self.hub(CLEAN)
+        self.assertEqual(hub.publish("debug:x", {}), 0)
+        hub.write_conf(CLEAN.replace("types = debug:* trace:*", "types = trace:*"))
+        self.assertEqual(hub.control(b"RELOAD")[0], b"OK")
+        self.assertGreater(hub.publish("debug:x", {}), 0)  # no longer dropped
+        self.assertEqual(hub.publish("trace:x", {}), 0)
+        hub.write_conf(CLEAN.replace("to = user:{data.assigneeId}", "to = user:{data.id"))
+        reply = hub.control(b"RELOAD")
+        self.assertEqual(reply[0], b"ERR", reply)
+        self.assertIn(b"has an unclosed {", reply[1])
+        self.assertEqual(hub.publish("trace:x", {}), 0)  # the running chain stays
+        self.assertGreater(hub.publish("debug:x", {}), 0)
+
     def test_deprecated_filter_role_for_a_processor_still_runs_with_a_warning(self):
         hub = self.hub("""
 chain = c
@@ -172,6 +204,10 @@ class CheckTests(unittest.TestCase):
              "has an unclosed {"),
             ("chain = c\n    filter = f\n        plugin = rename\n        map = a\n",
              "must be FROM=TO"),
+            ("chain = c\n    filter = f\n        plugin = rename\n        move = type=data.t\n",
+             "move: 'type=data.t' must be data.FROM=data.TO"),
+            ("chain = c\n    filter = f\n        plugin = rename\n",
+             "name at least one map FROM=TO or move"),
             ("chain = c\n    filter = f\n        plugin = rename\n        map = a=b\n"
              "        subscribe = x\n", ":5: subscribe: a filter runs in-line"),
             ("chain = c\n    entries = ingress nowhere\n    filter = f\n        plugin = drop\n"
