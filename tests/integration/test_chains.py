@@ -13,7 +13,7 @@ import unittest
 import zmq
 
 from hubtest import (CONTEXT, LIVEHUB_CLI, LIVEHUBD, SANITIZER_MARKS, SOURCE_DIR, HubTestCase,
-                     Subscriber, pack_event, unpack)
+                     Subscriber, free_port, pack_event, unpack)
 
 CLEAN = """
 chain = cleaned
@@ -136,6 +136,45 @@ chain = other
         status, meta, replayed = hub.replay(0)
         self.assertEqual({e["type"] for e in replayed}, {"debug:other"})
         sub.close()
+
+    def test_http_publish_is_a_source_of_its_chain(self):
+        """http_publish answers asynchronously (lh_io_publish_send); its events pass its chain's
+        filters before they get ids: a dropped one is answered with id 0."""
+        import http.client
+        import json
+        port, key = free_port(), "chains-key-0123456789abcdef"
+        hub = self.hub("""
+chain = backend
+    source = api
+        plugin = http_publish
+        listen = 127.0.0.1:%d
+        keys = env:LIVEHUB_CHAINS_KEYS
+    filter = no-debug
+        plugin = drop
+        types = debug:*
+    filter = no-secrets
+        plugin = redact
+        fields = data.password
+""" % port, env={"LIVEHUB_CHAINS_KEYS": key})
+        hub.wait_running("api")
+        sub = hub.subscriber("order:")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("POST", "/v1/publish", body=json.dumps(
+                [{"type": "debug:x", "data": 1},
+                 {"type": "order:new", "data": {"n": 1, "password": "p"}}]),
+                headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+            response = connection.getresponse()
+            answer = json.loads(response.read())
+        finally:
+            connection.close()
+        self.assertEqual(response.status, 200, answer)
+        self.assertEqual(len(answer["ids"]), 2, answer)
+        self.assertIsNone(answer["ids"][0])  # not published, as a duplicate is answered
+        self.assertGreater(answer["ids"][1], 0)
+        event = sub.recv()
+        self.assertEqual((event["type"], event["data"], event["id"]),
+                         ("order:new", {"n": 1}, answer["ids"][1]))
 
     def test_rename_moves_fields(self):
         hub = self.hub("""
