@@ -119,9 +119,11 @@ static size_t s_run(const lh_chain_filters_t *chain, size_t start, lh_filter_eve
             lh_metric_add(filter->dropped, 1);
             alive = false;
             break;
-        default:
+        default: /* fails closed: the event and whatever this filter emitted for it are gone */
             lh_metric_add(filter->errors, 1);
             alive = false;
+            json_decref(event->emitted);
+            event->emitted = NULL;
             break;
         }
         later[i] = event->emitted;

@@ -176,6 +176,27 @@ chain = backend
         self.assertEqual((event["type"], event["data"], event["id"]),
                          ("order:new", {"n": 1}, answer["ids"][1]))
 
+    def test_one_event_becomes_several_and_each_passes_the_filters_below(self):
+        hub = self.hub("""
+chain = c
+    entries = control
+    filter = split
+        plugin = splitter
+    filter = no-secrets
+        plugin = redact
+        fields = data.password
+""")
+        sub = hub.subscriber("item:")
+        first = hub.publish("batch:item:new", [{"n": 1, "password": "a"}, {"n": 2}, {"n": 3}])
+        events = sub.recv_n(3)
+        self.assertEqual([e["data"] for e in events], [{"n": 1}, {"n": 2}, {"n": 3}])
+        self.assertEqual([e["id"] for e in events], [first, first + 1, first + 2])
+        # a filter's further events are bounded: 64 per incoming event, then it is an error
+        self.assertEqual(hub.publish("batch:item:many", [{"n": i} for i in range(65)]), 0)
+        filters = {f["name"]: f for f in hub.status()["filters"]}
+        self.assertEqual((filters["split"]["dropped"], filters["split"]["errors"]), (1, 1))
+        self.assertEqual(filters["no-secrets"]["changed"], 1)
+
     def test_rename_moves_fields(self):
         hub = self.hub("""
 chain = c
