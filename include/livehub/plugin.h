@@ -89,8 +89,8 @@
  *   first use, then shared by the filters after it). A filter returns LH_FILTER_PASS (unchanged),
  *   LH_FILTER_CHANGED (it edited the JSON: the hub re-encodes it once after the chain),
  *   LH_FILTER_DROP, or LH_FILTER_ERROR (counted, the event dropped with what the filter emitted
- *   for it: a filter that cannot decide fails closed). lh_filter_event_emit adds further events after the current one (1 -> N); they
- *   go through the filters after this one. A filter must not block: the router, and so every
+ *   for it: a filter that cannot decide fails closed). lh_filter_event_emit adds further events
+ *   after the current one (1 -> N); they go through the filters after this one. A filter must not block: the router, and so every
  *   event of the hub, waits for it. One that needs slow I/O (a lookup in a database) is a
  *   processor instead: it subscribes to the raw type and emits the enriched event under another
  *   type, and the chain's sinks subscribe to that. Filters cannot be `isolate = process`.
